@@ -1,0 +1,12 @@
+/* The Redis Lua scripts (common/lua/<name>.lua, each prefixed with lib.lua), embedded at build time.
+ * docs/architecture.md describes each script's arguments, keys and effects. */
+#ifndef DR_SCRIPTS_H
+#define DR_SCRIPTS_H
+
+extern const char dr_script_accept[];   /* ingress: store a producer message */
+extern const char dr_script_ack[];      /* ingress: apply a device ack */
+extern const char dr_script_dispatch[]; /* dispatcher: expire, pick and mark sends for one shard */
+extern const char dr_script_lease[];    /* dispatcher: membership and shard leases */
+extern const char dr_script_outbox[];   /* dispatcher: remove published notifications */
+
+#endif

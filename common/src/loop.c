@@ -1,0 +1,92 @@
+/* Cross-thread post queue for the libuv loop (see dr/loop.h). */
+#include <time.h>
+
+#include "dr/err.h"
+#include "dr/loop.h"
+#include "dr/mem.h"
+
+struct dr_loop_item {
+    dr_loop_fn *fn;
+    void *arg;
+    dr_loop_item_t *next;
+};
+
+static void on_async(uv_async_t *h)
+{
+    dr_loop_drain(h->data);
+}
+
+int dr_loop_init(dr_loop_t *l)
+{
+    l->uv = uv_default_loop();
+    l->head = l->tail = NULL;
+    l->closed = 0;
+    pthread_mutex_init(&l->mu, NULL);
+    if (uv_async_init(l->uv, &l->async, on_async) != 0)
+        return DR_EIO;
+    l->async.data = l;
+    return 0;
+}
+
+int dr_loop_post(dr_loop_t *l, dr_loop_fn *fn, void *arg)
+{
+    dr_loop_item_t *it = dr_malloc(sizeof(*it));
+    it->fn = fn;
+    it->arg = arg;
+    it->next = NULL;
+    pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        free(it);
+        return DR_ECLOSED;
+    }
+    if (l->tail)
+        l->tail->next = it;
+    else
+        l->head = it;
+    l->tail = it;
+    uv_async_send(&l->async);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+void dr_loop_drain(dr_loop_t *l)
+{
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        dr_loop_item_t *it = l->head;
+        l->head = l->tail = NULL;
+        pthread_mutex_unlock(&l->mu);
+        if (it == NULL)
+            return;
+        while (it) {
+            dr_loop_item_t *next = it->next;
+            it->fn(it->arg);
+            free(it);
+            it = next;
+        }
+    }
+}
+
+void dr_loop_close(dr_loop_t *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->closed = 1;
+    pthread_mutex_unlock(&l->mu);
+    dr_loop_drain(l);
+    uv_close((uv_handle_t *)&l->async, NULL);
+}
+
+int64_t dr_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t dr_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,128 @@
+/* Service process scaffolding (see dr/node.h). */
+#define DR_MODULE "common/node"
+
+#include <nats/nats.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dr/err.h"
+#include "dr/log.h"
+#include "dr/metrics.h"
+#include "dr/node.h"
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    dr_node_t *n = h->data;
+    if (n->stopping) {
+        dr_log(DR_LOG_WARNING, "event=second_signal signal=%d action=exit_now", signum);
+        _exit(1);
+    }
+    n->stopping = 1;
+    dr_log(DR_LOG_NOTICE, "event=stopping signal=%d", signum);
+    if (n->on_stop)
+        n->on_stop(n, n->cb_data);
+    else
+        dr_node_close(n);
+}
+
+static void on_cron(uv_timer_t *t)
+{
+    dr_node_t *n = t->data;
+    int64_t now = dr_mono_ms();
+    if (now - n->last_flush >= n->cfg.metrics_flush_ms && dr_redis_ready(n->redis)) {
+        n->last_flush = now;
+        dr_metrics_flush(n->redis, n->cfg.redis_prefix, n->cfg.node_id);
+    }
+    if (n->on_cron && !n->closed)
+        n->on_cron(n, n->cb_data);
+}
+
+int dr_node_init(dr_node_t *n, const char *service, int argc, char **argv)
+{
+    char err[DR_ERR_LEN];
+    memset(n, 0, sizeof(*n));
+    n->service = service;
+    dr_log_set_service(service);
+    if (dr_settings_load(&n->cfg, service, argc, argv, err) != 0) {
+        fprintf(stderr, "drover-%s: %s\n", service, err);
+        dr_settings_dispose(&n->cfg);
+        return 1;
+    }
+    if (dr_loop_init(&n->loop) != 0) {
+        fprintf(stderr, "drover-%s: cannot create the event loop\n", service);
+        dr_settings_dispose(&n->cfg);
+        return 1;
+    }
+    dr_redis_options_t ro = {
+        .host = n->cfg.redis_host,
+        .port = (int)n->cfg.redis_port,
+        .password = n->cfg.redis_password,
+        .timeout_ms = (int)n->cfg.redis_timeout_ms,
+    };
+    n->redis = dr_redis_new(&n->loop, &ro);
+    dr_bus_options_t bo = {
+        .url = n->cfg.nats_url,
+        .user = n->cfg.nats_user,
+        .password = n->cfg.nats_password,
+        .name = n->cfg.node_id,
+    };
+    if (dr_bus_open(&n->loop, &bo, &n->bus, err) != 0) {
+        fprintf(stderr, "drover-%s: %s\n", service, err);
+        dr_redis_free(n->redis);
+        dr_loop_close(&n->loop);
+        uv_run(n->loop.uv, UV_RUN_DEFAULT);
+        uv_loop_close(n->loop.uv);
+        dr_settings_dispose(&n->cfg);
+        return 1;
+    }
+    uv_signal_init(n->loop.uv, &n->sigterm);
+    uv_signal_init(n->loop.uv, &n->sigint);
+    n->sigterm.data = n->sigint.data = n;
+    uv_signal_start(&n->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n->sigint, on_signal, SIGINT);
+    uv_timer_init(n->loop.uv, &n->cron);
+    n->cron.data = n;
+    dr_log(DR_LOG_NOTICE, "event=starting node=%s version=%s redis=%s:%lld nats=%s mqtt=%s shards=%lld", n->cfg.node_id,
+           "0.1.0", n->cfg.redis_host, (long long)n->cfg.redis_port, n->cfg.nats_url, n->cfg.mqtt_url,
+           (long long)n->cfg.shards);
+    return 0;
+}
+
+void dr_node_set_callbacks(dr_node_t *n, int period_ms, dr_node_cb *cron, dr_node_cb *stop, void *data)
+{
+    n->on_cron = cron;
+    n->on_stop = stop;
+    n->cb_data = data;
+    uv_timer_start(&n->cron, on_cron, (uint64_t)period_ms, (uint64_t)period_ms);
+}
+
+void dr_node_run(dr_node_t *n)
+{
+    uv_run(n->loop.uv, UV_RUN_DEFAULT);
+}
+
+void dr_node_close(dr_node_t *n)
+{
+    if (n->closed)
+        return;
+    n->closed = 1;
+    uv_timer_stop(&n->cron);
+    uv_close((uv_handle_t *)&n->cron, NULL);
+    uv_close((uv_handle_t *)&n->sigterm, NULL);
+    uv_close((uv_handle_t *)&n->sigint, NULL);
+    dr_bus_free(n->bus);
+    n->bus = NULL;
+    dr_redis_free(n->redis);
+    n->redis = NULL;
+    dr_loop_close(&n->loop);
+}
+
+void dr_node_dispose(dr_node_t *n)
+{
+    uv_run(n->loop.uv, UV_RUN_DEFAULT);
+    uv_loop_close(n->loop.uv);
+    nats_Close();
+    dr_log(DR_LOG_NOTICE, "event=stopped node=%s", n->cfg.node_id);
+    dr_settings_dispose(&n->cfg);
+}

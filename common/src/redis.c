@@ -1,0 +1,375 @@
+/* Asynchronous Redis client with timeouts, reconnection and script loading (see dr/redis.h).
+ *
+ * DESIGN
+ * hiredis answers in request order, so pending commands form a FIFO list and only the head's deadline
+ * needs checking: one repeating timer does that, the connect timeout and the reconnect back-off.
+ * When the head is late the connection is considered dead and freed; hiredis then calls every pending
+ * callback with a NULL reply, which we turn into DR_ETIMEDOUT for the caller. A command may have run
+ * in Redis even though its caller saw a timeout: callers must be idempotent or accept that.
+ */
+#define DR_MODULE "common/redis"
+
+#include <hiredis/async.h>
+#include <hiredis/adapters/libuv.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dr/err.h"
+#include "dr/log.h"
+#include "dr/mem.h"
+#include "dr/redis.h"
+
+enum { ST_DISCONNECTED, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSED };
+
+struct dr_redis_script {
+    const char *name;
+    const char *body;
+    char sha[41];
+    dr_redis_script_t *next;
+};
+
+typedef struct cmd {
+    dr_redis_t *r;
+    dr_redis_cb *cb;
+    void *data;
+    int64_t deadline;
+    struct cmd *prev, *next;
+} cmd_t;
+
+struct dr_redis {
+    dr_loop_t *loop;
+    char *host, *password;
+    int port, timeout_ms;
+    redisAsyncContext *ctx;
+    int state;
+    uv_timer_t timer;
+    int64_t connect_deadline, reconnect_at;
+    int backoff_ms;
+    int drop_err;               /* error given to callbacks of commands dropped with the connection */
+    int handshake_left;
+    cmd_t *head, *tail;
+    dr_redis_script_t *scripts;
+    dr_redis_state_cb *state_cb;
+    void *state_data;
+};
+
+static void start_connect(dr_redis_t *r);
+
+/* ---- pending list ----------------------------------------------------------------------------- */
+
+static void unlink_cmd(dr_redis_t *r, cmd_t *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        r->tail = c->prev;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    cmd_t *c = priv;
+    dr_redis_t *r = c->r;
+    redisReply *rep = reply;
+    unlink_cmd(r, c);
+    int err = 0;
+    if (rep == NULL)
+        err = r->drop_err ? r->drop_err : DR_EUNAVAIL;
+    else if (rep->type == REDIS_REPLY_ERROR)
+        err = DR_EREDIS;
+    c->cb(r, rep, err, c->data);
+    free(c);
+}
+
+static int send_argv(dr_redis_t *r, dr_redis_cb *cb, void *data, int argc, const char **argv, const size_t *lens)
+{
+    cmd_t *c = dr_malloc(sizeof(*c));
+    c->r = r;
+    c->cb = cb;
+    c->data = data;
+    c->deadline = dr_mono_ms() + r->timeout_ms;
+    c->next = NULL;
+    c->prev = r->tail;
+    if (r->tail)
+        r->tail->next = c;
+    else
+        r->head = c;
+    r->tail = c;
+    if (redisAsyncCommandArgv(r->ctx, on_reply, c, argc, argv, lens) != REDIS_OK) {
+        unlink_cmd(r, c);
+        free(c);
+        return DR_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* ---- connection life cycle -------------------------------------------------------------------- */
+
+static void set_state(dr_redis_t *r, int st)
+{
+    int was_ready = r->state == ST_READY;
+    r->state = st;
+    if (st == ST_READY && !was_ready) {
+        r->backoff_ms = 100;
+        dr_log(DR_LOG_NOTICE, "event=redis_ready host=%s port=%d", r->host, r->port);
+        if (r->state_cb)
+            r->state_cb(r, 1, r->state_data);
+    } else if (st != ST_READY && was_ready) {
+        if (r->state_cb)
+            r->state_cb(r, 0, r->state_data);
+    }
+}
+
+static void schedule_reconnect(dr_redis_t *r)
+{
+    r->reconnect_at = dr_mono_ms() + r->backoff_ms;
+    r->backoff_ms = r->backoff_ms * 2 > 2000 ? 2000 : r->backoff_ms * 2;
+}
+
+/* Drops the connection (loop thread, never from inside a hiredis callback). */
+static void drop(dr_redis_t *r, int err, const char *why)
+{
+    if (r->ctx == NULL)
+        return;
+    dr_log(DR_LOG_WARNING, "event=redis_drop reason=\"%s\" host=%s port=%d", why, r->host, r->port);
+    redisAsyncContext *ac = r->ctx;
+    r->ctx = NULL;
+    r->drop_err = err;
+    ac->data = NULL; /* on_disconnect must not touch r after this */
+    redisAsyncFree(ac);
+    r->drop_err = 0;
+    if (r->state != ST_CLOSED) {
+        set_state(r, ST_DISCONNECTED);
+        schedule_reconnect(r);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    dr_redis_t *r = ac->data;
+    if (r == NULL)
+        return; /* we dropped it ourselves */
+    r->ctx = NULL;
+    if (r->state == ST_CLOSED)
+        return;
+    dr_log(DR_LOG_WARNING, "event=redis_disconnected status=%d error=\"%s\"", status, ac->errstr);
+    set_state(r, ST_DISCONNECTED);
+    schedule_reconnect(r);
+}
+
+static void handshake_step(dr_redis_t *r, redisReply *reply, int err, void *data)
+{
+    dr_redis_script_t *s = data;
+    if (r->state != ST_HANDSHAKE)
+        return;
+    if (err != 0) {
+        dr_log(DR_LOG_WARNING, "event=redis_handshake_failed step=%s error=\"%s\"", s ? s->name : "auth",
+               reply ? reply->str : dr_strerror(err));
+        /* Cannot drop from inside a hiredis callback: let the timer do it. */
+        r->connect_deadline = 0;
+        return;
+    }
+    if (s != NULL && reply->type == REDIS_REPLY_STRING && reply->len == 40)
+        memcpy(s->sha, reply->str, 41);
+    if (--r->handshake_left == 0)
+        set_state(r, ST_READY);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    dr_redis_t *r = ac->data;
+    if (r == NULL)
+        return;
+    if (status != REDIS_OK) {
+        dr_log(DR_LOG_VERBOSE, "event=redis_connect_failed host=%s port=%d error=\"%s\"", r->host, r->port, ac->errstr);
+        r->ctx = NULL; /* hiredis frees it after we return */
+        set_state(r, ST_DISCONNECTED);
+        schedule_reconnect(r);
+        return;
+    }
+    set_state(r, ST_HANDSHAKE);
+    r->handshake_left = 0;
+    if (r->password[0] != '\0') {
+        const char *argv[] = {"AUTH", r->password};
+        r->handshake_left++;
+        send_argv(r, handshake_step, NULL, 2, argv, NULL);
+    }
+    for (dr_redis_script_t *s = r->scripts; s; s = s->next) {
+        const char *argv[] = {"SCRIPT", "LOAD", s->body};
+        r->handshake_left++;
+        send_argv(r, handshake_step, s, 3, argv, NULL);
+    }
+    if (r->handshake_left == 0) {
+        const char *argv[] = {"PING"};
+        r->handshake_left++;
+        send_argv(r, handshake_step, NULL, 1, argv, NULL);
+    }
+}
+
+static void start_connect(dr_redis_t *r)
+{
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (ac == NULL || ac->err) {
+        dr_log(DR_LOG_WARNING, "event=redis_connect_failed error=\"%s\"", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_reconnect(r);
+        return;
+    }
+    ac->data = r;
+    redisLibuvAttach(ac, r->loop->uv);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ctx = ac;
+    r->connect_deadline = dr_mono_ms() + r->timeout_ms;
+    set_state(r, ST_CONNECTING);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    dr_redis_t *r = t->data;
+    int64_t now = dr_mono_ms();
+    switch (r->state) {
+    case ST_DISCONNECTED:
+        if (now >= r->reconnect_at)
+            start_connect(r);
+        break;
+    case ST_CONNECTING:
+    case ST_HANDSHAKE:
+        if (now >= r->connect_deadline)
+            drop(r, DR_EUNAVAIL, r->connect_deadline == 0 ? "handshake failed" : "connect timeout");
+        break;
+    case ST_READY:
+        if (r->head && now >= r->head->deadline)
+            drop(r, DR_ETIMEDOUT, "command timeout");
+        break;
+    }
+}
+
+/* ---- public API ------------------------------------------------------------------------------- */
+
+dr_redis_t *dr_redis_new(dr_loop_t *loop, const dr_redis_options_t *opt)
+{
+    dr_redis_t *r = dr_calloc(1, sizeof(*r));
+    r->loop = loop;
+    r->host = dr_strdup(opt->host);
+    r->port = opt->port;
+    r->password = dr_strdup(opt->password ? opt->password : "");
+    r->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 5000;
+    r->backoff_ms = 100;
+    r->state = ST_DISCONNECTED;
+    r->reconnect_at = 0;
+    uv_timer_init(loop->uv, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, on_timer, 0, 50);
+    return r;
+}
+
+dr_redis_script_t *dr_redis_add_script(dr_redis_t *r, const char *name, const char *body)
+{
+    dr_redis_script_t *s = dr_calloc(1, sizeof(*s));
+    s->name = name;
+    s->body = body;
+    s->next = r->scripts;
+    r->scripts = s;
+    return s;
+}
+
+void dr_redis_on_state(dr_redis_t *r, dr_redis_state_cb *cb, void *data)
+{
+    r->state_cb = cb;
+    r->state_data = data;
+}
+
+int dr_redis_ready(const dr_redis_t *r)
+{
+    return r->state == ST_READY;
+}
+
+int dr_redis_cmd(dr_redis_t *r, dr_redis_cb *cb, void *data, int argc, const char **argv, const size_t *lens)
+{
+    if (r->state != ST_READY || r->ctx == NULL)
+        return DR_EUNAVAIL;
+    return send_argv(r, cb, data, argc, argv, lens);
+}
+
+typedef struct {
+    dr_redis_cb *cb;
+    void *data;
+} eval_ctx_t;
+
+static void on_eval(dr_redis_t *r, redisReply *reply, int err, void *data)
+{
+    eval_ctx_t *e = data;
+    if (err == DR_EREDIS && reply && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        dr_log(DR_LOG_WARNING, "event=redis_noscript action=reconnect_and_reload");
+        if (r->state == ST_READY) {
+            set_state(r, ST_HANDSHAKE);
+            r->connect_deadline = 0; /* the timer drops the connection; reconnecting reloads scripts */
+        }
+    }
+    e->cb(r, reply, err, e->data);
+    free(e);
+}
+
+int dr_redis_eval(dr_redis_t *r, dr_redis_script_t *s, dr_redis_cb *cb, void *data, int argc, const char **argv,
+                  const size_t *lens)
+{
+    if (r->state != ST_READY || r->ctx == NULL)
+        return DR_EUNAVAIL;
+    enum { MAXARGS = 64 };
+    const char *av[MAXARGS + 3];
+    size_t al[MAXARGS + 3];
+    if (argc > MAXARGS)
+        return DR_EINVAL;
+    av[0] = "EVALSHA";
+    al[0] = 7;
+    av[1] = s->sha;
+    al[1] = 40;
+    av[2] = "0";
+    al[2] = 1;
+    for (int i = 0; i < argc; i++) {
+        av[i + 3] = argv[i];
+        al[i + 3] = lens ? lens[i] : strlen(argv[i]);
+    }
+    eval_ctx_t *e = dr_malloc(sizeof(*e));
+    e->cb = cb;
+    e->data = data;
+    int rc = send_argv(r, on_eval, e, argc + 3, av, al);
+    if (rc != 0)
+        free(e);
+    return rc;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    dr_redis_t *r = h->data;
+    while (r->scripts) {
+        dr_redis_script_t *s = r->scripts;
+        r->scripts = s->next;
+        free(s);
+    }
+    free(r->host);
+    free(r->password);
+    free(r);
+}
+
+void dr_redis_free(dr_redis_t *r)
+{
+    if (r == NULL)
+        return;
+    r->state = ST_CLOSED;
+    if (r->ctx) {
+        redisAsyncContext *ac = r->ctx;
+        r->ctx = NULL;
+        r->drop_err = DR_ECLOSED;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}

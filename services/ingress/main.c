@@ -1,0 +1,109 @@
+/* drover-ingress: argv -> config -> wiring -> loop -> teardown. */
+#define DR_MODULE "ingress/main"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dr/err.h"
+#include "dr/log.h"
+#include "dr/scripts.h"
+#include "ingress.h"
+
+static ingress_t g;
+
+/* MQTT consumption starts only once Redis is usable, so nothing is taken from the broker that could
+ * not be stored; later Redis outages are absorbed by the blocking callback. */
+static void on_redis_state(dr_redis_t *r, int ready, void *data)
+{
+    (void)r;
+    ingress_t *in = data;
+    if (ready && !in->mqtt_started && !in->node.stopping) {
+        in->mqtt_started = 1;
+        dr_mqtt_start(in->mqtt);
+    }
+}
+
+static void finish_stop(ingress_t *in)
+{
+    uv_timer_stop(&in->stop_timer);
+    uv_close((uv_handle_t *)&in->stop_timer, NULL);
+    if (dr_mqtt_disconnect(in->mqtt, 2000) != 0 && atomic_load(&in->parked) > 0) {
+        /* Returning from a parked callback now could acknowledge a message that was never stored. */
+        dr_log(DR_LOG_WARNING, "event=exit_without_disconnect parked=%d reason=\"broker did not confirm the "
+               "disconnect; the broker keeps the unacknowledged messages\"", atomic_load(&in->parked));
+        _exit(0);
+    }
+    pthread_mutex_lock(&in->mu);
+    in->released = 1;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    for (int i = 0; i < 200 && atomic_load(&in->parked) > 0; i++)
+        usleep(5000);
+    dr_mqtt_free(in->mqtt);
+    in->mqtt = NULL;
+    dr_node_close(&in->node);
+}
+
+static void on_stop_timer(uv_timer_t *t)
+{
+    ingress_t *in = t->data;
+    /* Wait for callbacks that are storing a message; give up after the deadline (they park). */
+    if (atomic_load(&in->busy) == 0 || dr_mono_ms() >= in->stop_deadline)
+        finish_stop(in);
+}
+
+static void on_stop(dr_node_t *n, void *data)
+{
+    (void)n;
+    ingress_t *in = data;
+    atomic_store(&in->stopping, 1);
+    in->stop_deadline = dr_mono_ms() + in->node.cfg.redis_timeout_ms;
+    uv_timer_init(in->node.loop.uv, &in->stop_timer);
+    in->stop_timer.data = in;
+    uv_timer_start(&in->stop_timer, on_stop_timer, 0, 10);
+}
+
+int main(int argc, char **argv)
+{
+    ingress_t *in = &g;
+    if (dr_node_init(&in->node, "ingress", argc, argv) != 0)
+        return 1;
+    const dr_settings_t *cfg = &in->node.cfg;
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cv, NULL);
+    snprintf(in->wake_subject, sizeof(in->wake_subject), "%swake", cfg->nats_subject_prefix);
+    in->s_accept = dr_redis_add_script(in->node.redis, "accept", dr_script_accept);
+    in->s_ack = dr_redis_add_script(in->node.redis, "ack", dr_script_ack);
+
+    char client_id[128], err[DR_ERR_LEN], filter[192];
+    snprintf(client_id, sizeof(client_id), "drover-in-%s", cfg->node_id);
+    dr_mqtt_options_t mo = {
+        .url = cfg->mqtt_url,
+        .client_id = client_id,
+        .username = cfg->mqtt_username,
+        .password = cfg->mqtt_password,
+        .keepalive_s = (int)cfg->mqtt_keepalive_s,
+        .clean_session = 0, /* the broker keeps our share of messages while we restart */
+        .publish_timeout_ms = 10000,
+    };
+    if (dr_mqtt_open(&in->node.loop, &mo, &in->mqtt, err) != 0) {
+        fprintf(stderr, "drover-ingress: %s\n", err);
+        dr_node_close(&in->node);
+        dr_node_dispose(&in->node);
+        return 1;
+    }
+    snprintf(filter, sizeof(filter), "$share/%s/producer/request/#", cfg->mqtt_share_group);
+    dr_mqtt_add_subscription(in->mqtt, filter, 1);
+    snprintf(filter, sizeof(filter), "$share/%s/consumer/response/#", cfg->mqtt_share_group);
+    dr_mqtt_add_subscription(in->mqtt, filter, 1);
+    dr_mqtt_on_message(in->mqtt, ingress_on_message, in);
+    dr_redis_on_state(in->node.redis, on_redis_state, in);
+    dr_node_set_callbacks(&in->node, 100, NULL, on_stop, in);
+
+    dr_node_run(&in->node);
+    dr_node_dispose(&in->node);
+    pthread_cond_destroy(&in->cv);
+    pthread_mutex_destroy(&in->mu);
+    return 0;
+}
