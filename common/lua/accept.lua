@@ -1,11 +1,22 @@
 -- accept: stores one producer message atomically.
 -- ARGV[4..]: device, shard, guarantee, command, data ('' = null), tmpId, producerDeviseId ('' = no
 -- certificate), deliver-by (abs ms or ''), max attempts, not-before (abs ms), idempotency key,
--- fingerprint, largest id, ext ('1' when Drover-only fields were used).
--- Returns {'OK', id, status, cancelled} | {'DUP', id, status} | {'CONFLICT', id} | {'FULL'}.
+-- fingerprint, largest id, ext ('1' when Drover-only fields were used), request token, token ttl (s).
+-- The request token makes the ingress's own retries safe: a script whose reply was lost (timeout while
+-- Redis was paused) may still have run, and the retry must then find that message, not store another.
+-- Returns {'OK', id, status, cancelled[, 'retry']} | {'DUP', id, status} | {'CONFLICT', id} | {'FULL'}.
 local dev, sh, g, cmd, data = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local tmp, pd, ttl, mx, nb = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local idk, fp, idmax, ext = ARGV[14], ARGV[15], tonumber(ARGV[16]), ARGV[17]
+local rq, rqttl = ARGV[18], ARGV[19]
+
+if rq ~= '' then
+  local prev = redis.call('GET', P .. 'rq:' .. rq)
+  if prev then
+    local om = load_msg(prev)
+    if om then return {'OK', prev, om.st, 0, 'retry'} end
+  end
+end
 
 if idk ~= '' then
   local v = redis.call('GET', k_idem(idk))
@@ -83,4 +94,5 @@ if g ~= 'NO' then
 end
 notify({id = id, dev = dev, sh = sh, tmp = tmp, pd = pd, ext = ext}, st)
 if idk ~= '' then redis.call('SET', k_idem(idk), fp .. ' ' .. id) end
+if rq ~= '' then redis.call('SET', P .. 'rq:' .. rq, id, 'EX', rqttl) end
 return {'OK', id, st, cancelled}

@@ -39,6 +39,7 @@ typedef struct {
     uint32_t shard;
     dr_producer_msg_t msg; /* JOB_ACCEPT, owned */
     uint64_t fingerprint;
+    char token[33];        /* random request token: makes our own retries idempotent */
     dr_ack_t ack;          /* JOB_ACK */
     /* answer, guarded by in->mu */
     int done;

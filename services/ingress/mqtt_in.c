@@ -12,6 +12,7 @@
 #define DR_MODULE "ingress/mqtt_in"
 
 #include <stdio.h>
+#include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -144,6 +145,11 @@ static int handle_producer(ingress_t *in, const char *dev, size_t dev_len, const
     j.dev = dr_strndup(dev, dev_len);
     j.shard = dr_shard_of(dev, dev_len, (uint32_t)cfg->shards);
     j.fingerprint = dr_producer_msg_fingerprint(&j.msg, j.dev);
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        memset(rnd, 0, sizeof(rnd)); /* cannot happen after boot; an empty token only disables the check */
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(j.token + 2 * i, 3, "%02x", rnd[i]);
     int rc = run_job(in, &j);
     free(j.dev);
     dr_producer_msg_dispose(&j.msg);

@@ -84,14 +84,16 @@ static void on_accept(dr_redis_t *r, redisReply *reply, int err, void *data)
     if (strcmp(what, "OK") == 0) {
         dr_metrics_inc(DR_M_PRODUCER_ACCEPTED);
         snprintf(j->status, sizeof(j->status), "%s", elem(reply, 2));
-        dr_log(DR_LOG_VERBOSE, "event=accepted id=%s device=\"%s\" guarantee=%s shard=%u", j->id, j->dev,
-               dr_guarantee_name(j->msg.guarantee), j->shard);
+        dr_log(DR_LOG_VERBOSE, "event=accepted id=%s device=\"%s\" guarantee=%s shard=%u%s", j->id, j->dev,
+               dr_guarantee_name(j->msg.guarantee), j->shard,
+               strcmp(elem(reply, 4), "retry") == 0 ? " note=stored_by_an_earlier_attempt" : "");
         wake(in, j->shard);
         finish(j, 0, RES_STORED);
     } else if (strcmp(what, "DUP") == 0) {
         dr_metrics_inc(DR_M_PRODUCER_DUPLICATE);
         snprintf(j->status, sizeof(j->status), "%s", elem(reply, 2));
-        dr_log(DR_LOG_VERBOSE, "event=duplicate id=%s device=\"%s\" key=\"%s\"", j->id, j->dev, j->msg.idem_key);
+        dr_log(DR_LOG_VERBOSE, "event=duplicate id=%s device=\"%s\" key=\"%s\"", j->id, j->dev,
+               j->msg.idem_key ? j->msg.idem_key : "");
         wake(in, j->shard);
         finish(j, 0, RES_DUPLICATE);
     } else if (strcmp(what, "CONFLICT") == 0) {
@@ -164,10 +166,14 @@ static void run_accept(ingress_t *in, job_t *j)
         snprintf(nb_s, sizeof(nb_s), "%lld", (long long)m->not_before);
     snprintf(fp_s, sizeof(fp_s), "%016llx", (unsigned long long)j->fingerprint);
     snprintf(idmax_s, sizeof(idmax_s), "%lld", (long long)cfg->ids_max);
+    /* The token must outlive every retry of this request: retries stop within seconds of Redis
+     * answering again, so a few minutes is ample. */
+    char rqttl_s[24];
+    snprintf(rqttl_s, sizeof(rqttl_s), "%lld", (long long)(cfg->redis_timeout_ms / 1000 * 4 + 300));
     const char *argv[] = {
         cfg->redis_prefix, now_s, ret_s, j->dev, shard_s, dr_guarantee_name(m->guarantee), m->command,
         m->data ? m->data : "", m->has_cert ? tmp_s : "", m->has_cert ? m->producer_id : "", ttl_s, max_s, nb_s,
-        m->idem_key ? m->idem_key : "", fp_s, idmax_s, m->ext ? "1" : "0",
+        m->idem_key ? m->idem_key : "", fp_s, idmax_s, m->ext ? "1" : "0", j->token, rqttl_s,
     };
     if (dr_redis_eval(in->node.redis, in->s_accept, on_accept, j, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL) != 0)
         finish(j, DR_EUNAVAIL, RES_FAILED);
