@@ -36,6 +36,22 @@ local function sendable(m)
   return m.st == 'NOT_DELIVERED' or (m.st == 'UNKNOWN' and attempts(m) == 0)
 end
 
+-- True when the next unread entry of q is a guarantee NO message. Those never wait for a window
+-- slot (they are never acknowledged, so they never hold one), only for pacing; first sends still
+-- leave in acceptance order.
+local function next_unread_is_no(q)
+  local last = nil
+  for _, grp in ipairs(redis.call('XINFO', 'GROUPS', q)) do
+    for i = 1, #grp, 2 do
+      if grp[i] == 'last-delivered-id' then last = grp[i + 1] end
+    end
+  end
+  if not last then return false end
+  local r = redis.call('XRANGE', q, '(' .. last, '+', 'COUNT', 1)
+  if not r[1] then return false end
+  return redis.call('HGET', k_msg(r[1][2][2]), 'g') == 'NO'
+end
+
 local function dispatch_device(dev)
   local q, sc, ds = k_queue(dev), k_sched(dev), k_devstate(dev)
   local cfg = redis.call('HMGET', k_devcfg(dev), 'iv', 'win')
@@ -82,8 +98,9 @@ local function dispatch_device(dev)
   local sent = false
   if NOW >= nxt then
     local m = retry
-    if not m and inflight < win and unread > 0 then
+    if not m then
       for _ = 1, 64 do
+        if unread <= 0 or (inflight >= win and not next_unread_is_no(q)) then break end
         local r = redis.call('XREADGROUP', 'GROUP', GROUP, CONSUMER, 'COUNT', 1, 'STREAMS', q, '>')
         if not r then break end
         local e = r[1][2][1]
@@ -95,13 +112,12 @@ local function dispatch_device(dev)
             expired = expired + 1
           else
             m = cand
-            inflight = inflight + 1
+            if m.g ~= 'NO' then inflight = inflight + 1 end
             break
           end
         else
           drop_entry(q, e[1])
         end
-        if unread <= 0 then break end
       end
     end
     if m then
@@ -113,7 +129,6 @@ local function dispatch_device(dev)
         -- Fire and forget: sent once, when pacing allowed (Duster dropped these instead).
         unqueue(m)
         retire(m)
-        inflight = inflight - 1
       elseif not soonest or mdue < soonest then
         soonest = mdue
       end
@@ -134,7 +149,8 @@ local function dispatch_device(dev)
   end
   local due = nil
   local function consider(t) if not due or t < due then due = t end end
-  if (retry and not sent) or (inflight < win and unread > 0) then consider(math.max(NOW, nxt)) end
+  local can_take = unread > 0 and (inflight < win or next_unread_is_no(q))
+  if (retry and not sent) or can_take then consider(math.max(NOW, nxt)) end
   if soonest then consider(math.max(soonest, nxt)) end
   local first = redis.call('ZRANGE', sc, 0, 0, 'WITHSCORES')
   if first[2] then consider(tonumber(first[2])) end
