@@ -51,6 +51,23 @@ static int opt_int(json_t *obj, const char *key, int64_t *out)
 
 /* ---- producer message ------------------------------------------------------------------------- */
 
+/* Parses buf as one JSON object (strict). Returns it (caller decrefs) or NULL with err filled. */
+static json_t *load_object(const char *buf, size_t len, const char *what, dr_codec_err_t *err)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        fail(err, "BAD_JSON", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        fail(err, "BAD_JSON", "the %s must be a JSON object", what);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
 static void read_cert(json_t *root, dr_codec_err_t *err)
 {
     json_t *cert = json_object_get(root, "messageBirthCertificate");
@@ -128,17 +145,12 @@ static int parse_ext(json_t *root, dr_producer_msg_t *m, dr_codec_err_t *err)
 
 int dr_codec_parse_producer(const char *buf, size_t len, dr_producer_msg_t *m, dr_codec_err_t *err)
 {
-    json_error_t jerr;
     memset(m, 0, sizeof(*m));
     memset(err, 0, sizeof(*err));
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = load_object(buf, len, "message", err);
     if (root == NULL)
-        return fail(err, "BAD_JSON", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return DR_EINVAL;
     int rc = DR_EINVAL;
-    if (!json_is_object(root)) {
-        fail(err, "BAD_JSON", "the message must be a JSON object");
-        goto out;
-    }
     read_cert(root, err);
 
     m->guarantee = DR_G_RECEIPT_CONFIRMATION;
@@ -216,16 +228,11 @@ uint64_t dr_producer_msg_fingerprint(const dr_producer_msg_t *m, const char *dev
 
 int dr_codec_parse_ack(const char *buf, size_t len, dr_ack_t *out, dr_codec_err_t *err)
 {
-    json_error_t jerr;
     memset(err, 0, sizeof(*err));
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = load_object(buf, len, "ack", err);
     if (root == NULL)
-        return fail(err, "BAD_JSON", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return DR_EINVAL;
     int rc = DR_EINVAL;
-    if (!json_is_object(root)) {
-        fail(err, "BAD_JSON", "the ack must be a JSON object");
-        goto out;
-    }
     json_t *id = json_object_get(root, "id");
     if (!json_is_integer(id) || json_integer_value(id) <= 0) {
         fail(err, "BAD_ID", "id must be a positive integer");

@@ -96,19 +96,9 @@ int main(int argc, char **argv)
     d->s_lease = dr_redis_add_script(d->node.redis, "lease", dr_script_lease);
     d->s_outbox = dr_redis_add_script(d->node.redis, "outbox", dr_script_outbox);
 
-    char client_id[128], err[DR_ERR_LEN], subject[128];
-    snprintf(client_id, sizeof(client_id), "drover-dp-%s", cfg->node_id);
-    dr_mqtt_options_t mo = {
-        .url = cfg->mqtt_url,
-        .client_id = client_id,
-        .username = cfg->mqtt_username,
-        .password = cfg->mqtt_password,
-        .keepalive_s = (int)cfg->mqtt_keepalive_s,
-        .clean_session = 1, /* publishes only; everything to re-send is in Redis */
-        .publish_timeout_ms = 10000,
-    };
-    if (dr_mqtt_open(&d->node.loop, &mo, &d->mqtt, err) != 0) {
-        fprintf(stderr, "drover-dispatcher: %s\n", err);
+    char subject[128];
+    /* Publishes only, so a clean session: everything to re-send is in Redis. */
+    if (dr_node_mqtt_open(&d->node, "dp", 1, &d->mqtt) != 0) {
         dr_node_close(&d->node);
         dr_node_dispose(&d->node);
         free(d->shards);

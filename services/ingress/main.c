@@ -76,19 +76,9 @@ int main(int argc, char **argv)
     in->s_accept = dr_redis_add_script(in->node.redis, "accept", dr_script_accept);
     in->s_ack = dr_redis_add_script(in->node.redis, "ack", dr_script_ack);
 
-    char client_id[128], err[DR_ERR_LEN], filter[192];
-    snprintf(client_id, sizeof(client_id), "drover-in-%s", cfg->node_id);
-    dr_mqtt_options_t mo = {
-        .url = cfg->mqtt_url,
-        .client_id = client_id,
-        .username = cfg->mqtt_username,
-        .password = cfg->mqtt_password,
-        .keepalive_s = (int)cfg->mqtt_keepalive_s,
-        .clean_session = 0, /* the broker keeps our share of messages while we restart */
-        .publish_timeout_ms = 10000,
-    };
-    if (dr_mqtt_open(&in->node.loop, &mo, &in->mqtt, err) != 0) {
-        fprintf(stderr, "drover-ingress: %s\n", err);
+    char filter[192];
+    /* A persistent session: the broker keeps our share of messages while we restart. */
+    if (dr_node_mqtt_open(&in->node, "in", 0, &in->mqtt) != 0) {
         dr_node_close(&in->node);
         dr_node_dispose(&in->node);
         return 1;
