@@ -1,14 +1,16 @@
 -- accept: stores one producer message atomically.
 -- ARGV[4..]: device, shard, guarantee, command, data ('' = null), tmpId, producerDeviseId ('' = no
 -- certificate), deliver-by (abs ms or ''), max attempts, not-before (abs ms), idempotency key,
--- fingerprint, largest id, ext ('1' when Drover-only fields were used), request token, token ttl (s).
+-- fingerprint, largest id, ext ('1' when Drover-only fields were used), request token, token ttl (s),
+-- API key id of the submitter ('' over MQTT).
 -- The request token makes the ingress's own retries safe: a script whose reply was lost (timeout while
 -- Redis was paused) may still have run, and the retry must then find that message, not store another.
 -- Returns {'OK', id, status, cancelled[, 'retry']} | {'DUP', id, status} | {'CONFLICT', id} | {'FULL'}.
 local dev, sh, g, cmd, data = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local tmp, pd, ttl, mx, nb = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local idk, fp, idmax, ext = ARGV[14], ARGV[15], tonumber(ARGV[16]), ARGV[17]
-local rq, rqttl = ARGV[18], ARGV[19]
+local rq, rqttl, key = ARGV[18], ARGV[19], ARGV[20] or ''
+
 
 if rq ~= '' then
   local prev = redis.call('GET', P .. 'rq:' .. rq)
@@ -74,8 +76,10 @@ if ttl ~= '' then f[#f + 1] = 'ttl'; f[#f + 1] = ttl end
 if mx ~= '' then f[#f + 1] = 'max'; f[#f + 1] = mx end
 if nb ~= '' then f[#f + 1] = 'nb'; f[#f + 1] = nb end
 if idk ~= '' then f[#f + 1] = 'idk'; f[#f + 1] = idk end
+if key ~= '' then f[#f + 1] = 'key'; f[#f + 1] = key end
 redis.call('HSET', k_msg(id), unpack(f))
 history(id, st, 0, 'accepted')
+redis.call('ZADD', P .. 'dm:' .. dev, NOW, id) -- per-device listing; stale ids are dropped when listed
 
 if nb ~= '' and tonumber(nb) > NOW then
   redis.call('ZADD', k_sched(dev), nb, id)

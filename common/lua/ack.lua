@@ -6,8 +6,8 @@ local m = load_msg(id)
 if not m then return {'UNKNOWN_ID'} end
 if m.dev ~= dev then return {'WRONG_DEVICE'} end
 if FINAL[m.st] or RANK[new] <= RANK[m.st] then return {'IGNORED', m.st} end
--- A message never sent cannot be acknowledged: its id was not shown to any device.
-if attempts(m) == 0 then return {'IGNORED', m.st} end
+-- A message never sent (nor shown by a REST poll) cannot be acknowledged: no device saw its id.
+if attempts(m) == 0 and m.shown ~= '1' then return {'IGNORED', m.st} end
 
 transition(m, new, 'ack')
 redis.call('HSET', k_devstate(dev), 'ack', s(NOW))

@@ -11,8 +11,11 @@ local GROUP = 'g'
 
 -- Forward-only state machine (mirrored by common/src/status.c).
 local RANK = {NOT_DELIVERED = 0, UNKNOWN = 0, DELIVERED = 1, COMPLETED = 2, COMPLETED_WITH_ERROR = 2,
-              CANCELLED = 3, EXPIRED = 3, FAILED = 3}
-local FINAL = {COMPLETED = true, COMPLETED_WITH_ERROR = true, CANCELLED = true, EXPIRED = true, FAILED = true}
+              CANCELLED = 3, EXPIRED = 3, FAILED = 3, PURGED = 3}
+local FINAL = {COMPLETED = true, COMPLETED_WITH_ERROR = true, CANCELLED = true, EXPIRED = true, FAILED = true,
+               PURGED = true}
+-- Status log kept for resumable event streams (SSE Last-Event-ID): the newest changes, about this many.
+local LOG_LEN = 100000
 
 local function s(n) return string.format('%d', n) end
 local function k_msg(id) return P .. 'm:' .. id end
@@ -29,7 +32,8 @@ local function k_idem(key) return P .. 'ik:' .. key end
 local DUEIDX = P .. 'dueidx'
 local NTIDX = P .. 'ntidx'
 
-local MFIELDS = {'dev', 'sh', 'g', 'cmd', 'data', 'st', 'tmp', 'pd', 'att', 'due', 'ttl', 'max', 'ext', 'idk', 'sid'}
+local MFIELDS = {'dev', 'sh', 'g', 'cmd', 'data', 'st', 'tmp', 'pd', 'att', 'due', 'ttl', 'max', 'ext', 'idk', 'sid',
+                 'shown'}
 
 -- Loads a message as a table (missing fields are false), or nil when it does not exist.
 local function load_msg(id)
@@ -53,6 +57,8 @@ local function notify(m, st)
   redis.call('XADD', k_outbox(m.sh), '*', 'id', m.id, 'dev', m.dev, 'st', st, 'tmp', m.tmp or '',
              'pd', m.pd or '', 'ext', m.ext or '0', 'ts', s(NOW))
   redis.call('SADD', NTIDX, m.sh)
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', LOG_LEN, '*', 'id', m.id, 'dev', m.dev, 'st', st, 'pd', m.pd or '',
+             'ext', m.ext or '0', 'ts', s(NOW))
 end
 
 -- Removes a stream entry that is done with; an empty stream is deleted with its group.
@@ -130,4 +136,156 @@ local function reindex(sh)
   local b = redis.call('ZRANGE', k_exp(sh), 0, 0, 'WITHSCORES')
   if b[2] and (not best or tonumber(b[2]) < best) then best = tonumber(b[2]) end
   if best then redis.call('ZADD', DUEIDX, best, sh) else redis.call('ZREM', DUEIDX, sh) end
+end
+
+-- ---- Sending: shared by dispatch.lua (MQTT) and pull.lua (REST device pull) ----------------------
+
+-- Send policy, filled by the sending script from its arguments before calling send_step():
+-- win, iv (defaults), ack_to, retry_max, backoff, jitter (%), seed, consumer (stream consumer name).
+local POL = {}
+-- Outcomes counted during one script run.
+local STATS = {expired = 0, failed = 0}
+
+-- Park-Miller generator seeded by the caller: scripts must not depend on Redis's own randomness.
+local function rand()
+  POL.seed = (POL.seed * 16807) % 2147483647
+  return POL.seed / 2147483647
+end
+
+local function retry_delay(att)
+  local d = POL.ack_to * (POL.backoff ^ (att - 1))
+  if d > POL.retry_max then d = POL.retry_max end
+  local j = d * POL.jitter / 100
+  return math.floor(d - j + 2 * j * rand())
+end
+
+local function sendable(m)
+  return m.st == 'NOT_DELIVERED' or (m.st == 'UNKNOWN' and attempts(m) == 0)
+end
+
+-- True when the next unread entry of q is a guarantee NO message. Those never wait for a window
+-- slot (they are never acknowledged, so they never hold one), only for pacing; first sends still
+-- leave in acceptance order.
+local function next_unread_is_no(q)
+  local last = nil
+  for _, grp in ipairs(redis.call('XINFO', 'GROUPS', q)) do
+    for i = 1, #grp, 2 do
+      if grp[i] == 'last-delivered-id' then last = grp[i + 1] end
+    end
+  end
+  if not last then return false end
+  local r = redis.call('XRANGE', q, '(' .. last, '+', 'COUNT', 1)
+  if not r[1] then return false end
+  return redis.call('HGET', k_msg(r[1][2][2]), 'g') == 'NO'
+end
+
+-- One decision for one device: promote due scheduled messages, fail or pick re-sends, take the next
+-- entry when the window (or guarantee NO) allows, and, when pacing allows, record the send. Keeps
+-- the device's entry in the shard schedule up to date. Returns the message to send (with .att), or nil.
+-- With allow_send false (devices in pull mode, seen by the MQTT dispatcher) only the bookkeeping runs.
+local function send_step(sh, dev, allow_send)
+  local q, sc, ds = k_queue(dev), k_sched(dev), k_devstate(dev)
+  local cfg = redis.call('HMGET', k_devcfg(dev), 'iv', 'win')
+  local iv = tonumber(cfg[1]) or POL.iv
+  local win = tonumber(cfg[2]) or POL.win
+  local nxt = tonumber(redis.call('HGET', ds, 'next')) or 0
+
+  -- Messages whose not-before time has come join the queue, behind what is already there.
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', sc, '-inf', NOW, 'LIMIT', 0, 100)) do
+    redis.call('ZREM', sc, id)
+    local m = load_msg(id)
+    if m and sendable(m) then enqueue(dev, id) end
+  end
+
+  -- In flight: entries read by the group and not yet acknowledged, oldest first.
+  local inflight, retry, soonest = 0, nil, nil
+  if redis.call('EXISTS', q) == 1 then
+    for _, e in ipairs(redis.call('XPENDING', q, GROUP, '-', '+', win + 16)) do
+      local sid = e[1]
+      local ent = redis.call('XRANGE', q, sid, sid)
+      local m = ent[1] and load_msg(ent[1][2][2])
+      if not m or m.st ~= 'NOT_DELIVERED' then
+        drop_entry(q, sid) -- finished elsewhere; nothing left to send
+      else
+        local mdue = tonumber(m.due) or 0
+        if mdue <= NOW and m.max and attempts(m) >= tonumber(m.max) then
+          transition(m, 'FAILED', 'max_attempts')
+          STATS.failed = STATS.failed + 1
+        else
+          inflight = inflight + 1
+          if mdue <= NOW and not retry then
+            retry = m
+          elseif not soonest or mdue < soonest then
+            soonest = mdue
+          end
+        end
+      end
+    end
+  end
+  local qlen = redis.call('XLEN', q)
+  local unread = 0
+  if qlen > 0 then unread = qlen - redis.call('XPENDING', q, GROUP)[1] end
+
+  local sent = nil
+  if allow_send and NOW >= nxt then
+    local m = retry
+    if not m then
+      for _ = 1, 64 do
+        if unread <= 0 or (inflight >= win and not next_unread_is_no(q)) then break end
+        local r = redis.call('XREADGROUP', 'GROUP', GROUP, POL.consumer, 'COUNT', 1, 'STREAMS', q, '>')
+        if not r then break end
+        local e = r[1][2][1]
+        unread = unread - 1
+        local cand = load_msg(e[2][2])
+        if cand and sendable(cand) then
+          if cand.ttl and tonumber(cand.ttl) <= NOW then
+            transition(cand, 'EXPIRED', 'deadline')
+            STATS.expired = STATS.expired + 1
+          else
+            m = cand
+            if m.g ~= 'NO' then inflight = inflight + 1 end
+            break
+          end
+        else
+          drop_entry(q, e[1])
+        end
+      end
+    end
+    if m then
+      local att = attempts(m) + 1
+      local mdue = NOW + retry_delay(att)
+      redis.call('HSET', k_msg(m.id), 'att', att, 'sent', s(NOW), 'due', s(mdue))
+      history(m.id, m.st, att, att == 1 and 'sent' or 'resent')
+      if m.g == 'NO' then
+        -- Fire and forget: sent once, when pacing allowed (Duster dropped these instead).
+        unqueue(m)
+        retire(m)
+      elseif not soonest or mdue < soonest then
+        soonest = mdue
+      end
+      nxt = NOW + iv
+      redis.call('HSET', ds, 'next', s(nxt), 'last', s(NOW))
+      redis.call('EXPIRE', ds, RETENTION)
+      m.att = att
+      sent = m
+    end
+  end
+
+  -- When does this device need attention next? Nothing queued: it leaves the schedule.
+  if redis.call('EXISTS', q) == 0 and redis.call('EXISTS', sc) == 0 then
+    redis.call('ZREM', k_due(sh), dev)
+    return sent
+  end
+  local due = nil
+  local function consider(t) if not due or t < due then due = t end end
+  local can_take = unread > 0 and (inflight < win or next_unread_is_no(q))
+  if allow_send then
+    if (retry and not sent) or can_take then consider(math.max(NOW, nxt)) end
+    if soonest then consider(math.max(soonest, nxt)) end
+  end
+  local first = redis.call('ZRANGE', sc, 0, 0, 'WITHSCORES')
+  if first[2] then consider(tonumber(first[2])) end
+  if not due then due = NOW + POL.retry_max end
+  redis.call('ZADD', k_due(sh), s(due), dev)
+  return sent
 end

@@ -5,6 +5,7 @@
 
 static const char *status_names[DR_ST_COUNT] = {
     "COMPLETED_WITH_ERROR", "COMPLETED", "DELIVERED", "NOT_DELIVERED", "CANCELLED", "UNKNOWN", "EXPIRED", "FAILED",
+    "PURGED",
 };
 static const char *guarantee_names[DR_G_COUNT] = {"NO", "RECEIPT_CONFIRMATION", "ONLY_LAST"};
 
@@ -12,6 +13,7 @@ static const char *guarantee_names[DR_G_COUNT] = {"NO", "RECEIPT_CONFIRMATION", 
 static const int rank[DR_ST_COUNT] = {
     [DR_ST_NOT_DELIVERED] = 0, [DR_ST_UNKNOWN] = 0,   [DR_ST_DELIVERED] = 1, [DR_ST_COMPLETED] = 2,
     [DR_ST_COMPLETED_WITH_ERROR] = 2, [DR_ST_CANCELLED] = 3, [DR_ST_EXPIRED] = 3, [DR_ST_FAILED] = 3,
+    [DR_ST_PURGED] = 3,
 };
 
 const char *dr_status_name(int st)
@@ -45,7 +47,7 @@ int dr_guarantee_parse(const char *s, size_t len)
 int dr_status_is_final(int st)
 {
     return st == DR_ST_COMPLETED || st == DR_ST_COMPLETED_WITH_ERROR || st == DR_ST_CANCELLED ||
-           st == DR_ST_EXPIRED || st == DR_ST_FAILED;
+           st == DR_ST_EXPIRED || st == DR_ST_FAILED || st == DR_ST_PURGED;
 }
 
 int dr_status_can_move(int from, int to)
@@ -61,7 +63,12 @@ int dr_status_can_move(int from, int to)
 
 int dr_status_is_extended(int st)
 {
-    return st == DR_ST_EXPIRED || st == DR_ST_FAILED;
+    return st == DR_ST_EXPIRED || st == DR_ST_FAILED || st == DR_ST_PURGED;
+}
+
+int dr_status_for_duster(int st)
+{
+    return st == DR_ST_PURGED ? DR_ST_CANCELLED : st;
 }
 
 int dr_status_is_ack(int st)

@@ -116,8 +116,13 @@ static void publish_entry(dispatcher_t *d, batch_t *b, const redisReply *fields)
 
     /* Producers that asked for notifications; Drover-only outcomes only to producers that used
      * Drover-only fields, so a Duster-era producer never meets an unknown status. */
-    if (pd[0] == '\0' || status < 0 || (dr_status_is_extended(status) && strcmp(ext, "1") != 0))
+    if (pd[0] == '\0' || status < 0)
         return;
+    if (strcmp(ext, "1") != 0) {
+        status = dr_status_for_duster(status);
+        if (dr_status_is_extended(status))
+            return; /* cannot happen: only messages with Drover-only fields expire or fail */
+    }
     char topic[192];
     snprintf(topic, sizeof(topic), "producer/response/%s", pd);
     char *body = dr_codec_encode_producer(strtoll(id, NULL, 10), 1, strtoll(tmp, NULL, 10), status);

@@ -20,6 +20,7 @@ typedef enum {
     DR_ST_UNKNOWN = 5, /* guarantee NO: never acknowledged by design */
     DR_ST_EXPIRED = 6, /* deliver-by deadline passed before an ack (Drover only) */
     DR_ST_FAILED = 7,  /* max attempts reached without an ack (Drover only) */
+    DR_ST_PURGED = 8,  /* removed by an operator's purge of the device queue (Drover only) */
     DR_ST_COUNT
 } dr_status_t;
 
@@ -41,6 +42,10 @@ int dr_status_can_move(int from, int to);
 
 /* 1 if st is a status that only clients using Drover's new fields may be shown. */
 int dr_status_is_extended(int st);
+
+/* The status a Duster-era client is shown for st: PURGED appears as CANCELLED (both mean "withdrawn,
+ * never delivered"); every other status as itself. */
+int dr_status_for_duster(int st);
 
 /* 1 if a device may report st in an ack (DELIVERED, COMPLETED, COMPLETED_WITH_ERROR). */
 int dr_status_is_ack(int st);
