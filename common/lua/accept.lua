@@ -79,7 +79,7 @@ if idk ~= '' then f[#f + 1] = 'idk'; f[#f + 1] = idk end
 if key ~= '' then f[#f + 1] = 'key'; f[#f + 1] = key end
 redis.call('HSET', k_msg(id), unpack(f))
 history(id, st, 0, 'accepted')
-redis.call('ZADD', P .. 'dm:' .. dev, NOW, id) -- per-device listing; stale ids are dropped when listed
+redis.call('ZADD', P .. 'dm:' .. dev, id, id) -- per-device listing by id; stale ids are dropped when listed
 
 if nb ~= '' and tonumber(nb) > NOW then
   redis.call('ZADD', k_sched(dev), nb, id)
@@ -96,7 +96,7 @@ if g ~= 'NO' then
   local list = redis.call('HGET', k_bycmd(dev), cmd)
   redis.call('HSET', k_bycmd(dev), cmd, list and (list .. ',' .. id) or id)
 end
-notify({id = id, dev = dev, sh = sh, tmp = tmp, pd = pd, ext = ext}, st)
+notify({id = id, dev = dev, sh = sh, tmp = tmp, pd = pd, ext = ext, key = key}, st)
 if idk ~= '' then redis.call('SET', k_idem(idk), fp .. ' ' .. id) end
 if rq ~= '' then redis.call('SET', P .. 'rq:' .. rq, id, 'EX', rqttl) end
 return {'OK', id, st, cancelled}

@@ -33,7 +33,7 @@ local DUEIDX = P .. 'dueidx'
 local NTIDX = P .. 'ntidx'
 
 local MFIELDS = {'dev', 'sh', 'g', 'cmd', 'data', 'st', 'tmp', 'pd', 'att', 'due', 'ttl', 'max', 'ext', 'idk', 'sid',
-                 'shown'}
+                 'shown', 'key'}
 
 -- Loads a message as a table (missing fields are false), or nil when it does not exist.
 local function load_msg(id)
@@ -58,7 +58,7 @@ local function notify(m, st)
              'pd', m.pd or '', 'ext', m.ext or '0', 'ts', s(NOW))
   redis.call('SADD', NTIDX, m.sh)
   redis.call('XADD', P .. 'log', 'MAXLEN', '~', LOG_LEN, '*', 'id', m.id, 'dev', m.dev, 'st', st, 'pd', m.pd or '',
-             'ext', m.ext or '0', 'ts', s(NOW))
+             'key', m.key or '', 'ts', s(NOW))
 end
 
 -- Removes a stream entry that is done with; an empty stream is deleted with its group.

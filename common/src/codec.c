@@ -269,6 +269,28 @@ static char *json_quote(const char *s)
     return copy;
 }
 
+int dr_codec_json_depth(const char *buf, size_t len)
+{
+    int depth = 0, max = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max)
+                max = depth;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return max;
+}
+
 char *dr_codec_json_string(const char *s)
 {
     return json_quote(s);

@@ -122,6 +122,19 @@ void dr_node_run(dr_node_t *n)
     uv_run(n->loop.uv, UV_RUN_DEFAULT);
 }
 
+static void on_watchdog(uv_timer_t *t)
+{
+    dr_log(DR_LOG_WARNING, "event=exit_with_open_handles reason=\"handles still open after the shutdown grace period\"");
+    uv_stop(t->loop);
+}
+
+static void close_foreign(uv_handle_t *h, void *arg)
+{
+    dr_node_t *n = arg;
+    if (!uv_is_closing(h) && h != (uv_handle_t *)&n->watchdog)
+        uv_close(h, NULL);
+}
+
 void dr_node_close(dr_node_t *n)
 {
     if (n->closed)
@@ -136,11 +149,20 @@ void dr_node_close(dr_node_t *n)
     dr_redis_free(n->redis);
     n->redis = NULL;
     dr_loop_close(&n->loop);
+    /* Our handles are closing now. What is left belongs to libraries that cannot shut down on their
+     * own (h2o's timers, client sockets that did not go away): close it so the loop ends, and stop the
+     * loop after a grace period whatever happens. */
+    uv_walk(n->loop.uv, close_foreign, n);
+    uv_timer_init(n->loop.uv, &n->watchdog);
+    uv_timer_start(&n->watchdog, on_watchdog, 3000, 0);
+    uv_unref((uv_handle_t *)&n->watchdog);
 }
 
 void dr_node_dispose(dr_node_t *n)
 {
-    uv_run(n->loop.uv, UV_RUN_DEFAULT);
+    if (n->closed)
+        uv_close((uv_handle_t *)&n->watchdog, NULL);
+    uv_run(n->loop.uv, UV_RUN_NOWAIT);
     uv_loop_close(n->loop.uv);
     nats_Close();
     dr_log(DR_LOG_NOTICE, "event=stopped node=%s", n->cfg.node_id);

@@ -37,6 +37,14 @@ static const dr_config_opt_t table[] = {
     OPT("ingress.consumers", DR_CFG_INT, 1, 64, "4", ingress_consumers, 0, "MQTT connections in the share group"),
     OPT("ingress.max_payload", DR_CFG_INT, 256, 16777216, "65536", ingress_max_payload, 0, "largest accepted payload (bytes)"),
     OPT("ingress.max_device_id", DR_CFG_INT, 1, 1024, "128", ingress_max_device_id, 0, "longest device id (bytes)"),
+    OPT("http.port", DR_CFG_INT, 0, 65535, "8080", http_port, 0, "REST API port (0: no REST API)"),
+    OPT("http.bind", DR_CFG_STR, 1, 255, "127.0.0.1", http_bind, 0, "REST API listen address"),
+    OPT("http.max_body", DR_CFG_INT, 256, 16777216, "65536", http_max_body, 0, "largest request body (bytes)"),
+    OPT("http.max_depth", DR_CFG_INT, 2, 256, "32", http_max_depth, 0, "deepest JSON nesting accepted"),
+    OPT("http.duster_open", DR_CFG_INT, 0, 1, "0", http_duster_open, 0, "1: Duster paths without a key (loopback only)"),
+    OPT("http.rate", DR_CFG_INT, 1, 1000000, "200", http_rate, 0, "requests per second per API key"),
+    OPT("http.burst", DR_CFG_INT, 1, 1000000, "400", http_burst, 0, "request burst per API key"),
+    OPT("http.key_cache_ms", DR_CFG_INT, 0, 600000, "5000", http_key_cache_ms, 0, "how long a verified key is trusted before re-reading it (revocation delay)"),
     OPT("cluster.shards", DR_CFG_INT, 1, 65536, "1024", shards, 0, "shard count S (fixed per cluster)"),
     OPT("dispatch.window", DR_CFG_INT, 1, 64, "1", window, 0, "unacknowledged messages per device"),
     OPT("dispatch.interval_ms", DR_CFG_INT, 0, 86400000, "2000", interval_ms, 0, "minimum time between sends to one device"),
@@ -96,6 +104,11 @@ int dr_settings_load(dr_settings_t *s, const char *svc, int argc, char **argv, c
             snprintf(err, DR_ERR_LEN, "option 'node.id': must not contain spaces, '/', '+' or '#'");
             return DR_ECONFIG;
         }
+    }
+    if (s->http_duster_open && strcmp(s->http_bind, "127.0.0.1") != 0 && strcmp(s->http_bind, "::1") != 0 &&
+        strcmp(s->http_bind, "localhost") != 0) {
+        snprintf(err, DR_ERR_LEN, "http.duster_open=1 is allowed only with http.bind on loopback");
+        return DR_ECONFIG;
     }
     if (s->retry_max_ms < s->ack_timeout_ms) {
         snprintf(err, DR_ERR_LEN, "dispatch.retry_max_ms must be >= dispatch.ack_timeout_ms");

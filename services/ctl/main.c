@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "dr/apikey.h"
 #include "dr/codec.h"
 #include "dr/err.h"
 #include "dr/settings.h"
@@ -21,7 +22,11 @@ static const char *usage =
     "  device set DEVICE [interval_ms=N] [window=N]   per-device pacing overrides\n"
     "  device reset DEVICE                     remove the overrides (use the global defaults)\n"
     "  message show ID                         status, fields and full transition history\n"
-    "  metrics                                 counters of every node\n";
+    "  metrics                                 counters of every node\n"
+    "  key create producer|admin [NAME]        new REST API key (printed once; only its hash is stored)\n"
+    "  key create device DEVICE [NAME]         new key bound to one device\n"
+    "  key list                                ids, scopes, devices and names of all keys\n"
+    "  key revoke ID                           revoke a key (effective within http.key_cache_ms)\n";
 
 static dr_settings_t cfg;
 
@@ -194,6 +199,78 @@ static int metrics(redisContext *c)
     return 0;
 }
 
+static int key_create(redisContext *c, int nargs, char **args)
+{
+    int scope = nargs >= 1 ? dr_scope_parse(args[0]) : -1;
+    if (scope < 0 || (scope == DR_SCOPE_DEVICE && nargs < 2)) {
+        fprintf(stderr, "%s", usage);
+        return 1;
+    }
+    const char *dev = scope == DR_SCOPE_DEVICE ? args[1] : "";
+    const char *name = nargs > (scope == DR_SCOPE_DEVICE ? 2 : 1) ? args[scope == DR_SCOPE_DEVICE ? 2 : 1] : "";
+    if (scope == DR_SCOPE_DEVICE && dr_codec_check_id(dev, strlen(dev), (size_t)cfg.ingress_max_device_id) != 0) {
+        fprintf(stderr, "drover-ctl: invalid device id\n");
+        return 1;
+    }
+    char key[DR_APIKEY_LEN + 1], id[DR_APIKEY_ID_LEN + 1], hash[DR_APIKEY_HASH_LEN + 1], k[128];
+    if (dr_apikey_generate(key, id) != 0) {
+        fprintf(stderr, "drover-ctl: the random source failed\n");
+        return 2;
+    }
+    dr_apikey_hash(key, strlen(key), hash);
+    snprintf(k, sizeof(k), "%sak:%s", cfg.redis_prefix, id);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    redisReply *r = cmd(c, "HSETNX %s h %s", k, hash);
+    if (r->integer != 1) {
+        fprintf(stderr, "drover-ctl: key id collision, run again\n");
+        freeReplyObject(r);
+        return 2;
+    }
+    freeReplyObject(r);
+    freeReplyObject(cmd(c, "HSET %s scope %s dev %s name %s created %lld revoked 0", k, dr_scope_name(scope), dev, name,
+                        (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000));
+    printf("%s\n", key);
+    fprintf(stderr, "drover-ctl: key %s (%s%s%s) created; it is shown only now\n", id, dr_scope_name(scope),
+            dev[0] ? " of " : "", dev);
+    return 0;
+}
+
+static int key_list(redisContext *c)
+{
+    char pattern[128], cursor[32] = "0";
+    snprintf(pattern, sizeof(pattern), "%sak:*", cfg.redis_prefix);
+    printf("%-14s %-9s %-8s %-24s %s\n", "ID", "SCOPE", "REVOKED", "DEVICE", "NAME");
+    do {
+        redisReply *page = cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        snprintf(cursor, sizeof(cursor), "%s", page->element[0]->str);
+        for (size_t i = 0; i < page->element[1]->elements; i++) {
+            const char *key = page->element[1]->element[i]->str;
+            redisReply *h = cmd(c, "HMGET %s scope revoked dev name", key);
+            printf("%-14s %-9s %-8s %-24s %s\n", key + strlen(cfg.redis_prefix) + 3,
+                   h->element[0]->str ? h->element[0]->str : "?",
+                   h->element[1]->str && strcmp(h->element[1]->str, "1") == 0 ? "yes" : "no",
+                   h->element[2]->str ? h->element[2]->str : "", h->element[3]->str ? h->element[3]->str : "");
+            freeReplyObject(h);
+        }
+        freeReplyObject(page);
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
+static int key_revoke(redisContext *c, const char *id)
+{
+    char k[128];
+    snprintf(k, sizeof(k), "%sak:%s", cfg.redis_prefix, id);
+    if (int_of(c, "EXISTS %s", k, NULL) == 0) {
+        fprintf(stderr, "drover-ctl: no key %s\n", id);
+        return 3;
+    }
+    freeReplyObject(cmd(c, "HSET %s revoked 1", k));
+    printf("revoked %s\n", id);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* Options come first; the command starts at the first word that is not an option. */
@@ -242,6 +319,12 @@ int main(int argc, char **argv)
         rc = message_show(c, args[2]);
     else if (nargs == 1 && strcmp(args[0], "metrics") == 0)
         rc = metrics(c);
+    else if (nargs >= 2 && strcmp(args[0], "key") == 0 && strcmp(args[1], "create") == 0)
+        rc = key_create(c, nargs - 2, args + 2);
+    else if (nargs == 2 && strcmp(args[0], "key") == 0 && strcmp(args[1], "list") == 0)
+        rc = key_list(c);
+    else if (nargs == 3 && strcmp(args[0], "key") == 0 && strcmp(args[1], "revoke") == 0)
+        rc = key_revoke(c, args[2]);
     else
         fprintf(stderr, "%s", usage);
     redisFree(c);

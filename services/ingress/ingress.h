@@ -14,7 +14,10 @@
 typedef struct {
     dr_node_t node;
     dr_mqtt_t *mqtt;
-    dr_redis_script_t *s_accept, *s_ack;
+    dr_redis_script_t *s_accept, *s_ack, *s_pull, *s_peek, *s_cancel, *s_purge, *s_devinfo;
+    struct http_server *http;  /* REST API (http_api.c); NULL when http.port is 0 */
+    struct auth_cache *auth;   /* verified API keys and rate buckets (auth.c) */
+    int sse_streams;           /* open event streams (sse.c) */
     int mqtt_started;
     char wake_subject[96];
     /* Shutdown hand-shake with callbacks running on paho's receive thread. */
@@ -28,6 +31,14 @@ typedef struct {
     int64_t stop_deadline;
 } ingress_t;
 
+/* Outcome of an accept or ack script, interpreted once for every transport. */
+typedef struct {
+    int err;               /* 0, or a transient DR_E* code: nothing happened, retry */
+    int result;            /* RES_* */
+    char id[24];           /* message id (accept: the new or original id) */
+    char status[32];       /* status after the operation */
+} store_result_t;
+
 /* What a paho callback asks the loop to do, and the answer it waits for. */
 enum { JOB_ACCEPT, JOB_ACK };
 enum { RES_PENDING, RES_STORED, RES_DUPLICATE, RES_CONFLICT, RES_IGNORED, RES_UNKNOWN_ID, RES_WRONG_DEVICE, RES_FAILED };
@@ -36,18 +47,32 @@ typedef struct {
     ingress_t *in;
     int kind;
     char *dev;             /* owned */
-    uint32_t shard;
     dr_producer_msg_t msg; /* JOB_ACCEPT, owned */
-    uint64_t fingerprint;
     char token[33];        /* random request token: makes our own retries idempotent */
     dr_ack_t ack;          /* JOB_ACK */
     /* answer, guarded by in->mu */
     int done;
-    int err;               /* 0, or a DR_E* code for transient failures: retry */
-    int result;            /* RES_* */
-    char id[24];
-    char status[32];
+    store_result_t res;
 } job_t;
+
+typedef void store_cb(void *data, const store_result_t *res);
+
+/* An accept request: everything the accept script needs. Strings are borrowed until the callback. */
+typedef struct {
+    const char *dev;
+    size_t dev_len;
+    const dr_producer_msg_t *msg;
+    const char *token;     /* request token, 32 hex characters */
+    const char *key_id;    /* submitting API key id, or "" */
+} accept_req_t;
+
+/* store.c: runs the accept or ack script. Loop thread. cb is called exactly once (also when Redis is
+ * unavailable: res->err set). Permanent script errors become RES_FAILED with err 0. */
+void store_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data);
+void store_ack(ingress_t *in, const char *dev, int64_t id, int status, store_cb *cb, void *data);
+
+/* Fills token[33] with a random request token. */
+void store_new_token(char token[33]);
 
 /* mqtt_in.c: the paho message callback. */
 void ingress_on_message(void *data, const char *topic, size_t topic_len, const char *payload, size_t len, int dup);

@@ -8,6 +8,7 @@
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/scripts.h"
+#include "http.h"
 #include "ingress.h"
 
 static ingress_t g;
@@ -42,14 +43,17 @@ static void finish_stop(ingress_t *in)
         usleep(5000);
     dr_mqtt_free(in->mqtt);
     in->mqtt = NULL;
+    /* h2o's context is never disposed (h2o 2.2 asserts when that happens inside the loop); the node
+     * closes its remaining handles at exit and its memory stays reachable. */
     dr_node_close(&in->node);
 }
 
 static void on_stop_timer(uv_timer_t *t)
 {
     ingress_t *in = t->data;
-    /* Wait for callbacks that are storing a message; give up after the deadline (they park). */
-    if (atomic_load(&in->busy) == 0 || dr_mono_ms() >= in->stop_deadline)
+    /* Wait for callbacks that are storing a message and for HTTP clients to finish; give up after the
+     * deadline (callbacks then park, connections are cut at exit). */
+    if ((atomic_load(&in->busy) == 0 && http_idle(in)) || dr_mono_ms() >= in->stop_deadline)
         finish_stop(in);
 }
 
@@ -58,6 +62,7 @@ static void on_stop(dr_node_t *n, void *data)
     (void)n;
     ingress_t *in = data;
     atomic_store(&in->stopping, 1);
+    http_stop(in);
     in->stop_deadline = dr_mono_ms() + in->node.cfg.redis_timeout_ms;
     uv_timer_init(in->node.loop.uv, &in->stop_timer);
     in->stop_timer.data = in;
@@ -75,6 +80,11 @@ int main(int argc, char **argv)
     snprintf(in->wake_subject, sizeof(in->wake_subject), "%swake", cfg->nats_subject_prefix);
     in->s_accept = dr_redis_add_script(in->node.redis, "accept", dr_script_accept);
     in->s_ack = dr_redis_add_script(in->node.redis, "ack", dr_script_ack);
+    in->s_pull = dr_redis_add_script(in->node.redis, "pull", dr_script_pull);
+    in->s_peek = dr_redis_add_script(in->node.redis, "peek", dr_script_peek);
+    in->s_cancel = dr_redis_add_script(in->node.redis, "cancel", dr_script_cancel);
+    in->s_purge = dr_redis_add_script(in->node.redis, "purge", dr_script_purge);
+    in->s_devinfo = dr_redis_add_script(in->node.redis, "devinfo", dr_script_devinfo);
 
     char filter[192];
     /* A persistent session: the broker keeps our share of messages while we restart. */
@@ -90,9 +100,18 @@ int main(int argc, char **argv)
     dr_mqtt_on_message(in->mqtt, ingress_on_message, in);
     dr_redis_on_state(in->node.redis, on_redis_state, in);
     dr_node_set_callbacks(&in->node, 100, NULL, on_stop, in);
+    char err[DR_ERR_LEN];
+    if (http_start(in, err) != 0) {
+        fprintf(stderr, "drover-ingress: %s\n", err);
+        dr_mqtt_free(in->mqtt);
+        dr_node_close(&in->node);
+        dr_node_dispose(&in->node);
+        return 1;
+    }
 
     dr_node_run(&in->node);
     dr_node_dispose(&in->node);
+    auth_dispose(in);
     pthread_cond_destroy(&in->cv);
     pthread_mutex_destroy(&in->mu);
     return 0;

@@ -12,7 +12,6 @@
 #define DR_MODULE "ingress/mqtt_in"
 
 #include <stdio.h>
-#include <sys/random.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -76,13 +75,13 @@ static int run_job(ingress_t *in, job_t *j)
         while (!j->done)
             pthread_cond_wait(&in->cv, &in->mu);
         pthread_mutex_unlock(&in->mu);
-        if (j->err == 0)
+        if (j->res.err == 0)
             return 0;
         if (atomic_load(&in->stopping))
             return -1;
         if (attempt == 0 || attempt % 50 == 0)
             dr_log(DR_LOG_WARNING, "event=store_retry kind=%s attempt=%d error=\"%s\" action=holding_message",
-                   j->kind == JOB_ACCEPT ? "producer" : "ack", attempt + 1, dr_strerror(j->err));
+                   j->kind == JOB_ACCEPT ? "producer" : "ack", attempt + 1, dr_strerror(j->res.err));
         usleep((useconds_t)delay_ms * 1000);
         delay_ms = delay_ms * 2 > 1000 ? 1000 : delay_ms * 2;
     }
@@ -143,13 +142,7 @@ static int handle_producer(ingress_t *in, const char *dev, size_t dev_len, const
     j.in = in;
     j.kind = JOB_ACCEPT;
     j.dev = dr_strndup(dev, dev_len);
-    j.shard = dr_shard_of(dev, dev_len, (uint32_t)cfg->shards);
-    j.fingerprint = dr_producer_msg_fingerprint(&j.msg, j.dev);
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        memset(rnd, 0, sizeof(rnd)); /* cannot happen after boot; an empty token only disables the check */
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        snprintf(j.token + 2 * i, 3, "%02x", rnd[i]);
+    store_new_token(j.token);
     int rc = run_job(in, &j);
     free(j.dev);
     dr_producer_msg_dispose(&j.msg);
@@ -184,7 +177,6 @@ static int handle_ack(ingress_t *in, const char *dev, size_t dev_len, const char
     j.in = in;
     j.kind = JOB_ACK;
     j.dev = dr_strndup(dev, dev_len);
-    j.shard = dr_shard_of(dev, dev_len, (uint32_t)cfg->shards);
     int rc = run_job(in, &j);
     free(j.dev);
     return rc;

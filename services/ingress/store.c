@@ -1,27 +1,42 @@
-/* Loop side of the ingress: runs the accept and ack scripts for jobs posted by the MQTT callback,
- * answers the waiting callback, wakes the owning dispatcher over NATS and sends error notifications.
+/* Loop side of ingestion, shared by MQTT and REST: runs the accept and ack scripts, interprets their
+ * answers once (metrics, logs, error notifications, NATS wake-ups) and reports a store_result_t.
  */
 #define DR_MODULE "ingress/store"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/mem.h"
 #include "dr/metrics.h"
+#include "dr/shard.h"
 #include "dr/status.h"
 #include "ingress.h"
 
-static void finish(job_t *j, int err, int result)
+typedef struct {
+    ingress_t *in;
+    store_cb *cb;
+    void *data;
+    int kind;
+    char dev[256];
+    uint32_t shard;
+    int64_t ack_id;
+    int ack_status;
+    int has_cert;          /* accept: the producer can be told about a failure */
+    int64_t tmp_id;
+    char producer_id[DR_MAX_PRODUCER_ID + 1];
+    int guarantee;
+} op_t;
+
+void store_new_token(char token[33])
 {
-    ingress_t *in = j->in;
-    pthread_mutex_lock(&in->mu);
-    j->err = err;
-    j->result = result;
-    j->done = 1;
-    pthread_cond_broadcast(&in->cv);
-    pthread_mutex_unlock(&in->mu);
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        memset(rnd, 0, sizeof(rnd)); /* an all-zero token only disables the retry check */
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(token + 2 * i, 3, "%02x", rnd[i]);
 }
 
 /* Redis errors that go away by themselves: retry rather than drop the message. */
@@ -51,106 +66,151 @@ static const char *elem(const redisReply *r, size_t i)
     return (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) ? e->str : "";
 }
 
-/* Common error handling; returns 1 when the reply was an error and the job is finished. */
-static int failed(job_t *j, redisReply *reply, int err)
+static void complete(op_t *op, store_result_t *res)
+{
+    op->cb(op->data, res);
+    free(op);
+}
+
+/* Common error handling; returns 1 when the reply was an error and op is completed. */
+static int failed(op_t *op, redisReply *reply, int err, store_result_t *res)
 {
     if (err == 0 && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
         return 0;
+    res->result = RES_FAILED;
     if (err == DR_EREDIS && !transient(reply)) {
         /* A script error is a bug, not an outage: retrying would block every later message. */
         dr_metrics_inc(DR_M_REDIS_ERRORS);
-        dr_log(DR_LOG_WARNING, "event=script_error device=\"%s\" error=\"%s\" action=dropped", j->dev, reply->str);
-        if (j->kind == JOB_ACCEPT && j->msg.has_cert)
-            ingress_notify_error(j->in, j->msg.tmp_id, j->msg.producer_id, "INTERNAL",
+        dr_log(DR_LOG_WARNING, "event=script_error device=\"%s\" error=\"%s\" action=dropped", op->dev, reply->str);
+        if (op->kind == JOB_ACCEPT && op->has_cert)
+            ingress_notify_error(op->in, op->tmp_id, op->producer_id, "INTERNAL",
                                  "the message could not be stored; nothing was accepted");
-        finish(j, 0, RES_FAILED);
-        return 1;
-    }
-    if (err != 0)
+        res->err = 0;
+    } else {
         dr_metrics_inc(DR_M_REDIS_ERRORS);
-    finish(j, err != 0 ? err : DR_EREDIS, RES_FAILED);
+        res->err = err != 0 ? err : DR_EREDIS;
+    }
+    complete(op, res);
     return 1;
 }
 
 static void on_accept(dr_redis_t *r, redisReply *reply, int err, void *data)
 {
     (void)r;
-    job_t *j = data;
-    ingress_t *in = j->in;
-    if (failed(j, reply, err))
+    op_t *op = data;
+    ingress_t *in = op->in;
+    store_result_t res;
+    memset(&res, 0, sizeof(res));
+    if (failed(op, reply, err, &res))
         return;
     const char *what = elem(reply, 0);
-    snprintf(j->id, sizeof(j->id), "%s", elem(reply, 1));
+    snprintf(res.id, sizeof(res.id), "%s", elem(reply, 1));
     if (strcmp(what, "OK") == 0) {
         dr_metrics_inc(DR_M_PRODUCER_ACCEPTED);
-        snprintf(j->status, sizeof(j->status), "%s", elem(reply, 2));
-        dr_log(DR_LOG_VERBOSE, "event=accepted id=%s device=\"%s\" guarantee=%s shard=%u%s", j->id, j->dev,
-               dr_guarantee_name(j->msg.guarantee), j->shard,
+        snprintf(res.status, sizeof(res.status), "%s", elem(reply, 2));
+        dr_log(DR_LOG_VERBOSE, "event=accepted id=%s device=\"%s\" guarantee=%s shard=%u%s", res.id, op->dev,
+               dr_guarantee_name(op->guarantee), op->shard,
                strcmp(elem(reply, 4), "retry") == 0 ? " note=stored_by_an_earlier_attempt" : "");
-        wake(in, j->shard);
-        finish(j, 0, RES_STORED);
+        wake(in, op->shard);
+        res.result = RES_STORED;
     } else if (strcmp(what, "DUP") == 0) {
         dr_metrics_inc(DR_M_PRODUCER_DUPLICATE);
-        snprintf(j->status, sizeof(j->status), "%s", elem(reply, 2));
-        dr_log(DR_LOG_VERBOSE, "event=duplicate id=%s device=\"%s\" key=\"%s\"", j->id, j->dev,
-               j->msg.idem_key ? j->msg.idem_key : "");
-        wake(in, j->shard);
-        finish(j, 0, RES_DUPLICATE);
+        snprintf(res.status, sizeof(res.status), "%s", elem(reply, 2));
+        dr_log(DR_LOG_VERBOSE, "event=duplicate id=%s device=\"%s\"", res.id, op->dev);
+        wake(in, op->shard);
+        res.result = RES_DUPLICATE;
     } else if (strcmp(what, "CONFLICT") == 0) {
         dr_metrics_inc(DR_M_PRODUCER_CONFLICT);
-        dr_log(DR_LOG_NOTICE, "event=idempotency_conflict device=\"%s\" original_id=%s", j->dev, j->id);
-        if (j->msg.has_cert)
-            ingress_notify_error(in, j->msg.tmp_id, j->msg.producer_id, "IDEMPOTENCY_CONFLICT",
+        dr_log(DR_LOG_NOTICE, "event=idempotency_conflict device=\"%s\" original_id=%s", op->dev, res.id);
+        if (op->has_cert)
+            ingress_notify_error(in, op->tmp_id, op->producer_id, "IDEMPOTENCY_CONFLICT",
                                  "idempotencyKey was already used for a different command");
-        finish(j, 0, RES_CONFLICT);
+        res.result = RES_CONFLICT;
     } else {
         dr_log(DR_LOG_WARNING, "event=id_space_exhausted device=\"%s\" hint=\"raise ids.max or lower retention_s\"",
-               j->dev);
-        if (j->msg.has_cert)
-            ingress_notify_error(in, j->msg.tmp_id, j->msg.producer_id, "ID_SPACE_EXHAUSTED",
+               op->dev);
+        if (op->has_cert)
+            ingress_notify_error(in, op->tmp_id, op->producer_id, "ID_SPACE_EXHAUSTED",
                                  "no free message id; the message was not accepted");
-        finish(j, 0, RES_FAILED);
+        res.result = RES_FAILED;
     }
+    complete(op, &res);
 }
 
 static void on_ack(dr_redis_t *r, redisReply *reply, int err, void *data)
 {
     (void)r;
-    job_t *j = data;
-    if (failed(j, reply, err))
+    op_t *op = data;
+    store_result_t res;
+    memset(&res, 0, sizeof(res));
+    if (failed(op, reply, err, &res))
         return;
     const char *what = elem(reply, 0);
+    snprintf(res.id, sizeof(res.id), "%lld", (long long)op->ack_id);
+    snprintf(res.status, sizeof(res.status), "%s", elem(reply, 1));
     if (strcmp(what, "OK") == 0) {
         dr_metrics_inc(DR_M_ACK_APPLIED);
-        dr_log(DR_LOG_VERBOSE, "event=ack_applied id=%lld device=\"%s\" status=%s", (long long)j->ack.id, j->dev,
-               elem(reply, 1));
-        wake(j->in, j->shard);
-        finish(j, 0, RES_STORED);
+        dr_log(DR_LOG_VERBOSE, "event=ack_applied id=%s device=\"%s\" status=%s", res.id, op->dev, res.status);
+        wake(op->in, op->shard);
+        res.result = RES_STORED;
     } else if (strcmp(what, "IGNORED") == 0) {
         dr_metrics_inc(DR_M_ACK_IGNORED);
-        dr_log(DR_LOG_VERBOSE, "event=ack_ignored id=%lld device=\"%s\" reported=%s current=%s", (long long)j->ack.id,
-               j->dev, dr_status_name(j->ack.status), elem(reply, 1));
-        finish(j, 0, RES_IGNORED);
+        dr_log(DR_LOG_VERBOSE, "event=ack_ignored id=%s device=\"%s\" reported=%s current=%s", res.id, op->dev,
+               dr_status_name(op->ack_status), res.status);
+        res.result = RES_IGNORED;
     } else if (strcmp(what, "WRONG_DEVICE") == 0) {
         dr_metrics_inc(DR_M_ACK_WRONG_DEVICE);
-        dr_log(DR_LOG_NOTICE, "event=ack_wrong_device id=%lld device=\"%s\"", (long long)j->ack.id, j->dev);
-        finish(j, 0, RES_WRONG_DEVICE);
+        dr_log(DR_LOG_NOTICE, "event=ack_wrong_device id=%s device=\"%s\"", res.id, op->dev);
+        res.result = RES_WRONG_DEVICE;
     } else {
         dr_metrics_inc(DR_M_ACK_UNKNOWN_ID);
-        dr_log(DR_LOG_VERBOSE, "event=ack_unknown_id id=%lld device=\"%s\"", (long long)j->ack.id, j->dev);
-        finish(j, 0, RES_UNKNOWN_ID);
+        dr_log(DR_LOG_VERBOSE, "event=ack_unknown_id id=%s device=\"%s\"", res.id, op->dev);
+        res.result = RES_UNKNOWN_ID;
     }
+    complete(op, &res);
 }
 
-static void run_accept(ingress_t *in, job_t *j)
+static op_t *new_op(ingress_t *in, int kind, const char *dev, size_t dev_len, store_cb *cb, void *data)
+{
+    op_t *op = dr_calloc(1, sizeof(*op));
+    op->in = in;
+    op->kind = kind;
+    op->cb = cb;
+    op->data = data;
+    snprintf(op->dev, sizeof(op->dev), "%.*s", (int)dev_len, dev);
+    op->shard = dr_shard_of(dev, dev_len, (uint32_t)in->node.cfg.shards);
+    return op;
+}
+
+static void unavailable(op_t *op)
+{
+    store_result_t res;
+    memset(&res, 0, sizeof(res));
+    res.err = DR_EUNAVAIL;
+    res.result = RES_FAILED;
+    complete(op, &res);
+}
+
+void store_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data)
 {
     const dr_settings_t *cfg = &in->node.cfg;
-    const dr_producer_msg_t *m = &j->msg;
+    const dr_producer_msg_t *m = a->msg;
+    op_t *op = new_op(in, JOB_ACCEPT, a->dev, a->dev_len, cb, data);
+    op->has_cert = m->has_cert;
+    op->tmp_id = m->tmp_id;
+    op->guarantee = m->guarantee;
+    if (m->has_cert)
+        snprintf(op->producer_id, sizeof(op->producer_id), "%s", m->producer_id);
+    if (in->node.closed) {
+        unavailable(op);
+        return;
+    }
     int64_t now = dr_now_ms();
-    char now_s[24], ret_s[24], shard_s[16], tmp_s[24], ttl_s[24], max_s[24], nb_s[24], fp_s[24], idmax_s[24];
+    char now_s[24], ret_s[24], shard_s[16], tmp_s[24], ttl_s[24], max_s[24], nb_s[24], fp_s[24], idmax_s[24],
+        rqttl_s[24];
     snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
     snprintf(ret_s, sizeof(ret_s), "%lld", (long long)cfg->retention_s);
-    snprintf(shard_s, sizeof(shard_s), "%u", j->shard);
+    snprintf(shard_s, sizeof(shard_s), "%u", op->shard);
     snprintf(tmp_s, sizeof(tmp_s), "%lld", (long long)m->tmp_id);
     int64_t deadline = 0;
     if (m->ttl_ms > 0)
@@ -164,46 +224,66 @@ static void run_accept(ingress_t *in, job_t *j)
         snprintf(max_s, sizeof(max_s), "%lld", (long long)m->max_attempts);
     if (m->not_before > 0)
         snprintf(nb_s, sizeof(nb_s), "%lld", (long long)m->not_before);
-    snprintf(fp_s, sizeof(fp_s), "%016llx", (unsigned long long)j->fingerprint);
+    snprintf(fp_s, sizeof(fp_s), "%016llx", (unsigned long long)dr_producer_msg_fingerprint(m, op->dev));
     snprintf(idmax_s, sizeof(idmax_s), "%lld", (long long)cfg->ids_max);
     /* The token must outlive every retry of this request: retries stop within seconds of Redis
      * answering again, so a few minutes is ample. */
-    char rqttl_s[24];
     snprintf(rqttl_s, sizeof(rqttl_s), "%lld", (long long)(cfg->redis_timeout_ms / 1000 * 4 + 300));
     const char *argv[] = {
-        cfg->redis_prefix, now_s, ret_s, j->dev, shard_s, dr_guarantee_name(m->guarantee), m->command,
+        cfg->redis_prefix, now_s, ret_s, op->dev, shard_s, dr_guarantee_name(m->guarantee), m->command,
         m->data ? m->data : "", m->has_cert ? tmp_s : "", m->has_cert ? m->producer_id : "", ttl_s, max_s, nb_s,
-        m->idem_key ? m->idem_key : "", fp_s, idmax_s, m->ext ? "1" : "0", j->token, rqttl_s,
+        m->idem_key ? m->idem_key : "", fp_s, idmax_s, m->ext ? "1" : "0", a->token, rqttl_s,
+        a->key_id ? a->key_id : "",
     };
-    if (dr_redis_eval(in->node.redis, in->s_accept, on_accept, j, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL) != 0)
-        finish(j, DR_EUNAVAIL, RES_FAILED);
+    if (dr_redis_eval(in->node.redis, in->s_accept, on_accept, op, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL) != 0)
+        unavailable(op);
 }
 
-static void run_ack(ingress_t *in, job_t *j)
+void store_ack(ingress_t *in, const char *dev, int64_t id, int status, store_cb *cb, void *data)
 {
     const dr_settings_t *cfg = &in->node.cfg;
+    op_t *op = new_op(in, JOB_ACK, dev, strlen(dev), cb, data);
+    op->ack_id = id;
+    op->ack_status = status;
+    if (in->node.closed) {
+        unavailable(op);
+        return;
+    }
     char now_s[24], ret_s[24], id_s[24];
     snprintf(now_s, sizeof(now_s), "%lld", (long long)dr_now_ms());
     snprintf(ret_s, sizeof(ret_s), "%lld", (long long)cfg->retention_s);
-    snprintf(id_s, sizeof(id_s), "%lld", (long long)j->ack.id);
-    const char *argv[] = {cfg->redis_prefix, now_s, ret_s, j->dev, id_s, dr_status_name(j->ack.status)};
-    if (dr_redis_eval(in->node.redis, in->s_ack, on_ack, j, 6, argv, NULL) != 0)
-        finish(j, DR_EUNAVAIL, RES_FAILED);
+    snprintf(id_s, sizeof(id_s), "%lld", (long long)id);
+    const char *argv[] = {cfg->redis_prefix, now_s, ret_s, op->dev, id_s, dr_status_name(status)};
+    if (dr_redis_eval(in->node.redis, in->s_ack, on_ack, op, 6, argv, NULL) != 0)
+        unavailable(op);
+}
+
+/* ---- MQTT jobs: the paho thread waits for these ------------------------------------------------ */
+
+static void job_done(void *data, const store_result_t *res)
+{
+    job_t *j = data;
+    ingress_t *in = j->in;
+    pthread_mutex_lock(&in->mu);
+    j->res = *res;
+    j->done = 1;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
 }
 
 void ingress_run_job(void *arg)
 {
     job_t *j = arg;
     ingress_t *in = j->in;
-    if (in->node.closed) {
-        finish(j, DR_ECLOSED, RES_FAILED);
-        return;
+    if (j->kind == JOB_ACCEPT) {
+        accept_req_t a = {.dev = j->dev, .dev_len = strlen(j->dev), .msg = &j->msg, .token = j->token, .key_id = ""};
+        store_accept(in, &a, job_done, j);
+    } else {
+        store_ack(in, j->dev, j->ack.id, j->ack.status, job_done, j);
     }
-    if (j->kind == JOB_ACCEPT)
-        run_accept(in, j);
-    else
-        run_ack(in, j);
 }
+
+/* ---- error notifications ---------------------------------------------------------------------- */
 
 void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message)
 {

@@ -71,6 +71,10 @@ int dr_codec_check_id(const char *s, size_t len, size_t max);
  * data_json is inserted verbatim and must be a JSON object text or NULL (written as null). */
 char *dr_codec_encode_consumer(int64_t id, int guarantee, const char *command, int64_t now_ms, const char *data_json);
 char *dr_codec_encode_producer(int64_t id, int has_tmp, int64_t tmp_id, int status);
+/* Deepest nesting of arrays/objects in the JSON text (strings are skipped). Cheap pre-check so deep
+ * input is refused before a parser recurses into it. */
+int dr_codec_json_depth(const char *buf, size_t len);
+
 /* Returns s as a quoted, escaped JSON string (heap; caller frees). */
 char *dr_codec_json_string(const char *s);
 

@@ -30,6 +30,7 @@ struct dr_node {
     /* private */
     uv_signal_t sigterm, sigint;
     uv_timer_t cron;
+    uv_timer_t watchdog;  /* ends the loop if a library's handle outlives dr_node_close */
     int64_t last_flush;
     dr_node_cb *on_cron, *on_stop;
     void *cb_data;

@@ -12,5 +12,6 @@ extern const char dr_script_pull[];     /* REST: a device takes its next message
 extern const char dr_script_peek[];     /* REST (Duster): the oldest undelivered message, no side effect */
 extern const char dr_script_cancel[];   /* REST: cancel a message not delivered yet */
 extern const char dr_script_purge[];    /* REST: purge a device's pending messages */
+extern const char dr_script_devinfo[];  /* REST: a device's queue and pacing */
 
 #endif

@@ -33,6 +33,15 @@ typedef struct {
     int64_t ingress_consumers;
     int64_t ingress_max_payload;
     int64_t ingress_max_device_id;
+    /* REST API (ingress) */
+    int64_t http_port;      /* 0: no HTTP listener */
+    char *http_bind;
+    int64_t http_max_body;
+    int64_t http_max_depth;
+    int64_t http_duster_open;
+    int64_t http_rate;
+    int64_t http_burst;
+    int64_t http_key_cache_ms;
     /* cluster and dispatch */
     int64_t shards;
     int64_t window;

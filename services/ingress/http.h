@@ -1,0 +1,81 @@
+/* REST API of the ingress (h2o, libuv flavour, on the ingress loop). Private to the ingress. */
+#ifndef DR_INGRESS_HTTP_H
+#define DR_INGRESS_HTTP_H
+
+#include <h2o.h>
+
+#include "dr/apikey.h"
+#include "ingress.h"
+
+/* Who is calling, once authenticated. */
+typedef struct {
+    int authenticated;             /* 0 only on open routes (health, open Duster paths) */
+    int scope;                     /* dr_scope_t */
+    char key_id[DR_APIKEY_ID_LEN + 1];
+    char device[256];              /* device scope: the one device the key may touch */
+} caller_t;
+
+typedef struct hreq hreq_t;
+typedef void route_fn(hreq_t *hr);
+
+/* One request in flight. Heap-allocated and reference counted: one reference belongs to h2o's
+ * request pool (dropped when h2o disposes the request, e.g. because the client went away) and one to
+ * the handler while it waits for Redis. After an asynchronous step, check hr->req != NULL before
+ * answering. */
+struct hreq {
+    h2o_req_t *req;                /* NULL once h2o disposed the request */
+    ingress_t *in;
+    int refs;
+    caller_t who;
+    char dev[256];                 /* decoded {deviceId} path segment, if the route has one */
+    int64_t id;                    /* {messageId} path segment, if the route has one */
+    const struct route *route;
+    void *state;                   /* handler state, freed with free_state */
+    void (*free_state)(void *state);
+};
+
+/* http_api.c */
+int http_start(ingress_t *in, char *err);
+void http_stop(ingress_t *in);
+int http_idle(ingress_t *in);       /* 1 when no client connection is open */
+void hreq_release(hreq_t *hr);     /* drops the handler's reference */
+void http_json(hreq_t *hr, int status, const char *body, size_t len);
+void http_error(hreq_t *hr, int status, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void http_empty(hreq_t *hr, int status);
+void http_add_header(hreq_t *hr, const char *name, const char *value);
+/* Request body, NULL when absent. Checks the size and JSON depth limits and the content type and
+ * answers the error itself (returns NULL, *len = (size_t)-1) when a check fails. */
+const char *http_body(hreq_t *hr, size_t *len);
+/* Value of a query parameter (decoded into buf of cap bytes); 1 if present. */
+int http_query(hreq_t *hr, const char *name, char *buf, size_t cap);
+/* Value of a request header (not decoded); NULL if absent. */
+const char *http_header(hreq_t *hr, const char *name, size_t *len);
+/* Answers 503 with a JSON error when Redis is unavailable; returns 1 when it did. */
+int http_unavailable(hreq_t *hr, int err);
+
+/* auth.c */
+typedef void auth_cb(hreq_t *hr, int status); /* status: 0 ok, 401, 429 (Retry-After set) or 503 */
+void auth_check(hreq_t *hr, const char *token, size_t len, auth_cb *cb);
+void auth_dispose(ingress_t *in);
+
+/* rest_duster.c and rest_v1.c: route handlers */
+void duster_submit(hreq_t *hr);
+void duster_ack(hreq_t *hr);
+void duster_peek(hreq_t *hr);
+void duster_status(hreq_t *hr);
+void v1_submit(hreq_t *hr);
+void v1_bulk(hreq_t *hr);
+void v1_get_message(hreq_t *hr);
+void v1_list_messages(hreq_t *hr);
+void v1_cancel(hreq_t *hr);
+void v1_purge(hreq_t *hr);
+void v1_device(hreq_t *hr);
+void v1_pacing(hreq_t *hr);
+void v1_pull(hreq_t *hr);
+void v1_ack(hreq_t *hr);
+void v1_openapi(hreq_t *hr);
+/* sse.c */
+void v1_events(hreq_t *hr);
+void sse_close_all(void);
+
+#endif
