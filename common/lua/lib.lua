@@ -208,7 +208,11 @@ local function send_step(sh, dev, allow_send)
         drop_entry(q, sid) -- finished elsewhere; nothing left to send
       else
         local mdue = tonumber(m.due) or 0
-        if mdue <= NOW and m.max and attempts(m) >= tonumber(m.max) then
+        if m.ttl and tonumber(m.ttl) <= NOW then
+          -- also enforced here, not only by the shard pass, so a REST pull never re-sends it
+          transition(m, 'EXPIRED', 'deadline')
+          STATS.expired = STATS.expired + 1
+        elseif mdue <= NOW and m.max and attempts(m) >= tonumber(m.max) then
           transition(m, 'FAILED', 'max_attempts')
           STATS.failed = STATS.failed + 1
         else
