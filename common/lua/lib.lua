@@ -9,7 +9,9 @@ local NOW = tonumber(ARGV[2])
 local RETENTION = tonumber(ARGV[3])
 local GROUP = 'g'
 
--- Forward-only state machine (mirrored by common/src/status.c).
+-- Forward-only state machine (mirrored by common/src/status.c). Acks move by RANK; the withdrawal
+-- outcomes (CANCELLED, EXPIRED, FAILED, PURGED) are applied only to pending messages, by the scripts
+-- that produce them.
 local RANK = {NOT_DELIVERED = 0, UNKNOWN = 0, DELIVERED = 1, COMPLETED = 2, COMPLETED_WITH_ERROR = 2,
               CANCELLED = 3, EXPIRED = 3, FAILED = 3, PURGED = 3}
 local FINAL = {COMPLETED = true, COMPLETED_WITH_ERROR = true, CANCELLED = true, EXPIRED = true, FAILED = true,

@@ -51,6 +51,88 @@ static int opt_int(json_t *obj, const char *key, int64_t *out)
 
 /* ---- producer message ------------------------------------------------------------------------- */
 
+/* ---- raw member extraction ------------------------------------------------------------------ */
+
+/* Skips one JSON value starting at p (already validated by jansson); returns the end. */
+static const char *skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    for (; p < end; p++) {
+        char c = *p;
+        if (c == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\')
+                    p++;
+            if (depth == 0)
+                return p + 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth <= 0)
+                return depth == 0 ? p + 1 : p;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n')) {
+            return p;
+        }
+    }
+    return p;
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+/* Returns a compact copy (whitespace outside strings removed) of the value of the top-level member
+ * named key in a JSON object already validated by jansson, spelled exactly as in the input; NULL when
+ * the key does not appear literally (e.g. written with escapes). */
+static char *raw_member(const char *buf, size_t len, const char *key)
+{
+    const char *p = buf, *end = buf + len;
+    size_t kl = strlen(key);
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return NULL;
+    p++;
+    while (p < end) {
+        p = skip_ws(p, end);
+        if (p >= end || *p != '"')
+            return NULL;
+        const char *k = p + 1, *kend = skip_value(p, end) - 1;
+        p = skip_ws(kend + 1, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        p = skip_ws(p + 1, end);
+        const char *v = p, *vend = skip_value(p, end);
+        if ((size_t)(kend - k) == kl && memcmp(k, key, kl) == 0) {
+            char *out = dr_malloc((size_t)(vend - v) + 1);
+            size_t o = 0;
+            int in_str = 0;
+            for (const char *q = v; q < vend; q++) {
+                if (in_str) {
+                    out[o++] = *q;
+                    if (*q == '\\' && q + 1 < vend)
+                        out[o++] = *++q;
+                    else if (*q == '"')
+                        in_str = 0;
+                } else if (*q == '"') {
+                    in_str = 1;
+                    out[o++] = *q;
+                } else if (*q != ' ' && *q != '\t' && *q != '\r' && *q != '\n') {
+                    out[o++] = *q;
+                }
+            }
+            out[o] = '\0';
+            return out;
+        }
+        p = skip_ws(vend, end);
+        if (p < end && *p == ',')
+            p++;
+    }
+    return NULL;
+}
+
 /* Parses buf as one JSON object (strict). Returns it (caller decrefs) or NULL with err filled. */
 static json_t *load_object(const char *buf, size_t len, const char *what, dr_codec_err_t *err)
 {
@@ -178,7 +260,9 @@ int dr_codec_parse_producer(const char *buf, size_t len, dr_producer_msg_t *m, d
     if (parse_cert(root, m, err) != 0 || parse_ext(root, m, err) != 0)
         goto out;
     m->command = dr_strdup(json_is_string(c) ? json_string_value(c) : "");
-    if (json_is_object(d)) {
+    if (json_is_object(d) && (m->data = raw_member(buf, len, "data")) != NULL) {
+        /* the producer's own spelling of numbers survives (jansson would print 0.1 as 0.10000000000000001) */
+    } else if (json_is_object(d)) {
         char *txt = json_dumps(d, JSON_COMPACT | JSON_ENCODE_ANY);
         if (txt == NULL) {
             fail(err, "BAD_DATA", "data could not be serialised");

@@ -93,6 +93,12 @@ static int load_file(const dr_config_opt_t *opts, size_t n, const char *path, ch
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof(line), f) != NULL) {
         lineno++;
+        size_t ll = strlen(line);
+        if (ll == sizeof(line) - 1 && line[ll - 1] != '\n' && !feof(f)) {
+            snprintf(err, DR_ERR_LEN, "%s:%d: line longer than %zu bytes", path, lineno, sizeof(line) - 2);
+            rc = DR_ECONFIG;
+            break;
+        }
         char *s = trim(line);
         if (*s == '\0' || *s == '#')
             continue;

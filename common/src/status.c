@@ -58,6 +58,8 @@ int dr_status_can_move(int from, int to)
         return 0;
     if (to == DR_ST_UNKNOWN || to == DR_ST_NOT_DELIVERED)
         return 0; /* initial statuses are set at acceptance only */
+    if (to == DR_ST_CANCELLED || to == DR_ST_EXPIRED || to == DR_ST_FAILED || to == DR_ST_PURGED)
+        return from == DR_ST_NOT_DELIVERED || from == DR_ST_UNKNOWN; /* withdrawn before any ack */
     return rank[to] > rank[from];
 }
 
