@@ -105,7 +105,7 @@ static char *raw_member(const char *buf, size_t len, const char *key)
             return NULL;
         p = skip_ws(p + 1, end);
         const char *v = p, *vend = skip_value(p, end);
-        if ((size_t)(kend - k) == kl && memcmp(k, key, kl) == 0) {
+        if ((size_t)(kend - k) == kl && memcmp(k, key, kl) == 0 && memchr(v, '\0', (size_t)(vend - v)) == NULL) {
             char *out = dr_malloc((size_t)(vend - v) + 1);
             size_t o = 0;
             int in_str = 0;
@@ -137,6 +137,11 @@ static char *raw_member(const char *buf, size_t len, const char *key)
 static json_t *load_object(const char *buf, size_t len, const char *what, dr_codec_err_t *err)
 {
     json_error_t jerr;
+    /* jansson lets a raw NUL through in places; JSON text never contains one (RFC 8259 §7). */
+    if (memchr(buf, '\0', len) != NULL) {
+        fail(err, "BAD_JSON", "the %s contains a NUL byte", what);
+        return NULL;
+    }
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         fail(err, "BAD_JSON", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);

@@ -878,6 +878,14 @@ static void test_data_spelling(void)
          "{\"s\":\"a b \\\" } \",\"n\":[1,2]}"},
         {"{\"x\":\"data\",\"data\":{}}", "{}"},
     };
+    /* A raw NUL is not JSON: refused, never forwarded cut short (found by tests/fuzz). */
+    static const char nul_in_data[] = "{\"data\":{\"n\":[1\0,[]]}}";
+    dr_producer_msg_t bad;
+    dr_codec_err_t berr;
+    CHECK_EQ_INT(dr_codec_parse_producer(nul_in_data, sizeof(nul_in_data) - 1, &bad, &berr), DR_EINVAL);
+    CHECK_EQ_STR(berr.code, "BAD_JSON");
+    dr_ack_t ack;
+    CHECK_EQ_INT(dr_codec_parse_ack("{\"id\":1\0}", 9, &ack, &berr), DR_EINVAL);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         dr_producer_msg_t m;
         dr_codec_err_t err;
