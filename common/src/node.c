@@ -131,8 +131,22 @@ static void on_watchdog(uv_timer_t *t)
 static void close_foreign(uv_handle_t *h, void *arg)
 {
     dr_node_t *n = arg;
-    if (!uv_is_closing(h) && h != (uv_handle_t *)&n->watchdog)
+    if (!uv_is_closing(h) && h != (uv_handle_t *)&n->watchdog && h != (uv_handle_t *)&n->reaper)
         uv_close(h, NULL);
+}
+
+/* Runs one moment after dr_node_close, so libraries that close their handles late (hiredis frees its
+ * context after the callback that asked for it returns) have done so: what is left now belongs to
+ * libraries that cannot shut down on their own (h2o's timers, client sockets that did not go away). */
+static void on_reap(uv_timer_t *t)
+{
+    dr_node_t *n = t->data;
+    uv_walk(n->loop.uv, close_foreign, n);
+    uv_close((uv_handle_t *)&n->reaper, NULL);
+    uv_timer_init(n->loop.uv, &n->watchdog);
+    uv_timer_start(&n->watchdog, on_watchdog, 3000, 0);
+    uv_unref((uv_handle_t *)&n->watchdog);
+    n->watchdog_started = 1;
 }
 
 void dr_node_close(dr_node_t *n)
@@ -149,18 +163,14 @@ void dr_node_close(dr_node_t *n)
     dr_redis_free(n->redis);
     n->redis = NULL;
     dr_loop_close(&n->loop);
-    /* Our handles are closing now. What is left belongs to libraries that cannot shut down on their
-     * own (h2o's timers, client sockets that did not go away): close it so the loop ends, and stop the
-     * loop after a grace period whatever happens. */
-    uv_walk(n->loop.uv, close_foreign, n);
-    uv_timer_init(n->loop.uv, &n->watchdog);
-    uv_timer_start(&n->watchdog, on_watchdog, 3000, 0);
-    uv_unref((uv_handle_t *)&n->watchdog);
+    uv_timer_init(n->loop.uv, &n->reaper);
+    n->reaper.data = n;
+    uv_timer_start(&n->reaper, on_reap, 50, 0);
 }
 
 void dr_node_dispose(dr_node_t *n)
 {
-    if (n->closed)
+    if (n->watchdog_started)
         uv_close((uv_handle_t *)&n->watchdog, NULL);
     uv_run(n->loop.uv, UV_RUN_NOWAIT);
     uv_loop_close(n->loop.uv);

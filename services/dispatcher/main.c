@@ -50,11 +50,19 @@ static void on_cron(dr_node_t *n, void *data)
     outbox_cron(d);
 }
 
-static void finish_stop(dispatcher_t *d)
+static void finish_stop_now(void *arg)
 {
+    dispatcher_t *d = arg;
     dr_mqtt_free(d->mqtt);
     d->mqtt = NULL;
     dr_node_close(&d->node);
+}
+
+/* Called from the lease release's Redis callback: leave the callback before closing Redis. */
+static void finish_stop(dispatcher_t *d)
+{
+    if (dr_loop_post(&d->node.loop, finish_stop_now, d) != 0)
+        finish_stop_now(d);
 }
 
 static void on_stop_poll(uv_timer_t *t)

@@ -30,7 +30,9 @@ struct dr_node {
     /* private */
     uv_signal_t sigterm, sigint;
     uv_timer_t cron;
-    uv_timer_t watchdog;  /* ends the loop if a library's handle outlives dr_node_close */
+    uv_timer_t reaper;    /* closes library handles left open, shortly after dr_node_close */
+    uv_timer_t watchdog;  /* ends the loop if a handle still outlives the reaper */
+    int watchdog_started;
     int64_t last_flush;
     dr_node_cb *on_cron, *on_stop;
     void *cb_data;
