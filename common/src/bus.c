@@ -28,6 +28,7 @@ struct dr_bus {
     sub_t subs[MAX_SUBS];
     int nsubs;
     atomic_int connected;
+    atomic_int closed;    /* nats.c's last callback for this connection has run */
 };
 
 typedef struct {
@@ -80,6 +81,15 @@ static void on_disconnected(natsConnection *nc, void *closure)
     dr_log(DR_LOG_WARNING, "event=nats_disconnected");
 }
 
+/* nats.c calls this last, on its own thread, after natsConnection_Close: from then on nothing of
+ * nats.c refers to b any more. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    dr_bus_t *b = closure;
+    atomic_store(&b->closed, 1);
+}
+
 int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, char *err)
 {
     dr_bus_t *b = dr_calloc(1, sizeof(*b));
@@ -105,6 +115,8 @@ int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, ch
         s = natsOptions_SetReconnectedCB(b->opts, on_connected, b);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(b->opts, on_closed, b);
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(b->opts, true);
     if (s != NATS_OK) {
@@ -170,6 +182,9 @@ void dr_bus_free(dr_bus_t *b)
         natsSubscription_Destroy(b->subs[i].sub);
     }
     natsConnection_Close(b->nc);
+    /* Callbacks (disconnected, closed) run on nats.c's thread after Close returns: b must outlive them. */
+    for (int i = 0; i < 300 && !atomic_load(&b->closed); i++)
+        uv_sleep(10);
     natsConnection_Destroy(b->nc);
     natsOptions_Destroy(b->opts);
     /* Handlers may have posted messages before the subscriptions closed: run them now. */

@@ -1,16 +1,22 @@
 /* MQTT client wrapper (see dr/mqtt.h).
  *
  * DESIGN
- * paho's automatic reconnect is not used: it does not cover the first connection, and two retry
- * mechanisms would race. Instead every paho callback that changes state posts to the loop, and one
- * loop timer drives connect attempts with back-off and publish deadlines. Publishes are tracked in a
- * list so each completion callback runs exactly once: on paho's answer, on the deadline, or at close.
+ * paho calls the message callback while holding its global lock, and the ingress callback waits for
+ * the loop. So once a connection exists, the loop must not call into paho for connection management:
+ * after the first successful connect, paho's own automatic reconnect takes over and subscriptions are
+ * made from paho's connected callback (on paho's thread). The loop drives only the first connect (no
+ * message callback can be running before there is a connection) and publish deadlines. Disconnect and
+ * destroy run on a helper thread with a deadline, because they too wait for that lock.
+ * Publishes are tracked in a list so each completion callback runs exactly once: on paho's answer, on
+ * the deadline, or at close.
  */
 #define DR_MODULE "common/mqtt"
 
 #include <MQTTAsync.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 
 #include "dr/err.h"
@@ -43,6 +49,8 @@ struct dr_mqtt {
     void *state_data;
     atomic_int connected;
     int connecting, started, closing;
+    int ever_connected;      /* paho reconnects by itself from then on */
+    atomic_int sub_retries;
     int64_t retry_at;
     int backoff_ms;
     uv_timer_t timer;
@@ -74,11 +82,15 @@ static void post(dr_mqtt_t *m, int kind, pub_t *pub, int rc)
         free(e);
 }
 
+static void subscribe_all(dr_mqtt_t *m);
+
 static void on_connected(void *ctx, char *cause)
 {
     (void)cause;
     dr_mqtt_t *m = ctx;
     atomic_store(&m->connected, 1);
+    atomic_store(&m->sub_retries, 0);
+    subscribe_all(m); /* on paho's thread: the documented place for API calls in callbacks */
     post(m, EV_CONNECTED, NULL, 0);
 }
 
@@ -125,17 +137,22 @@ static void on_sub_failure(void *ctx, MQTTAsync_failureData *resp)
 {
     dr_mqtt_t *m = ctx;
     post(m, EV_SUB_FAILED, NULL, resp ? resp->code : -1);
+    if (atomic_fetch_add(&m->sub_retries, 1) < 5 && atomic_load(&m->connected))
+        subscribe_all(m);
 }
 
 static void on_sub_success(void *ctx, MQTTAsync_successData *resp)
 {
     dr_mqtt_t *m = ctx;
     /* A refused filter comes back as granted QoS 0x80. */
-    if (m->nsubs == 1 && resp && resp->alt.qos == 0x80)
-        post(m, EV_SUB_FAILED, NULL, 0x80);
+    int refused = m->nsubs == 1 && resp && resp->alt.qos == 0x80;
     for (int i = 0; m->nsubs > 1 && resp && resp->alt.qosList && i < m->nsubs; i++)
-        if (resp->alt.qosList[i] == 0x80)
-            post(m, EV_SUB_FAILED, NULL, 0x80);
+        refused |= resp->alt.qosList[i] == 0x80;
+    if (refused) {
+        post(m, EV_SUB_FAILED, NULL, 0x80);
+        if (atomic_fetch_add(&m->sub_retries, 1) < 5 && atomic_load(&m->connected))
+            subscribe_all(m);
+    }
 }
 
 /* ---- loop side -------------------------------------------------------------------------------- */
@@ -170,7 +187,9 @@ static void try_connect(dr_mqtt_t *m)
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
     co.keepAliveInterval = m->keepalive_s;
     co.cleansession = m->clean_session;
-    co.automaticReconnect = 0;
+    co.automaticReconnect = 1;
+    co.minRetryInterval = 1;
+    co.maxRetryInterval = 5;
     co.connectTimeout = 5;
     co.maxInflight = 1000;
     if (m->username[0]) {
@@ -201,9 +220,9 @@ static void handle_event(void *arg)
     switch (e->kind) {
     case EV_CONNECTED:
         m->connecting = 0;
+        m->ever_connected = 1;
         m->backoff_ms = 250;
         dr_log(DR_LOG_NOTICE, "event=mqtt_connected client=%s", m->client_id);
-        subscribe_all(m);
         if (m->state_cb)
             m->state_cb(m->state_data, 1);
         break;
@@ -220,9 +239,7 @@ static void handle_event(void *arg)
             m->state_cb(m->state_data, 0);
         break;
     case EV_SUB_FAILED:
-        dr_log(DR_LOG_WARNING, "event=mqtt_subscribe_refused client=%s code=%d action=retry", m->client_id, e->rc);
-        if (atomic_load(&m->connected))
-            subscribe_all(m);
+        dr_log(DR_LOG_WARNING, "event=mqtt_subscribe_refused client=%s code=%d", m->client_id, e->rc);
         break;
     case EV_PUB_DONE: {
         pub_t *p = e->pub;
@@ -241,7 +258,8 @@ static void on_timer(uv_timer_t *t)
 {
     dr_mqtt_t *m = t->data;
     int64_t now = dr_mono_ms();
-    if (m->started && !m->closing && !m->connecting && !atomic_load(&m->connected) && now >= m->retry_at)
+    if (m->started && !m->closing && !m->connecting && !m->ever_connected && !atomic_load(&m->connected) &&
+        now >= m->retry_at)
         try_connect(m);
     for (pub_t *p = m->head; p; p = p->next) {
         if (!p->done && now >= p->deadline) {
@@ -353,6 +371,18 @@ int dr_mqtt_publish(dr_mqtt_t *m, const char *topic, const void *payload, size_t
     return 0;
 }
 
+int dr_mqtt_publish_now(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos)
+{
+    if (!atomic_load(&m->connected))
+        return DR_EUNAVAIL;
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = (void *)payload;
+    msg.payloadlen = (int)len;
+    msg.qos = qos;
+    msg.retained = 0;
+    return MQTTAsync_sendMessage(m->client, topic, &msg, NULL) == MQTTASYNC_SUCCESS ? 0 : DR_EUNAVAIL;
+}
+
 int dr_mqtt_connected(const dr_mqtt_t *m)
 {
     return atomic_load(&((dr_mqtt_t *)m)->connected);
@@ -363,21 +393,81 @@ int dr_mqtt_pending(const dr_mqtt_t *m)
     return m->npending;
 }
 
+/* ---- stopping: paho waits for its lock, so it is done on a helper thread with a deadline ---------- */
+
+typedef struct {
+    dr_mqtt_t *m;
+    int destroy;
+    int timeout_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    int abandoned;           /* the caller gave up waiting: the helper frees this */
+} stopper_t;
+
+static void *stop_thread(void *arg)
+{
+    stopper_t *st = arg;
+    MQTTAsync client = st->m->client;
+    if (MQTTAsync_isConnected(client)) {
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        d.timeout = st->timeout_ms;
+        MQTTAsync_disconnect(client, &d);
+        for (int waited = 0; MQTTAsync_isConnected(client) && waited < st->timeout_ms; waited += 10)
+            uv_sleep(10);
+    }
+    if (st->destroy)
+        MQTTAsync_destroy(&client);
+    pthread_mutex_lock(&st->mu);
+    st->done = 1;
+    int abandoned = st->abandoned;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (abandoned)
+        free(st);
+    return NULL;
+}
+
+/* Runs disconnect (and destroy) on a helper thread; returns 0 when it finished in time. */
+static int stop_paho(dr_mqtt_t *m, int destroy, int timeout_ms)
+{
+    stopper_t *st = dr_calloc(1, sizeof(*st));
+    st->m = m;
+    st->destroy = destroy;
+    st->timeout_ms = timeout_ms;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    pthread_t t;
+    if (pthread_create(&t, NULL, stop_thread, st) != 0) {
+        free(st);
+        return DR_EIO;
+    }
+    pthread_detach(t);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    int64_t ns = deadline.tv_nsec + (int64_t)(timeout_ms + 1000) * 1000000;
+    deadline.tv_sec += (time_t)(ns / 1000000000);
+    deadline.tv_nsec = (long)(ns % 1000000000);
+    pthread_mutex_lock(&st->mu);
+    while (!st->done && pthread_cond_timedwait(&st->cv, &st->mu, &deadline) == 0)
+        ;
+    int done = st->done;
+    st->abandoned = !done;
+    pthread_mutex_unlock(&st->mu);
+    if (done)
+        free(st);
+    return done ? 0 : DR_ETIMEDOUT;
+}
+
 int dr_mqtt_disconnect(dr_mqtt_t *m, int timeout_ms)
 {
     m->closing = 1;
-    if (MQTTAsync_isConnected(m->client)) {
-        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-        d.timeout = timeout_ms;
-        MQTTAsync_disconnect(m->client, &d);
-    }
-    for (int waited = 0; MQTTAsync_isConnected(m->client); waited += 10) {
-        if (waited >= timeout_ms)
-            return DR_ETIMEDOUT;
-        uv_sleep(10);
-    }
-    atomic_store(&m->connected, 0);
-    return 0;
+    int rc = stop_paho(m, 0, timeout_ms);
+    if (rc == 0 && MQTTAsync_isConnected(m->client))
+        rc = DR_ETIMEDOUT;
+    if (rc == 0)
+        atomic_store(&m->connected, 0);
+    return rc;
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -385,12 +475,15 @@ static void on_timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
-void dr_mqtt_free(dr_mqtt_t *m)
+int dr_mqtt_free(dr_mqtt_t *m)
 {
     if (m == NULL)
-        return;
-    dr_mqtt_disconnect(m, 1500);
-    MQTTAsync_destroy(&m->client);
+        return 0;
+    m->closing = 1;
+    if (stop_paho(m, 1, 1500) != 0) {
+        dr_log(DR_LOG_WARNING, "event=mqtt_stop_timeout client=%s", m->client_id);
+        return DR_ETIMEDOUT; /* paho is stuck (a callback holds its lock): leave everything as it is */
+    }
     dr_loop_drain(m->loop); /* completions paho posted before it stopped */
     while (m->head) {
         pub_t *p = m->head;
@@ -408,4 +501,5 @@ void dr_mqtt_free(dr_mqtt_t *m)
     uv_timer_stop(&m->timer);
     m->timer.data = m;
     uv_close((uv_handle_t *)&m->timer, on_timer_closed);
+    return 0;
 }

@@ -37,6 +37,7 @@ typedef struct {
     int result;            /* RES_* */
     char id[24];           /* message id (accept: the new or original id) */
     char status[32];       /* status after the operation */
+    const char *notify;    /* error code the producer should be told (MQTT only), or NULL */
 } store_result_t;
 
 /* What a paho callback asks the loop to do, and the answer it waits for. */
@@ -80,10 +81,11 @@ void ingress_on_message(void *data, const char *topic, size_t topic_len, const c
 /* store.c: runs a job on the loop (posted from the paho thread). */
 void ingress_run_job(void *arg);
 
-/* store.c: tells a producer about rejected input on producer/error/{producerDeviseId}. Loop thread. */
+/* mqtt_in.c: tells a producer about rejected input on producer/error/{producerDeviseId}. Only from
+ * the MQTT message callback: the loop never calls into paho while that callback may be blocked. */
 void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message);
 
-/* Posts an error notification from any thread (copies its arguments). */
-void ingress_post_error(ingress_t *in, const dr_codec_err_t *err);
+/* store.c: the message sent with a store_result_t's notify code. */
+const char *store_notify_text(const char *code);
 
 #endif

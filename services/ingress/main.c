@@ -25,23 +25,32 @@ static void on_redis_state(dr_redis_t *r, int ready, void *data)
     }
 }
 
+/* Ends the process at once without acknowledging the messages callbacks hold: the broker keeps them
+ * in our persistent session and delivers them when a node with this id connects again. */
+static void exit_holding(ingress_t *in, const char *why)
+{
+    dr_log(DR_LOG_WARNING, "event=exit_holding_messages held=%d reason=\"%s\"", atomic_load(&in->parked), why);
+    _exit(0);
+}
+
 static void finish_stop(ingress_t *in)
 {
     uv_timer_stop(&in->stop_timer);
     uv_close((uv_handle_t *)&in->stop_timer, NULL);
-    if (dr_mqtt_disconnect(in->mqtt, 2000) != 0 && atomic_load(&in->parked) > 0) {
-        /* Returning from a parked callback now could acknowledge a message that was never stored. */
-        dr_log(DR_LOG_WARNING, "event=exit_without_disconnect parked=%d reason=\"broker did not confirm the "
-               "disconnect; the broker keeps the unacknowledged messages\"", atomic_load(&in->parked));
-        _exit(0);
-    }
+    /* A parked callback holds paho's lock, so no clean disconnect is possible. */
+    if (atomic_load(&in->parked) > 0)
+        exit_holding(in, "messages arrived during shutdown");
+    if (dr_mqtt_disconnect(in->mqtt, 2000) != 0)
+        exit_holding(in, "the broker did not confirm the disconnect");
+    /* Disconnected: a callback that parked meanwhile may return, its PUBACK cannot reach the broker. */
     pthread_mutex_lock(&in->mu);
     in->released = 1;
     pthread_cond_broadcast(&in->cv);
     pthread_mutex_unlock(&in->mu);
     for (int i = 0; i < 200 && atomic_load(&in->parked) > 0; i++)
         usleep(5000);
-    dr_mqtt_free(in->mqtt);
+    if (dr_mqtt_free(in->mqtt) != 0)
+        exit_holding(in, "the MQTT client could not be stopped");
     in->mqtt = NULL;
     /* h2o's context is never disposed (h2o 2.2 asserts when that happens inside the loop); the node
      * closes its remaining handles at exit and its memory stays reachable. */

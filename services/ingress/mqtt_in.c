@@ -89,6 +89,16 @@ static int run_job(ingress_t *in, job_t *j)
 
 /* ---- producer messages and acks --------------------------------------------------------------- */
 
+void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message)
+{
+    char topic[192];
+    snprintf(topic, sizeof(topic), "producer/error/%s", producer_id);
+    char *body = dr_codec_encode_error(tmp_id, code, message);
+    if (dr_mqtt_publish_now(in->mqtt, topic, body, strlen(body), (int)in->node.cfg.mqtt_qos) != 0)
+        dr_log(DR_LOG_VERBOSE, "event=error_notification_dropped producer=\"%s\" code=%s", producer_id, code);
+    free(body);
+}
+
 static void reject_producer(ingress_t *in, const char *dev, size_t dev_len, dr_codec_err_t *err)
 {
     dr_metrics_inc(DR_M_PRODUCER_REJECTED);
@@ -96,7 +106,7 @@ static void reject_producer(ingress_t *in, const char *dev, size_t dev_len, dr_c
         dr_log(DR_LOG_NOTICE, "event=producer_rejected device=\"%.*s\" code=%s reason=\"%s\" certificate=%s",
                (int)(dev_len > 64 ? 64 : dev_len), dev, err->code, err->message, err->has_cert ? "yes" : "no");
     if (err->has_cert)
-        ingress_post_error(in, err);
+        ingress_notify_error(in, err->tmp_id, err->producer_id, err->code, err->message);
 }
 
 static int handle_producer(ingress_t *in, const char *dev, size_t dev_len, const char *payload, size_t len)
@@ -144,6 +154,8 @@ static int handle_producer(ingress_t *in, const char *dev, size_t dev_len, const
     j.dev = dr_strndup(dev, dev_len);
     store_new_token(j.token);
     int rc = run_job(in, &j);
+    if (rc == 0 && j.res.notify != NULL && j.msg.has_cert)
+        ingress_notify_error(in, j.msg.tmp_id, j.msg.producer_id, j.res.notify, store_notify_text(j.res.notify));
     free(j.dev);
     dr_producer_msg_dispose(&j.msg);
     return rc;

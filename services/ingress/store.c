@@ -82,9 +82,7 @@ static int failed(op_t *op, redisReply *reply, int err, store_result_t *res)
         /* A script error is a bug, not an outage: retrying would block every later message. */
         dr_metrics_inc(DR_M_REDIS_ERRORS);
         dr_log(DR_LOG_WARNING, "event=script_error device=\"%s\" error=\"%s\" action=dropped", op->dev, reply->str);
-        if (op->kind == JOB_ACCEPT && op->has_cert)
-            ingress_notify_error(op->in, op->tmp_id, op->producer_id, "INTERNAL",
-                                 "the message could not be stored; nothing was accepted");
+        res->notify = "INTERNAL";
         res->err = 0;
     } else {
         dr_metrics_inc(DR_M_REDIS_ERRORS);
@@ -122,16 +120,12 @@ static void on_accept(dr_redis_t *r, redisReply *reply, int err, void *data)
     } else if (strcmp(what, "CONFLICT") == 0) {
         dr_metrics_inc(DR_M_PRODUCER_CONFLICT);
         dr_log(DR_LOG_NOTICE, "event=idempotency_conflict device=\"%s\" original_id=%s", op->dev, res.id);
-        if (op->has_cert)
-            ingress_notify_error(in, op->tmp_id, op->producer_id, "IDEMPOTENCY_CONFLICT",
-                                 "idempotencyKey was already used for a different command");
+        res.notify = "IDEMPOTENCY_CONFLICT";
         res.result = RES_CONFLICT;
     } else {
         dr_log(DR_LOG_WARNING, "event=id_space_exhausted device=\"%s\" hint=\"raise ids.max or lower retention_s\"",
                op->dev);
-        if (op->has_cert)
-            ingress_notify_error(in, op->tmp_id, op->producer_id, "ID_SPACE_EXHAUSTED",
-                                 "no free message id; the message was not accepted");
+        res.notify = "ID_SPACE_EXHAUSTED";
         res.result = RES_FAILED;
     }
     complete(op, &res);
@@ -285,34 +279,11 @@ void ingress_run_job(void *arg)
 
 /* ---- error notifications ---------------------------------------------------------------------- */
 
-void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message)
+const char *store_notify_text(const char *code)
 {
-    char topic[192];
-    snprintf(topic, sizeof(topic), "producer/error/%s", producer_id);
-    char *body = dr_codec_encode_error(tmp_id, code, message);
-    if (in->mqtt == NULL || dr_mqtt_publish(in->mqtt, topic, body, strlen(body), (int)in->node.cfg.mqtt_qos, NULL, NULL) != 0)
-        dr_log(DR_LOG_VERBOSE, "event=error_notification_dropped producer=\"%s\" code=%s", producer_id, code);
-    free(body);
-}
-
-typedef struct {
-    ingress_t *in;
-    dr_codec_err_t err;
-} posted_error_t;
-
-static void run_posted_error(void *arg)
-{
-    posted_error_t *p = arg;
-    if (!p->in->node.closed)
-        ingress_notify_error(p->in, p->err.tmp_id, p->err.producer_id, p->err.code, p->err.message);
-    free(p);
-}
-
-void ingress_post_error(ingress_t *in, const dr_codec_err_t *err)
-{
-    posted_error_t *p = dr_malloc(sizeof(*p));
-    p->in = in;
-    p->err = *err;
-    if (dr_loop_post(&in->node.loop, run_posted_error, p) != 0)
-        free(p);
+    if (strcmp(code, "IDEMPOTENCY_CONFLICT") == 0)
+        return "idempotencyKey was already used for a different command";
+    if (strcmp(code, "ID_SPACE_EXHAUSTED") == 0)
+        return "no free message id; the message was not accepted";
+    return "the message could not be stored; nothing was accepted";
 }

@@ -46,7 +46,8 @@ void dr_mqtt_add_subscription(dr_mqtt_t *m, const char *filter, int qos);
 void dr_mqtt_on_message(dr_mqtt_t *m, dr_mqtt_msg_cb *cb, void *data);
 void dr_mqtt_on_state(dr_mqtt_t *m, dr_mqtt_state_cb *cb, void *data);
 
-/* Starts connecting and keeps the connection up until dr_mqtt_free. Loop thread. */
+/* Starts connecting and keeps the connection up until dr_mqtt_free (the loop retries the first
+ * connection; paho reconnects after that). Loop thread. */
 void dr_mqtt_start(dr_mqtt_t *m);
 
 /* Publishes (not retained). Loop thread. Returns 0 (cb, if any, is called once) or DR_EUNAVAIL when
@@ -54,16 +55,23 @@ void dr_mqtt_start(dr_mqtt_t *m);
 int dr_mqtt_publish(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos, dr_mqtt_pub_cb *cb,
                     void *data);
 
+/* Publishes without completion tracking. Unlike dr_mqtt_publish it may be called from inside the
+ * message callback (paho's thread), which is the only safe place to publish while that callback is
+ * blocked: the loop must never call into paho then. Returns 0 or DR_EUNAVAIL. */
+int dr_mqtt_publish_now(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos);
+
 int dr_mqtt_connected(const dr_mqtt_t *m);
 
 /* Number of publishes whose completion is still awaited. */
 int dr_mqtt_pending(const dr_mqtt_t *m);
 
 /* Disconnects (keeping the client), waiting up to timeout_ms. Returns 0 once disconnected, or
- * DR_ETIMEDOUT. Any thread that is not paho's. */
+ * DR_ETIMEDOUT (for example while a message callback holds paho's lock). Loop thread. */
 int dr_mqtt_disconnect(dr_mqtt_t *m, int timeout_ms);
 
-/* Disconnects and frees m; pending publish callbacks get DR_ECLOSED. Loop thread. */
-void dr_mqtt_free(dr_mqtt_t *m);
+/* Disconnects and frees m; pending publish callbacks get DR_ECLOSED. Loop thread. Returns 0, or
+ * DR_ETIMEDOUT when paho could not be stopped (a message callback holds its lock): m is then left
+ * alive and the caller should end the process without acknowledging anything more. */
+int dr_mqtt_free(dr_mqtt_t *m);
 
 #endif

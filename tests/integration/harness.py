@@ -1,0 +1,1003 @@
+"""Integration-test harness for Drover: real redis-server, nats-server and mosquitto on random loopback
+ports, the drover-ingress / drover-dispatcher binaries under test, and MQTT device/producer simulators.
+
+Everything here is reusable by other suites (fault tests): servers and nodes can be stopped, killed
+(SIGKILL) and started again with the same data directory and port. Processes are only ever ended by the
+PID this module started.
+
+Time handling: every wait is bounded (wait_until); nothing sleeps and then asserts without a bound.
+"""
+import json
+import os
+import pwd
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import redis as redislib
+
+BIN_DIR = os.environ.get("DROVER_BIN_DIR", "/work/main/build/bin")
+REDIS_SERVER = os.environ.get("DROVER_REDIS_SERVER", "/usr/bin/redis-server")
+NATS_SERVER = os.environ.get("DROVER_NATS_SERVER", "/usr/sbin/nats-server")
+MOSQUITTO = os.environ.get("DROVER_MOSQUITTO", "/usr/sbin/mosquitto")
+MOSQUITTO_PASSWD = os.environ.get("DROVER_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+# Test-friendly defaults for both services (the stack fixture applies them; tests override per key).
+TEST_DEFAULTS = {
+    "log.level": "verbose",
+    "cluster.shards": "16",
+    "dispatch.interval_ms": "300",
+    "dispatch.ack_timeout_ms": "1500",
+    "dispatch.retry_max_ms": "3000",
+    "dispatch.tick_ms": "20",
+    "metrics.flush_ms": "200",
+    # Faster hand-over after a kill -9 of a dispatcher (restart tests); renew <= ttl/2 is required.
+    "lease.ttl_ms": "4000",
+    "lease.renew_ms": "1000",
+    # No REST API unless a test asks for it (avoids port clashes on 8080).
+    "http.port": "0",
+}
+
+
+class HarnessError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# small utilities
+
+_handed_out_ports = set()
+_port_lock = threading.Lock()
+
+
+def free_port():
+    """A currently free TCP port on 127.0.0.1, never handed out twice by this process."""
+    with _port_lock:
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            finally:
+                s.close()
+            if port not in _handed_out_ports:
+                _handed_out_ports.add(port)
+                return port
+    raise HarnessError("no free port")
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def wait_until(pred, timeout, interval=0.02, msg=None):
+    """Polls pred() until it returns a truthy value (returned) or `timeout` seconds pass (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except AssertionError as e:  # a predicate may assert; keep polling
+            last_exc = e
+        if time.monotonic() >= deadline:
+            text = msg() if callable(msg) else msg
+            text = text or "condition not met"
+            if last_exc:
+                text += " (last: %s)" % last_exc
+            raise AssertionError("timed out after %.1fs: %s" % (timeout, text))
+        time.sleep(interval)
+
+
+def stays_true(pred, duration, interval=0.02, msg=None):
+    """Asserts that pred() stays truthy for `duration` seconds (bounded negative check)."""
+    deadline = time.monotonic() + duration
+    while True:
+        if not pred():
+            text = msg() if callable(msg) else msg
+            raise AssertionError("condition broken: %s" % (text or "predicate became false"))
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
+def tcp_ready(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path, lines=60):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return "(no log %s)" % path
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def json_keys_in_order(raw):
+    """Top-level keys of a JSON object in the order they appear in the raw bytes."""
+    pairs = json.loads(raw, object_pairs_hook=lambda p: p)
+    return [k for k, _ in pairs]
+
+
+def clean_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DR_")}
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------
+# processes
+
+
+class Proc:
+    """A child process with a log file, restartable with the same arguments. Ended only by its PID."""
+
+    name = "proc"
+
+    def __init__(self, workdir, log_name):
+        self.workdir = workdir
+        self.log_path = os.path.join(workdir, log_name)
+        self.proc = None
+        self.expected_dead = True  # False while we believe it should be running
+        self.exit_codes = []  # (how, returncode) for every stop/kill we did
+
+    def argv(self):
+        raise NotImplementedError
+
+    def env(self):
+        return None
+
+    def ready(self):
+        return True
+
+    def start(self, wait=True, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            raise HarnessError("%s already running" % self.name)
+        logf = open(self.log_path, "ab")
+        logf.write(("\n===== start %s at %s =====\n" % (self.name, time.strftime("%H:%M:%S"))).encode())
+        logf.flush()
+        self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env(), cwd=self.workdir)
+        logf.close()
+        self.expected_dead = False
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=20):
+        def ok():
+            if self.proc.poll() is not None:
+                raise HarnessError("%s exited with %s during start-up:\n%s" % (self.name, self.proc.returncode,
+                                                                               tail(self.log_path)))
+            return self.ready()
+        wait_until(ok, timeout, interval=0.05, msg="%s not ready" % self.name)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10):
+        """SIGTERM, bounded wait; returns the exit code (SIGKILLs and returns None if it did not exit)."""
+        if self.proc is None:
+            return None
+        self.expected_dead = True
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                self.exit_codes.append(("sigterm-timeout", None))
+                return None
+        rc = self.proc.returncode
+        self.exit_codes.append(("sigterm", rc))
+        return rc
+
+    def kill(self):
+        """SIGKILL (kill -9) and reap."""
+        if self.proc is None:
+            return None
+        self.expected_dead = True
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self.exit_codes.append(("sigkill", self.proc.returncode))
+        return self.proc.returncode
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def restart(self, kill=False, wait=True):
+        self.kill() if kill else self.stop()
+        return self.start(wait=wait)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, pattern, timeout, since=0):
+        """Waits until the log (from byte offset `since`) matches regex `pattern`; returns the match."""
+        rx = re.compile(pattern)
+
+        def found():
+            return rx.search(self.log_text()[since:])
+        return wait_until(found, timeout, interval=0.05, msg="%s log never matched %r" % (self.name, pattern))
+
+    def tail(self, lines=60):
+        return tail(self.log_path, lines)
+
+
+class RedisServer(Proc):
+    def __init__(self, workdir, port=None, password=None):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        super().__init__(self.dir, "redis.log")
+        self.name = "redis"
+        self.port = port or free_port()
+        self.password = password or secrets.token_hex(12)
+        self.conf = os.path.join(self.dir, "redis.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join([
+                "bind 127.0.0.1",
+                "port %d" % self.port,
+                "protected-mode yes",
+                "daemonize no",
+                'dir "%s"' % self.dir,
+                "appendonly yes",
+                "appendfsync always",
+                'save ""',
+                "requirepass %s" % self.password,
+                "maxmemory-policy noeviction",
+                'logfile ""',
+            ]) + "\n")
+
+    def argv(self):
+        return [REDIS_SERVER, self.conf]
+
+    def client(self, decode=True):
+        return redislib.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=decode,
+                              socket_timeout=5, socket_connect_timeout=2)
+
+    def ready(self):
+        if not tcp_ready(self.port):
+            return False
+        try:
+            c = self.client()
+            ok = c.ping()
+            c.close()
+            return ok
+        except redislib.exceptions.BusyLoadingError:
+            return False
+        except redislib.exceptions.RedisError:
+            return False
+
+
+class NatsServer(Proc):
+    def __init__(self, workdir, port=None):
+        self.dir = os.path.join(workdir, "nats")
+        os.makedirs(self.dir, exist_ok=True)
+        super().__init__(self.dir, "nats.log")
+        self.name = "nats"
+        self.port = port or free_port()
+        self.user = "drover"
+        self.password = secrets.token_hex(12)
+        self.conf = os.path.join(self.dir, "nats.conf")
+        with open(self.conf, "w") as f:
+            f.write('listen: "127.0.0.1:%d"\n' % self.port)
+            f.write('authorization {\n  user: "%s"\n  password: "%s"\n}\n' % (self.user, self.password))
+            f.write("jetstream: disabled\n")
+
+    @property
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def argv(self):
+        return [NATS_SERVER, "-c", self.conf]
+
+    def ready(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.settimeout(1)
+                return s.recv(4).startswith(b"INFO")
+        except OSError:
+            return False
+
+
+class MosquittoServer(Proc):
+    USERS = ("drover", "producer", "device")
+
+    def __init__(self, workdir, port=None):
+        self.dir = os.path.join(workdir, "mosquitto")
+        os.makedirs(self.dir, exist_ok=True)
+        super().__init__(self.dir, "mosquitto.log")
+        self.name = "mosquitto"
+        self.port = port or free_port()
+        self.passwords = {u: secrets.token_hex(10) for u in self.USERS}
+        self.pwfile = os.path.join(self.dir, "passwd")
+        first = True
+        for user, pw in self.passwords.items():
+            args = [MOSQUITTO_PASSWD] + (["-c"] if first else []) + ["-b", self.pwfile, user, pw]
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=20)
+            first = False
+        os.chmod(self.pwfile, 0o600)
+        self.conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join([
+                "per_listener_settings false",
+                # run as the invoking user (as root, mosquitto would switch to 'mosquitto' and lose
+                # access to the temp dir)
+                "user %s" % pwd.getpwuid(os.geteuid()).pw_name,
+                "listener %d 127.0.0.1" % self.port,
+                "allow_anonymous false",
+                "password_file %s" % self.pwfile,
+                "persistence true",
+                "persistence_location %s/" % self.dir,
+                "max_queued_messages 100000",
+                "max_inflight_messages 100",
+                "log_dest stderr",
+                "log_type error",
+                "log_type warning",
+                "log_type notice",
+                "log_type information",
+                "connection_messages true",
+                "log_timestamp true",
+            ]) + "\n")
+
+    @property
+    def url(self):
+        return "tcp://127.0.0.1:%d" % self.port
+
+    def argv(self):
+        return [MOSQUITTO, "-c", self.conf]
+
+    def ready(self):
+        if not tcp_ready(self.port):
+            return False
+        ok = threading.Event()
+        c = mqtt.Client(client_id="ready-%s" % secrets.token_hex(4), clean_session=True, protocol=mqtt.MQTTv311)
+        c.username_pw_set("producer", self.passwords["producer"])
+        c.on_connect = lambda cl, ud, fl, rc: ok.set() if rc == 0 else None
+        try:
+            c.connect("127.0.0.1", self.port, keepalive=10)
+            c.loop_start()
+            ok.wait(2)
+        except OSError:
+            return False
+        finally:
+            try:
+                c.disconnect()
+                c.loop_stop()
+            except Exception:
+                pass
+        return ok.is_set()
+
+
+class Node(Proc):
+    """A drover-ingress or drover-dispatcher process with a generated config file."""
+
+    def __init__(self, workdir, service, config):
+        self.service = service  # "ingress" | "dispatcher"
+        self.config = dict(config)
+        self.node_id = self.config["node.id"]
+        super().__init__(workdir, "%s.log" % self.node_id)
+        self.name = self.node_id
+        self.binary = os.path.join(BIN_DIR, "drover-%s" % service)
+        self.conf_path = os.path.join(workdir, "%s.conf" % self.node_id)
+        self.write_config()
+
+    def write_config(self):
+        with open(self.conf_path, "w") as f:
+            f.write("# generated by tests/integration/harness.py\n")
+            for k, v in self.config.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def set(self, **kv):
+        """Changes config keys (use dotted names via a dict: node.set(**{'dispatch.window': 2})); applies at
+        the next start."""
+        self.config.update({k: str(v) for k, v in kv.items()})
+        self.write_config()
+
+    def argv(self):
+        if not os.access(self.binary, os.X_OK):
+            raise HarnessError("binary %s missing (set DROVER_BIN_DIR)" % self.binary)
+        return [self.binary, "-c", self.conf_path]
+
+    def env(self):
+        return clean_env()
+
+    def start(self, wait=False, timeout=20):
+        # A node has no readiness probe of its own; the stack checks end to end.
+        return super().start(wait=False)
+
+    def sanitizer_findings(self):
+        text = self.log_text()
+        return [m for m in SANITIZER_MARKERS if m in text]
+
+
+# ---------------------------------------------------------------------------------------------------
+# MQTT clients
+
+
+class Received:
+    __slots__ = ("t", "mono", "raw", "msg", "topic")
+
+    def __init__(self, topic, raw):
+        self.t = time.time()
+        self.mono = time.monotonic()
+        self.topic = topic
+        self.raw = raw
+        try:
+            self.msg = json.loads(raw)
+        except ValueError:
+            self.msg = None
+
+    @property
+    def t_ms(self):
+        return self.t * 1000.0
+
+    def __repr__(self):
+        return "<%s %.3f %r>" % (self.topic, self.t, self.raw[:200])
+
+
+class MqttClient:
+    def __init__(self, broker, client_id, username, clean_session=True, connect=True):
+        self.broker = broker
+        self.client_id = client_id
+        self.username = username
+        self.clean_session = clean_session
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.subscriptions = []  # (topic, qos)
+        self._suback = {}
+        self.client = None
+        if connect:
+            self.connect()
+
+    def _new_client(self):
+        c = mqtt.Client(client_id=self.client_id, clean_session=self.clean_session, protocol=mqtt.MQTTv311)
+        c.username_pw_set(self.username, self.broker.passwords[self.username])
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(0.1, 1)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        return c
+
+    def connect(self, timeout=10):
+        self.connected.clear()
+        self.client = self._new_client()
+        self.client.connect("127.0.0.1", self.broker.port, keepalive=30)
+        self.client.loop_start()
+        wait_until(self.connected.is_set, timeout, msg="%s did not connect" % self.client_id)
+        # on_connect subscribes; wait for every SUBACK
+        wait_until(lambda: all(self._suback.get(t) for t, _ in self.subscriptions), timeout,
+                   msg="%s: no SUBACK" % self.client_id)
+        return self
+
+    def disconnect(self):
+        if self.client is None:
+            return
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self.client = None
+            self.connected.clear()
+
+    def _on_connect(self, client, userdata, flags, rc):
+        if rc != 0:
+            return
+        self._suback = {}
+        self._mids = {}
+        for topic, qos in self.subscriptions:
+            r, mid = client.subscribe(topic, qos)
+            self._mids[mid] = topic
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, rc):
+        self.connected.clear()
+
+    def _on_subscribe(self, client, userdata, mid, granted):
+        t = getattr(self, "_mids", {}).get(mid)
+        if t is not None:
+            self._suback[t] = granted[0] != 128
+
+    def _on_message(self, client, userdata, message):
+        raise NotImplementedError
+
+    def publish(self, topic, payload, qos=1, timeout=10):
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload, separators=(",", ":"))
+        info = self.client.publish(topic, payload, qos=qos)
+        if qos > 0:
+            info.wait_for_publish(timeout)
+            if not info.is_published():
+                raise AssertionError("%s: publish to %s not acknowledged within %ss" % (self.client_id, topic,
+                                                                                         timeout))
+        return info
+
+
+class Device(MqttClient):
+    """A device as Duster firmware does it: client id = device id, clean session, subscribed to
+    consumer/request/<id> (QoS 0 by default). Records every arrival; can auto-ack and complete later."""
+
+    def __init__(self, broker, device_id, qos=0, auto_ack=False, ack_status=None, complete_after=None,
+                 complete_status="COMPLETED", connect=True):
+        self.device_id = device_id
+        self.received = []
+        self.auto_ack = auto_ack
+        self.ack_status = ack_status
+        self.complete_after = complete_after
+        self.complete_status = complete_status
+        self.acked = set()
+        self.timers = []
+        super().__init__(broker, device_id, "device", clean_session=True, connect=False)
+        self.subscriptions = [("consumer/request/%s" % device_id, qos)]
+        if connect:
+            self.connect()
+
+    @property
+    def response_topic(self):
+        return "consumer/response/%s" % self.device_id
+
+    def _on_message(self, client, userdata, message):
+        r = Received(message.topic, message.payload)
+        with self.lock:
+            self.received.append(r)
+        if r.msg is None or not isinstance(r.msg, dict) or "id" not in r.msg:
+            return
+        mid = r.msg["id"]
+        if self.auto_ack:
+            body = {"id": mid}
+            if self.ack_status:
+                body["deliveryStatus"] = self.ack_status
+            client.publish(self.response_topic, json.dumps(body, separators=(",", ":")), qos=1)
+            self.acked.add(mid)
+        if self.complete_after is not None:
+            t = threading.Timer(self.complete_after, self._complete, args=(mid,))
+            t.daemon = True
+            self.timers.append(t)
+            t.start()
+
+    def _complete(self, mid):
+        if self.client is not None:
+            self.client.publish(self.response_topic,
+                                json.dumps({"id": mid, "deliveryStatus": self.complete_status}), qos=1)
+
+    def ack(self, mid, status=None, qos=1):
+        body = {"id": mid}
+        if status:
+            body["deliveryStatus"] = status
+        self.publish(self.response_topic, body, qos=qos)
+        self.acked.add(mid)
+
+    def send_raw(self, payload, topic=None, qos=1):
+        """Publishes an arbitrary payload (bytes/str/dict) to consumer/response/<id> (or `topic`)."""
+        self.publish(topic or self.response_topic, payload, qos=qos)
+
+    # views
+    def arrivals(self):
+        with self.lock:
+            return list(self.received)
+
+    def ids(self):
+        return [r.msg["id"] for r in self.arrivals() if isinstance(r.msg, dict) and "id" in r.msg]
+
+    def first_ids(self):
+        """Ids in order of their first arrival."""
+        seen, out = set(), []
+        for i in self.ids():
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
+        return out
+
+    def arrivals_of(self, mid):
+        return [r for r in self.arrivals() if isinstance(r.msg, dict) and r.msg.get("id") == mid]
+
+    def count(self, mid=None):
+        return len(self.arrivals()) if mid is None else len(self.arrivals_of(mid))
+
+    def wait_for(self, mid, timeout, n=1):
+        """Waits until message `mid` arrived at least n times; returns its arrivals."""
+        return wait_until(lambda: len(self.arrivals_of(mid)) >= n and self.arrivals_of(mid), timeout,
+                          msg=lambda: "device %s: id %s arrived %d/%d times; got ids %s" % (
+                              self.device_id, mid, len(self.arrivals_of(mid)), n, self.ids()))
+
+    def wait_count(self, n, timeout):
+        return wait_until(lambda: len(self.arrivals()) >= n and self.arrivals(), timeout,
+                          msg=lambda: "device %s: %d/%d arrivals, ids %s" % (self.device_id, len(self.arrivals()),
+                                                                            n, self.ids()))
+
+    def wait_distinct(self, n, timeout):
+        return wait_until(lambda: len(self.first_ids()) >= n and self.first_ids(), timeout,
+                          msg=lambda: "device %s: %d/%d distinct ids, ids %s" % (
+                              self.device_id, len(self.first_ids()), n, self.ids()))
+
+    def disconnect(self):
+        for t in self.timers:
+            t.cancel()
+        super().disconnect()
+
+
+class Producer(MqttClient):
+    """A Duster-style producer: publishes to producer/request/<dev> at QoS 1 and records notifications on
+    producer/response/<pd> and producer/error/<pd>."""
+
+    def __init__(self, broker, pd="0", client_id=None, topics=None, connect=True):
+        self.pd = pd
+        self.responses = []
+        self.errors = []
+        self.other = []
+        self._tmp = random.randint(1000, 100000)
+        super().__init__(broker, client_id or "producer-%s-%s" % (pd, secrets.token_hex(3)), "producer",
+                         clean_session=True, connect=False)
+        self.subscriptions = topics or [("producer/response/%s" % pd, 1), ("producer/error/%s" % pd, 1)]
+        if connect:
+            self.connect()
+
+    def _on_message(self, client, userdata, message):
+        r = Received(message.topic, message.payload)
+        with self.lock:
+            if message.topic.startswith("producer/response/"):
+                self.responses.append(r)
+            elif message.topic.startswith("producer/error/"):
+                self.errors.append(r)
+            else:
+                self.other.append(r)
+
+    def next_tmp(self):
+        self._tmp += 1
+        return self._tmp
+
+    def body(self, guarantee="RECEIPT_CONFIRMATION", command="cmd", data=None, tmp_id=None, certificate=True,
+             **extra):
+        b = {}
+        if guarantee is not None:
+            b["believerGuarantee"] = guarantee
+        if command is not None:
+            b["command"] = command
+        b["data"] = data
+        if certificate:
+            b["messageBirthCertificate"] = {"tmpId": tmp_id, "producerDeviseId": self.pd}
+        b.update(extra)
+        return b
+
+    def send(self, device, guarantee="RECEIPT_CONFIRMATION", command="cmd", data=None, tmp_id=None,
+             certificate=True, qos=1, **extra):
+        """Publishes a message; returns its tmpId (None without a certificate)."""
+        if certificate and tmp_id is None:
+            tmp_id = self.next_tmp()
+        b = self.body(guarantee, command, data, tmp_id, certificate, **extra)
+        self.publish("producer/request/%s" % device, b, qos=qos)
+        return tmp_id if certificate else None
+
+    def send_raw(self, topic, payload, qos=1):
+        self.publish(topic, payload, qos=qos)
+
+    # views
+    def notes(self):
+        with self.lock:
+            return [r for r in self.responses if isinstance(r.msg, dict)]
+
+    def error_notes(self):
+        with self.lock:
+            return [r for r in self.errors if isinstance(r.msg, dict)]
+
+    def for_tmp(self, tmp):
+        return [r.msg for r in self.notes() if r.msg.get("tmpId") == tmp]
+
+    def for_id(self, mid):
+        return [r.msg for r in self.notes() if r.msg.get("id") == mid]
+
+    def statuses(self, mid):
+        return [m.get("deliveryStatus") for m in self.for_id(mid)]
+
+    def receipt(self, tmp, timeout=10):
+        """Waits for the first notification for tmpId; returns it (dict)."""
+        return wait_until(lambda: (self.for_tmp(tmp) or [None])[0], timeout,
+                          msg=lambda: "no receipt for tmpId %s; notifications: %s" % (
+                              tmp, [r.msg for r in self.notes()][-10:]))
+
+    def receipt_id(self, tmp, timeout=10):
+        return self.receipt(tmp, timeout)["id"]
+
+    def wait_status(self, mid, status, timeout):
+        return wait_until(lambda: status in self.statuses(mid), timeout,
+                          msg=lambda: "id %s never notified %s; got %s" % (mid, status, self.statuses(mid)))
+
+    def wait_error(self, tmp, timeout):
+        return wait_until(lambda: next((r.msg for r in self.error_notes() if r.msg.get("tmpId") == tmp), None),
+                          timeout, msg=lambda: "no error notification for tmpId %s; errors: %s" % (
+                              tmp, [r.raw for r in self.errors]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the stack
+
+
+class Stack:
+    """Fresh servers + Drover nodes in one temp dir. Collects problems that fail the test at close()."""
+
+    def __init__(self, workdir, overrides=None):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.overrides = {k: str(v) for k, v in (overrides or {}).items()}
+        self.redis = RedisServer(self.dir)
+        self.nats = NatsServer(self.dir)
+        self.mqtt = MosquittoServer(self.dir)
+        self.nodes = []
+        self.clients = []
+        self.problems = []
+        self._r = None
+
+    # servers -----------------------------------------------------------------------------------------
+    def start_servers(self):
+        self.redis.start()
+        self.nats.start()
+        self.mqtt.start()
+        return self
+
+    @property
+    def prefix(self):
+        return self.overrides.get("redis.prefix", "dr:")
+
+    def base_config(self, node_id):
+        c = {
+            "node.id": node_id,
+            "redis.host": "127.0.0.1",
+            "redis.port": str(self.redis.port),
+            "redis.password": self.redis.password,
+            "nats.url": self.nats.url,
+            "nats.user": self.nats.user,
+            "nats.password": self.nats.password,
+            "mqtt.url": self.mqtt.url,
+            "mqtt.username": "drover",
+            "mqtt.password": self.mqtt.passwords["drover"],
+        }
+        c.update(TEST_DEFAULTS)
+        c.update(self.overrides)
+        return c
+
+    # nodes -------------------------------------------------------------------------------------------
+    def add_node(self, service, node_id=None, overrides=None, start=True):
+        n = sum(1 for x in self.nodes if x.service == service) + 1
+        node_id = node_id or "%s-%d" % (service, n)
+        cfg = self.base_config(node_id)
+        cfg.update({k: str(v) for k, v in (overrides or {}).items()})
+        node = Node(self.dir, service, cfg)
+        self.nodes.append(node)
+        if start:
+            node.start()
+        return node
+
+    def add_ingress(self, **kw):
+        return self.add_node("ingress", **kw)
+
+    def add_dispatcher(self, **kw):
+        return self.add_node("dispatcher", **kw)
+
+    @property
+    def ingress(self):
+        return next(n for n in self.nodes if n.service == "ingress")
+
+    @property
+    def dispatcher(self):
+        return next(n for n in self.nodes if n.service == "dispatcher")
+
+    def start(self, ingress=1, dispatchers=1, ready=True):
+        self.start_servers()
+        for _ in range(ingress):
+            self.add_ingress()
+        for _ in range(dispatchers):
+            self.add_dispatcher()
+        if ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=40):
+        """End-to-end probe: a message to a probe device must be accepted (receipt) and delivered.
+        Leaves no pending work behind (the probe device completes it)."""
+        for n in self.nodes:
+            if not n.alive():
+                raise HarnessError("%s is not running:\n%s" % (n.name, n.tail()))
+        shards = int(self.overrides.get("cluster.shards", TEST_DEFAULTS["cluster.shards"]))
+        disp = [n for n in self.nodes if n.service == "dispatcher" and n.alive()]
+        if len(disp) == 1:
+            # soft wait: the single dispatcher owns every shard (log line), then the end-to-end probe
+            try:
+                disp[0].wait_log(r"shards_owned count=%d of=%d" % (shards, shards), min(timeout, 15))
+            except AssertionError:
+                pass
+        applied_before = self.metric("ack_applied")
+        dev = Device(self.mqtt, "probe-%s" % secrets.token_hex(3), auto_ack=True, ack_status="COMPLETED")
+        prod = Producer(self.mqtt, pd="probe-%s" % secrets.token_hex(3))
+        try:
+            deadline = time.monotonic() + timeout
+            tmp = None
+            while time.monotonic() < deadline:
+                tmp = prod.send(dev.device_id, command="probe")
+                try:
+                    wait_until(lambda: prod.for_tmp(tmp), 1)
+                    break
+                except AssertionError:
+                    continue
+            rid = prod.receipt_id(tmp, timeout=1)
+            dev.wait_for(rid, max(1, deadline - time.monotonic()))
+            prod.wait_status(rid, "COMPLETED", max(1, deadline - time.monotonic()))
+            # counters reach Redis every metrics.flush_ms: tests that compare counters must not see the
+            # probe's own ack arrive later
+            wait_until(lambda: self.metric("ack_applied") > applied_before, max(1, deadline - time.monotonic()),
+                       msg="the probe's ack never showed up in the flushed counters")
+        except AssertionError as e:
+            raise HarnessError("stack not ready: %s\n%s" % (e, self.log_tails()))
+        finally:
+            dev.disconnect()
+            prod.disconnect()
+
+    # clients -----------------------------------------------------------------------------------------
+    def device(self, device_id, **kw):
+        d = Device(self.mqtt, device_id, **kw)
+        self.clients.append(d)
+        return d
+
+    def producer(self, pd="0", **kw):
+        p = Producer(self.mqtt, pd=pd, **kw)
+        self.clients.append(p)
+        return p
+
+    def listener(self, topics):
+        """A producer-user client subscribed to arbitrary topics, e.g. [('producer/response/#', 1)]."""
+        p = Producer(self.mqtt, pd="listener", topics=topics)
+        self.clients.append(p)
+        return p
+
+    # redis views -------------------------------------------------------------------------------------
+    @property
+    def r(self):
+        if self._r is None:
+            self._r = self.redis.client()
+        return self._r
+
+    def redis_call(self, fn, retries=50):
+        """Runs fn(redis) retrying on connection errors (Redis restarts)."""
+        for i in range(retries):
+            try:
+                return fn(self.r)
+            except (redislib.exceptions.ConnectionError, redislib.exceptions.BusyLoadingError,
+                    redislib.exceptions.TimeoutError):
+                self._r = None
+                if i == retries - 1:
+                    raise
+                time.sleep(0.1)
+
+    def seq(self):
+        v = self.redis_call(lambda r: r.get(self.prefix + "seq"))
+        return int(v) if v else 0
+
+    def msg(self, mid):
+        return self.redis_call(lambda r: r.hgetall("%sm:%s" % (self.prefix, mid)))
+
+    def status(self, mid):
+        return self.msg(mid).get("st")
+
+    def history(self, mid):
+        raw = self.redis_call(lambda r: r.lrange("%sh:%s" % (self.prefix, mid), 0, -1))
+        return [json.loads(x) for x in raw]
+
+    def message_keys(self):
+        return set(self.redis_call(lambda r: list(r.scan_iter(match=self.prefix + "m:*", count=1000))))
+
+    def metrics(self):
+        """Sum of every node's counters."""
+        def read(r):
+            total = {}
+            for k in r.scan_iter(match=self.prefix + "metrics:*", count=100):
+                if r.type(k) != "hash":
+                    continue
+                for f, v in r.hgetall(k).items():
+                    try:
+                        total[f] = total.get(f, 0) + int(v)
+                    except ValueError:
+                        pass
+            return total
+        return self.redis_call(read)
+
+    def metric(self, name):
+        return self.metrics().get(name, 0)
+
+    def wait_metric(self, name, at_least, timeout=10):
+        return wait_until(lambda: self.metric(name) >= at_least and self.metric(name), timeout,
+                          msg=lambda: "metric %s = %s, expected >= %s (all: %s)" % (
+                              name, self.metric(name), at_least, self.metrics()))
+
+    def wait_status(self, mid, status, timeout):
+        return wait_until(lambda: self.status(mid) == status, timeout,
+                          msg=lambda: "id %s status %s, expected %s" % (mid, self.status(mid), status))
+
+    # teardown ----------------------------------------------------------------------------------------
+    def log_tails(self, lines=60):
+        out = []
+        for p in self.nodes + [self.redis, self.nats, self.mqtt]:
+            out.append("----- %s (%s) last %d lines -----\n%s" % (p.name, p.log_path, lines, p.tail(lines)))
+        return "\n".join(out)
+
+    def check_nodes(self):
+        """Problems so far: crashed nodes, sanitizer reports, non-zero exits after SIGTERM."""
+        problems = []
+        for n in self.nodes:
+            if not n.expected_dead and n.proc is not None and n.proc.poll() is not None:
+                problems.append("%s died unexpectedly with exit code %s" % (n.name, n.proc.returncode))
+            for how, rc in n.exit_codes:
+                if how == "sigterm" and rc != 0:
+                    problems.append("%s exited with %s after SIGTERM" % (n.name, rc))
+                if how == "sigterm-timeout":
+                    problems.append("%s did not exit within the SIGTERM grace period" % n.name)
+            for m in n.sanitizer_findings():
+                problems.append("%s log contains %r" % (n.name, m))
+        return problems
+
+    def close(self):
+        for c in self.clients:
+            try:
+                c.disconnect()
+            except Exception:
+                pass
+        problems = self.check_nodes()  # before our SIGTERMs: catches nodes that died by themselves
+        # Stop dispatchers first, then ingress nodes, each with SIGTERM.
+        for n in sorted(self.nodes, key=lambda x: 0 if x.service == "dispatcher" else 1):
+            if n.alive():
+                n.stop(timeout=15)
+        problems += self.check_nodes()
+        # dedupe while keeping order
+        seen = set()
+        self.problems = [p for p in problems if not (p in seen or seen.add(p))]
+        for s in (self.mqtt, self.nats, self.redis):
+            if s.alive():
+                s.stop(timeout=10)
+        if self._r is not None:
+            try:
+                self._r.close()
+            except Exception:
+                pass
+        return self.problems
