@@ -1,0 +1,178 @@
+# Shared by the scenario scripts: starts a private Drover stack on random loopback ports in a temporary
+# directory and removes it on exit. Sourced, not executed.
+#
+# Environment:
+#   DROVER_BIN   directory with drover-ingress, drover-dispatcher and drover-load
+#                (default: build/release/bin of this checkout)
+#   LT_KEEP=1    keep the temporary directory (logs, configs) after the run
+#   LT_JSON      append every phase summary as a JSON line to this file
+#
+# Every process started here is remembered by PID and stopped by PID in the EXIT trap: nothing is
+# killed by name, so a scenario can run next to other stacks on the same machine.
+
+set -euo pipefail
+
+LT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${DROVER_BIN:-$LT_ROOT/build/release/bin}
+LT_DIR=$(mktemp -d /tmp/drover-lt.XXXXXX)
+LT_PIDS=()
+REDIS_PID= INGRESS_PID= DISPATCHER_PID=
+
+for b in drover-ingress drover-dispatcher drover-load; do
+    [[ -x $BIN/$b ]] || { echo "lt: $BIN/$b not found; build first or set DROVER_BIN" >&2; exit 2; }
+done
+for b in redis-server redis-cli nats-server mosquitto mosquitto_passwd; do
+    command -v "$b" >/dev/null || { echo "lt: $b is not installed" >&2; exit 2; }
+done
+
+lt_cleanup() {
+    local rc=$? pid i
+    # Newest first and one at a time: Drover stops before the servers it depends on.
+    for ((i = ${#LT_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${LT_PIDS[i]}
+        kill -TERM "$pid" 2>/dev/null || continue
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ ${LT_KEEP:-0} == 1 ]]; then
+        echo "lt: logs kept in $LT_DIR" >&2
+    else
+        rm -rf "$LT_DIR"
+    fi
+    return $rc
+}
+trap lt_cleanup EXIT
+trap 'exit 130' INT TERM
+
+lt_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+lt_wait_port() {
+    local port=$1
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "lt: nothing listens on port $port" >&2
+    return 1
+}
+
+lt_secret() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# lt_start_servers: redis-server (AOF, appendfsync always, as in production), nats-server and mosquitto
+# (password file, no anonymous access).
+lt_start_servers() {
+    REDIS_PORT=$(lt_port) NATS_PORT=$(lt_port) MQTT_PORT=$(lt_port)
+    REDIS_PW=$(lt_secret) NATS_PW=$(lt_secret) SVC_PW=$(lt_secret) DEV_PW=$(lt_secret) PROD_PW=$(lt_secret)
+    mkdir -p "$LT_DIR/redis" "$LT_DIR/mq"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$LT_DIR/redis" --appendonly yes \
+        --appendfsync "${LT_FSYNC:-always}" --save '' --requirepass "$REDIS_PW" \
+        --logfile "$LT_DIR/redis.log" &
+    REDIS_PID=$!
+    LT_PIDS+=("$REDIS_PID")
+    nats-server -a 127.0.0.1 -p "$NATS_PORT" --user drover --pass "$NATS_PW" -l "$LT_DIR/nats.log" &
+    LT_PIDS+=($!)
+    mosquitto_passwd -c -b "$LT_DIR/mq/pw" svc "$SVC_PW" 2>/dev/null
+    mosquitto_passwd -b "$LT_DIR/mq/pw" dev "$DEV_PW" 2>/dev/null
+    mosquitto_passwd -b "$LT_DIR/mq/pw" prod "$PROD_PW" 2>/dev/null
+    # mosquitto drops root privileges to its own user, which must be able to read the password file.
+    chmod 755 "$LT_DIR" "$LT_DIR/mq"
+    chmod 644 "$LT_DIR/mq/pw"
+    cat >"$LT_DIR/mq/mosquitto.conf" <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous false
+password_file $LT_DIR/mq/pw
+persistence false
+max_queued_messages 1000000
+max_inflight_messages ${LT_MQ_INFLIGHT:-100}
+max_connections -1
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+EOF
+    mosquitto -c "$LT_DIR/mq/mosquitto.conf" 2>"$LT_DIR/mosquitto.log" &
+    MOSQUITTO_PID=$!
+    LT_PIDS+=("$MOSQUITTO_PID")
+    lt_wait_port "$REDIS_PORT"
+    lt_wait_port "$NATS_PORT"
+    lt_wait_port "$MQTT_PORT"
+    for _ in $(seq 50); do
+        [[ $(redis-cli -p "$REDIS_PORT" -a "$REDIS_PW" --no-auth-warning ping 2>/dev/null) == PONG ]] && break
+        sleep 0.1
+    done
+}
+
+# lt_start_drover [key=value ...]: one ingress and one dispatcher with the given config overrides.
+lt_start_drover() {
+    cat >"$LT_DIR/drover.conf" <<EOF
+redis.port = $REDIS_PORT
+redis.password = $REDIS_PW
+nats.url = nats://127.0.0.1:$NATS_PORT
+nats.user = drover
+nats.password = $NATS_PW
+mqtt.url = tcp://127.0.0.1:$MQTT_PORT
+mqtt.username = svc
+mqtt.password = $SVC_PW
+http.port = 0
+log.level = notice
+EOF
+    local kv
+    for kv in "$@"; do
+        echo "${kv%%=*} = ${kv#*=}" >>"$LT_DIR/drover.conf"
+    done
+    "$BIN/drover-ingress" -c "$LT_DIR/drover.conf" --node.id=lt-in1 2>"$LT_DIR/ingress.log" &
+    INGRESS_PID=$!
+    LT_PIDS+=("$INGRESS_PID")
+    "$BIN/drover-dispatcher" -c "$LT_DIR/drover.conf" --node.id=lt-dp1 2>"$LT_DIR/dispatcher.log" &
+    DISPATCHER_PID=$!
+    LT_PIDS+=("$DISPATCHER_PID")
+    for _ in $(seq 100); do
+        grep -q 'event=shards_owned' "$LT_DIR/dispatcher.log" 2>/dev/null &&
+            grep -q 'event=mqtt_connected' "$LT_DIR/ingress.log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "lt: Drover did not become ready; logs:" >&2
+    tail -5 "$LT_DIR/ingress.log" "$LT_DIR/dispatcher.log" >&2
+    return 1
+}
+
+# lt_load [key=value ...]: drover-load against this stack.
+lt_load() {
+    local args=(--mqtt.url="tcp://127.0.0.1:$MQTT_PORT" --device.user=dev --device.password="$DEV_PW"
+        --producer.user=prod --producer.password="$PROD_PW")
+    [[ -n ${LT_JSON:-} ]] && args+=(--json="$LT_JSON")
+    local kv
+    for kv in "$@"; do args+=("--$kv"); done
+    "$BIN/drover-load" "${args[@]}"
+}
+
+lt_redis() { redis-cli -p "$REDIS_PORT" -a "$REDIS_PW" --no-auth-warning "$@"; }
+
+# Resident set size and peak RSS (kB) of a process, and its CPU seconds so far.
+lt_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+lt_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+lt_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+# One line with the CPU time of every server, to see which one limited a run.
+lt_cpu_report() {
+    printf 'cpu seconds: redis %s, mosquitto %s, ingress %s, dispatcher %s\n' \
+        "$(lt_cpu_s "$REDIS_PID")" "$(lt_cpu_s "$MOSQUITTO_PID")" \
+        "$( [[ -n $INGRESS_PID ]] && lt_cpu_s "$INGRESS_PID" || echo -)" \
+        "$( [[ -n $DISPATCHER_PID ]] && lt_cpu_s "$DISPATCHER_PID" || echo -)"
+}
+
+# Drover's own counters (the metrics hashes), for the record.
+lt_metrics() {
+    local k
+    for k in $(lt_redis --scan --pattern 'dr:metrics:*'); do
+        echo "$k: $(lt_redis hgetall "$k" | paste -sd' ')"
+    done
+}
+
+# Warnings and errors the services logged during the run.
+lt_service_warnings() {
+    grep -hE 'level=(warning|error)' "$LT_DIR/ingress.log" "$LT_DIR/dispatcher.log" 2>/dev/null | head -${1:-20} || true
+}

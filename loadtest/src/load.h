@@ -1,0 +1,176 @@
+/* drover-load: private header shared by the files of the load generator.
+ *
+ * DESIGN
+ * One run is one or two phases ("raw" baseline, then "drover"). A phase runs in its own process, the
+ * phase coordinator, which forks the device workers before it creates any paho client (paho starts
+ * threads, and a fork after that would copy locked mutexes), then connects the producers itself.
+ * Everything the processes must share lives in one MAP_SHARED region created before the forks: the
+ * counters of the progress line, one record per command (indexed by the command number, which is
+ * also the producer's tmpId) and the measured pacing intervals. Timestamps are wall-clock
+ * microseconds because they are compared across processes on the same machine.
+ * The top-level process never touches paho; it only orders the phases and prints the ratio.
+ */
+#ifndef DR_LOAD_H
+#define DR_LOAD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- options ------------------------------------------------------------------------------------ */
+
+enum { LT_MODE_DROVER = 1, LT_MODE_RAW = 2, LT_MODE_BOTH = 3 };
+
+typedef struct {
+    char *mode;              /* "drover", "raw" or "both" */
+    char *mqtt_url;          /* loopback only */
+    char *dev_user, *dev_password;
+    char *prod_user, *prod_password;
+    char *prefix;            /* device ids are <prefix>-<n>, producer ids <prefix>-p<n> */
+    int64_t devices;
+    int64_t per_proc;        /* devices per worker process */
+    int64_t offline_pct;     /* this share of devices never connects */
+    int64_t backlog;         /* 1: devices connect only after every command was accepted */
+    int64_t clean;           /* MQTT clean session of the devices */
+    int64_t ack_delay_ms;
+    int64_t ack_loss_pct;
+    int64_t complete_pct;
+    int64_t connect_window;  /* connects in flight per worker */
+    int64_t producers;
+    int64_t rate;            /* commands/s over all producers; 0 = as fast as accepted */
+    int64_t window;          /* unaccepted commands per producer */
+    int64_t commands;
+    int64_t payload;         /* bytes of padding in each command's data */
+    int64_t duration_s;      /* longest sending time */
+    int64_t drain_s;         /* longest wait for outstanding work after the last send */
+    int64_t timeout_s;       /* hard limit of the whole run */
+    int64_t interval_ms;     /* the Drover pacing the run was configured with (for the report) */
+    int64_t progress_ms;
+    char *transport;         /* producer transport: "mqtt" (REST: see producers.c) */
+    char *json;              /* optional summary file */
+    int64_t wait_accept_only;/* 1: end the phase once every command is accepted (memory runs) */
+    /* derived */
+    int mode_bits;
+    int workers;
+} lt_opts_t;
+
+/* Loads options from argv (and DR_* environment, as every Drover binary). Returns 0 or -1 with a
+ * message on stderr; prints help and exits 0 on -h. */
+int lt_opts_load(lt_opts_t *o, int argc, char **argv);
+
+/* ---- shared memory ------------------------------------------------------------------------------ */
+
+/* One command, written by whichever process observes the event. 0 = not observed. */
+typedef struct {
+    _Atomic int64_t sent_us;    /* publish handed to paho by the producer */
+    _Atomic int64_t acc_us;     /* accepted: NOT_DELIVERED receipt (drover) or PUBACK (raw) */
+    _Atomic int64_t dev_us;     /* first arrival at the device */
+    _Atomic int64_t notif_us;   /* DELIVERED notification (drover) or device reply (raw) */
+    _Atomic int64_t done_us;    /* COMPLETED notification */
+    _Atomic int64_t rid;        /* message id from the receipt */
+    _Atomic int64_t did;        /* message id the device saw */
+} lt_rec_t;
+
+enum { LT_PH_CONNECT, LT_PH_RUN, LT_PH_RECONNECT, LT_PH_STOP };
+
+typedef struct {
+    _Atomic int64_t sent, send_errors, accepted, rejected;
+    _Atomic int64_t dev_first, dev_dups, dev_foreign, acks_sent, acks_lost, ack_errors, completes_sent;
+    _Atomic int64_t notif_delivered, notif_completed, notif_dups, notif_other, id_mismatch;
+    _Atomic int64_t connected, connect_failed, conn_lost;
+    _Atomic int64_t nintervals;
+    _Atomic int phase;
+    _Atomic int workers_ready;
+    _Atomic int64_t reconnect_us; /* backlog: when devices were told to connect */
+} lt_counters_t;
+
+/* Results of one phase, filled by the coordinator for the top-level process. */
+typedef struct {
+    int valid;
+    double acc_rate, dev_rate, ack_rate;
+    int64_t accepted, delivered, notified;
+} lt_result_t;
+
+typedef struct {
+    lt_counters_t c;
+    lt_result_t res;
+    int64_t ncmd;
+    lt_rec_t *rec;              /* ncmd records */
+    int32_t *intervals;         /* ncmd slots, pacing intervals in ms at the devices */
+} lt_shm_t;
+
+/* Maps a shared region for ncmd commands; never returns NULL (aborts on failure). */
+lt_shm_t *lt_shm_new(int64_t ncmd);
+
+/* Unmaps it. NULL is fine. */
+void lt_shm_free(lt_shm_t *s);
+
+/* ---- wire ------------------------------------------------------------------------------------- */
+
+/* Wall-clock microseconds (comparable between processes). */
+int64_t lt_now_us(void);
+
+/* Formats device n's id into buf (size bytes). */
+void lt_device_id(const lt_opts_t *o, int64_t n, char *buf, size_t size);
+
+/* Producer message (drover) or device message (raw) for command k; heap string, caller frees. */
+char *lt_wire_command(const lt_opts_t *o, int mode, int64_t k, const char *producer_id);
+
+/* Reads the integer after the first occurrence of "key": in buf. Returns 0 or -1 when absent.
+ * Only for the load tool's own, known message shapes: it is a scanner, not a JSON parser. */
+int lt_wire_int(const char *buf, size_t len, const char *key, int64_t *out);
+
+/* Copies the string after "key":" into out (size bytes). Returns 0 or -1. */
+int lt_wire_str(const char *buf, size_t len, const char *key, char *out, size_t size);
+
+/* ---- processes ---------------------------------------------------------------------------------- */
+
+/* Device worker w of o->workers: connects its devices, answers commands, exits at LT_PH_STOP.
+ * Runs in a forked child and never returns. */
+void lt_devices_run(const lt_opts_t *o, int mode, int w, lt_shm_t *s) __attribute__((noreturn));
+
+typedef struct lt_producers lt_producers_t;
+
+/* Connects o->producers producer clients. Returns NULL (message on stderr) if any cannot connect
+ * within the deadline. */
+lt_producers_t *lt_producers_open(const lt_opts_t *o, int mode, lt_shm_t *s);
+
+/* Sends command k (producer k % n, device k % devices). Returns 0, or -1 when the producer's
+ * window is full (try again later), or -2 on a publish error (counted). */
+int lt_producers_send(lt_producers_t *p, int64_t k);
+
+/* Disconnects and frees. NULL is fine. */
+void lt_producers_close(lt_producers_t *p);
+
+/* Runs one phase in the current process (the coordinator) and exits with its status. */
+void lt_phase_run(const lt_opts_t *o, int mode, lt_shm_t *s) __attribute__((noreturn));
+
+/* ---- report ------------------------------------------------------------------------------------ */
+
+/* One progress line on stderr. t0_us: start of sending. */
+void lt_report_progress(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us);
+
+/* Final summary on stdout (and the JSON file when configured); fills s->res. */
+void lt_report_summary(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us, int64_t t_end_us);
+
+/* Prints the Drover/baseline ratio of a two-phase run. */
+void lt_report_ratio(const lt_opts_t *o, const lt_result_t *raw, const lt_result_t *drv);
+
+static inline const char *lt_mode_name(int mode)
+{
+    return mode == LT_MODE_RAW ? "raw" : "drover";
+}
+
+/* Device index of command k, and whether a device connects at all. */
+static inline int64_t lt_device_of(const lt_opts_t *o, int64_t k)
+{
+    return k % o->devices;
+}
+
+static inline int lt_device_online(const lt_opts_t *o, int64_t n)
+{
+    return n >= o->devices * o->offline_pct / 100;
+}
+
+#endif

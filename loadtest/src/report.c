@@ -1,0 +1,300 @@
+/* Reporting: the progress line while a phase runs, the summary at its end (rates, latency
+ * percentiles, duplicates, losses, pacing) and the Drover/baseline ratio of a two-phase run.
+ *
+ * Rates are counts divided by the time from the first send to the last event of that kind, so a run
+ * that ends early because all work is done is not diluted by idle time. Percentiles are exact (the
+ * samples are sorted), which is affordable for the bounded command counts of a run.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dr/mem.h"
+#include "load.h"
+
+void lt_report_progress(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us)
+{
+    (void)o;
+    lt_counters_t *c = &s->c;
+    double t = (double)(lt_now_us() - t0_us) / 1e6;
+    fprintf(stderr,
+            "[%s] t=%5.1fs sent=%" PRId64 " accepted=%" PRId64 " at_device=%" PRId64 " dups=%" PRId64
+            " notified=%" PRId64 " completed=%" PRId64 " acks_lost=%" PRId64 " devices_up=%" PRId64 " lost_conn=%" PRId64
+            "\n",
+            lt_mode_name(mode), t, atomic_load(&c->sent), atomic_load(&c->accepted), atomic_load(&c->dev_first),
+            atomic_load(&c->dev_dups), atomic_load(&c->notif_delivered), atomic_load(&c->notif_completed),
+            atomic_load(&c->acks_lost), atomic_load(&c->connected), atomic_load(&c->conn_lost));
+}
+
+/* ---- percentiles --------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t *v;
+    int64_t n;
+} samples_t;
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(const samples_t *s, double p)
+{
+    if (s->n == 0)
+        return 0;
+    int64_t i = (int64_t)(p * (double)s->n + 0.999999) - 1;
+    if (i < 0)
+        i = 0;
+    if (i >= s->n)
+        i = s->n - 1;
+    return (double)s->v[i];
+}
+
+typedef struct {
+    const char *name;
+    samples_t s;
+    double p50, p90, p99, max;
+} lat_t;
+
+static void lat_finish(lat_t *l, double scale)
+{
+    qsort(l->s.v, (size_t)l->s.n, sizeof(int64_t), cmp64);
+    l->p50 = pct(&l->s, 0.50) / scale;
+    l->p90 = pct(&l->s, 0.90) / scale;
+    l->p99 = pct(&l->s, 0.99) / scale;
+    l->max = pct(&l->s, 1.0) / scale;
+}
+
+static void lat_print(FILE *f, const lat_t *l)
+{
+    if (l->s.n == 0)
+        fprintf(f, "  %-26s %9s\n", l->name, "-");
+    else
+        fprintf(f, "  %-26s %9.1f %9.1f %9.1f %9.1f %9" PRId64 "\n", l->name, l->p50, l->p90, l->p99, l->max, l->s.n);
+}
+
+/* ---- summary ------------------------------------------------------------------------------------- */
+
+enum { L_SEND_ACC, L_ACC_DEV, L_ACC_NOTIF, L_DEV_NOTIF, L_ACC_DONE, L_COUNT };
+
+typedef struct {
+    int64_t sent, accepted, online_accepted, at_device, notified, completed;
+    int64_t missing_dev, missing_notif, never_accepted, mismatch;
+    int64_t last_acc, last_dev, last_notif;
+    lat_t lat[L_COUNT];
+} tally_t;
+
+static void add(lat_t *l, int64_t x)
+{
+    l->s.v[l->s.n++] = x;
+}
+
+static void tally(const lt_opts_t *o, lt_shm_t *s, tally_t *t)
+{
+    static const char *const names[L_COUNT] = {"send -> accepted", "accepted -> device", "accepted -> DELIVERED",
+                                               "device -> DELIVERED", "accepted -> COMPLETED"};
+    memset(t, 0, sizeof(*t));
+    for (int i = 0; i < L_COUNT; i++) {
+        t->lat[i].name = names[i];
+        t->lat[i].s.v = dr_malloc(sizeof(int64_t) * (size_t)(s->ncmd + 1));
+    }
+    for (int64_t k = 0; k < s->ncmd; k++) {
+        lt_rec_t *r = &s->rec[k];
+        int64_t sent = atomic_load(&r->sent_us), acc = atomic_load(&r->acc_us), dev = atomic_load(&r->dev_us);
+        int64_t nt = atomic_load(&r->notif_us), done = atomic_load(&r->done_us);
+        int64_t rid = atomic_load(&r->rid), did = atomic_load(&r->did);
+        if (sent == 0)
+            continue;
+        t->sent++;
+        if (acc == 0) {
+            t->never_accepted++;
+            continue;
+        }
+        t->accepted++;
+        add(&t->lat[L_SEND_ACC], acc - sent);
+        t->last_acc = acc > t->last_acc ? acc : t->last_acc;
+        int online = lt_device_online(o, lt_device_of(o, k));
+        t->online_accepted += online;
+        if (dev == 0) {
+            t->missing_dev += online;
+            continue;
+        }
+        t->at_device++;
+        add(&t->lat[L_ACC_DEV], dev - acc);
+        t->last_dev = dev > t->last_dev ? dev : t->last_dev;
+        if (rid != 0 && did != 0 && rid != did)
+            t->mismatch++;
+        if (nt == 0) {
+            t->missing_notif += o->ack_loss_pct < 100;
+        } else {
+            t->notified++;
+            add(&t->lat[L_ACC_NOTIF], nt - acc);
+            add(&t->lat[L_DEV_NOTIF], nt - dev);
+            t->last_notif = nt > t->last_notif ? nt : t->last_notif;
+        }
+        if (done != 0) {
+            t->completed++;
+            add(&t->lat[L_ACC_DONE], done - acc);
+        }
+    }
+    for (int i = 0; i < L_COUNT; i++)
+        lat_finish(&t->lat[i], 1000.0);
+}
+
+static double rate(int64_t n, int64_t from, int64_t to)
+{
+    return (n > 0 && to > from) ? (double)n * 1e6 / (double)(to - from) : 0;
+}
+
+typedef struct {
+    int64_t n, below;
+    double min, p10, p50, p90, max;
+} pacing_t;
+
+static void pacing(const lt_opts_t *o, lt_shm_t *s, pacing_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    int64_t n = atomic_load(&s->c.nintervals);
+    if (n > s->ncmd)
+        n = s->ncmd;
+    samples_t v = {dr_malloc(sizeof(int64_t) * (size_t)(n + 1)), n};
+    for (int64_t i = 0; i < n; i++) {
+        v.v[i] = s->intervals[i];
+        /* 1 ms of slack: the interval is measured at the device, after broker hops. */
+        p->below += o->interval_ms > 0 && s->intervals[i] < o->interval_ms - 1;
+    }
+    qsort(v.v, (size_t)n, sizeof(int64_t), cmp64);
+    p->n = n;
+    p->min = pct(&v, 0);
+    p->p10 = pct(&v, 0.10);
+    p->p50 = pct(&v, 0.50);
+    p->p90 = pct(&v, 0.90);
+    p->max = pct(&v, 1.0);
+    free(v.v);
+}
+
+static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc,
+                          int64_t t0, int64_t t_end)
+{
+    lt_counters_t *c = &s->c;
+    int64_t online = o->devices - o->devices * o->offline_pct / 100;
+    fprintf(f, "\n== %s: %" PRId64 " devices (%" PRId64 " online, %" PRId64 " worker processes), %" PRId64
+               " producers, rate %s, payload pad %" PRId64 " B, run %.1f s\n",
+            lt_mode_name(mode), o->devices, online, (int64_t)o->workers, o->producers,
+            o->rate ? "fixed" : "as fast as accepted", o->payload, (double)(t_end - t0) / 1e6);
+    if (o->rate)
+        fprintf(f, "   configured rate %" PRId64 "/s\n", o->rate);
+    fprintf(f, "commands: sent %" PRId64 ", accepted %" PRId64 ", rejected %" PRId64 ", send errors %" PRId64
+               ", delivered to devices %" PRId64 ", DELIVERED notified %" PRId64 ", COMPLETED notified %" PRId64 "\n",
+            t->sent, t->accepted, atomic_load(&c->rejected), atomic_load(&c->send_errors), t->at_device, t->notified,
+            t->completed);
+    int64_t from = o->backlog ? atomic_load(&c->reconnect_us) : t0;
+    fprintf(f, "throughput (commands/s): accepted %.0f, delivered %.0f, acknowledged %.0f\n",
+            rate(t->accepted, t0, t->last_acc), rate(t->at_device, from, t->last_dev),
+            rate(t->notified, from, t->last_notif));
+    fprintf(f, "latency (ms)                     p50       p90       p99       max         n\n");
+    for (int i = 0; i < L_COUNT; i++)
+        lat_print(f, &t->lat[i]);
+    fprintf(f, "duplicates: re-sent ids seen by devices %" PRId64 ", duplicate notifications %" PRId64
+               ", unexpected messages %" PRId64 " (devices) %" PRId64 " (producers)\n",
+            atomic_load(&c->dev_dups), atomic_load(&c->notif_dups), atomic_load(&c->dev_foreign),
+            atomic_load(&c->notif_other));
+    fprintf(f, "losses at end: accepted but never at an online device %" PRId64 ", answered but no DELIVERED %" PRId64
+               ", sent but never accepted %" PRId64 ", receipt/device id mismatches %" PRId64 "\n",
+            t->missing_dev, t->missing_notif, t->never_accepted, t->mismatch);
+    fprintf(f, "device answers: acks sent %" PRId64 ", dropped on purpose %" PRId64 ", publish errors %" PRId64
+               ", COMPLETED sent %" PRId64 "; connections: up at end %" PRId64 ", failed %" PRId64 ", lost %" PRId64 "\n",
+            atomic_load(&c->acks_sent), atomic_load(&c->acks_lost), atomic_load(&c->ack_errors),
+            atomic_load(&c->completes_sent), atomic_load(&c->connected), atomic_load(&c->connect_failed),
+            atomic_load(&c->conn_lost));
+    /* The baseline has no pacing: its intervals show the broker's natural spacing, nothing to compare. */
+    if (pc->n > 0 && mode == LT_MODE_RAW)
+        fprintf(f, "spacing at the device (ms between new commands, no pacing): n %" PRId64 ", min %.0f, p50 %.0f, "
+                   "max %.0f\n", pc->n, pc->min, pc->p50, pc->max);
+    else if (pc->n > 0)
+        fprintf(f, "pacing at the device (ms between new commands): n %" PRId64 ", min %.0f, p10 %.0f, p50 %.0f, "
+                   "p90 %.0f, max %.0f; configured %" PRId64 "; below configured %" PRId64 "\n",
+                pc->n, pc->min, pc->p10, pc->p50, pc->p90, pc->max, o->interval_ms, pc->below);
+    if (o->backlog && t->last_dev > 0 && mode == LT_MODE_RAW)
+        fprintf(f, "backlog drain (broker sessions, no pacing): all delivered %.1f s after reconnect, all answered %.1f s\n",
+                (double)(t->last_dev - from) / 1e6, t->last_notif > 0 ? (double)(t->last_notif - from) / 1e6 : 0.0);
+    else if (o->backlog && t->last_dev > 0) {
+        int64_t per_dev = (o->commands + o->devices - 1) / o->devices;
+        double optimal = (double)(per_dev - 1) * (double)o->interval_ms / 1000.0;
+        double drain = (double)(t->last_dev - from) / 1e6;
+        fprintf(f, "backlog drain: all delivered %.1f s after reconnect, all DELIVERED notified %.1f s; "
+                   "pacing-optimal %.1f s (%" PRId64 " commands/device x %" PRId64 " ms); drain/optimal %.2f\n",
+                drain, t->last_notif > 0 ? (double)(t->last_notif - from) / 1e6 : 0.0, optimal, per_dev,
+                o->interval_ms, optimal > 0 ? drain / optimal : 0.0);
+    }
+}
+
+static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc, int64_t t0)
+{
+    FILE *f = fopen(o->json, "a");
+    if (f == NULL) {
+        perror("drover-load: json");
+        return;
+    }
+    int64_t from = o->backlog ? atomic_load(&s->c.reconnect_us) : t0;
+    fprintf(f, "{\"mode\":\"%s\",\"devices\":%" PRId64 ",\"producers\":%" PRId64 ",\"sent\":%" PRId64
+               ",\"accepted\":%" PRId64 ",\"delivered\":%" PRId64 ",\"notified\":%" PRId64
+               ",\"acc_rate\":%.1f,\"dev_rate\":%.1f,\"ack_rate\":%.1f,\"dups\":%" PRId64 ",\"missing_dev\":%" PRId64
+               ",\"missing_notif\":%" PRId64 ",\"never_accepted\":%" PRId64 ",\"mismatch\":%" PRId64,
+            lt_mode_name(mode), o->devices, o->producers, t->sent, t->accepted, t->at_device, t->notified,
+            rate(t->accepted, t0, t->last_acc), rate(t->at_device, from, t->last_dev),
+            rate(t->notified, from, t->last_notif), atomic_load(&s->c.dev_dups), t->missing_dev, t->missing_notif,
+            t->never_accepted, t->mismatch);
+    static const char *const keys[L_COUNT] = {"send_acc", "acc_dev", "acc_notif", "dev_notif", "acc_done"};
+    for (int i = 0; i < L_COUNT; i++)
+        fprintf(f, ",\"%s_ms\":[%.2f,%.2f,%.2f,%.2f]", keys[i], t->lat[i].p50, t->lat[i].p90, t->lat[i].p99,
+                t->lat[i].max);
+    fprintf(f, ",\"pacing_ms\":[%.0f,%.0f,%.0f,%.0f],\"pacing_below\":%" PRId64, pc->min, pc->p10, pc->p50, pc->max,
+            pc->below);
+    if (o->backlog)
+        fprintf(f, ",\"drain_s\":%.2f,\"drain_notified_s\":%.2f", (double)(t->last_dev - from) / 1e6,
+                (double)(t->last_notif - from) / 1e6);
+    fprintf(f, "}\n");
+    fclose(f);
+}
+
+void lt_report_summary(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us, int64_t t_end_us)
+{
+    tally_t t;
+    pacing_t pc;
+    tally(o, s, &t);
+    pacing(o, s, &pc);
+    print_summary(stdout, o, mode, s, &t, &pc, t0_us, t_end_us);
+    if (o->json[0])
+        write_json(o, mode, s, &t, &pc, t0_us);
+    int64_t from = o->backlog ? atomic_load(&s->c.reconnect_us) : t0_us;
+    s->res.valid = 1;
+    s->res.acc_rate = rate(t.accepted, t0_us, t.last_acc);
+    s->res.dev_rate = rate(t.at_device, from, t.last_dev);
+    s->res.ack_rate = rate(t.notified, from, t.last_notif);
+    s->res.accepted = t.accepted;
+    s->res.delivered = t.at_device;
+    s->res.notified = t.notified;
+    for (int i = 0; i < L_COUNT; i++)
+        free(t.lat[i].s.v);
+}
+
+void lt_report_ratio(const lt_opts_t *o, const lt_result_t *raw, const lt_result_t *drv)
+{
+    if (!raw->valid || !drv->valid) {
+        printf("\nratio: not available (a phase failed)\n");
+        return;
+    }
+    double r = raw->ack_rate > 0 ? drv->ack_rate / raw->ack_rate : 0;
+    printf("\n== Drover vs raw broker (same devices, producers and client library)\n");
+    printf("full cycle (command answered back to the producer): drover %.0f/s, raw %.0f/s, ratio %.2f "
+           "(ceiling 0.5, target >= 0.4: %s)\n",
+           drv->ack_rate, raw->ack_rate, r, r >= 0.4 ? "met" : "NOT met");
+    printf("delivered to devices: drover %.0f/s, raw %.0f/s, ratio %.2f\n", drv->dev_rate, raw->dev_rate,
+           raw->dev_rate > 0 ? drv->dev_rate / raw->dev_rate : 0);
+    if (o->rate > 0)
+        printf("note: both phases ran at the fixed producer.rate of %lld/s, so the ratio only says whether Drover "
+               "kept up; capacity ratios need producer.rate=0\n", (long long)o->rate);
+}
