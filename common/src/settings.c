@@ -34,9 +34,8 @@ static const dr_config_opt_t table[] = {
     OPT("mqtt.qos", DR_CFG_INT, 0, 1, "1", mqtt_qos, 0, "QoS of publishes to devices and producers"),
     OPT("mqtt.keepalive_s", DR_CFG_INT, 5, 3600, "60", mqtt_keepalive_s, 0, "MQTT keepalive"),
     OPT("mqtt.share_group", DR_CFG_STR, 1, 64, "drover", mqtt_share_group, 0, "shared-subscription group"),
-    OPT("ingress.consumers", DR_CFG_INT, 1, 64, "4", ingress_consumers, 0, "MQTT connections in the share group"),
     OPT("ingress.max_payload", DR_CFG_INT, 256, 16777216, "65536", ingress_max_payload, 0, "largest accepted payload (bytes)"),
-    OPT("ingress.max_device_id", DR_CFG_INT, 1, 1024, "128", ingress_max_device_id, 0, "longest device id (bytes)"),
+    OPT("ingress.max_device_id", DR_CFG_INT, 1, 200, "128", ingress_max_device_id, 0, "longest device id (bytes)"),
     OPT("http.port", DR_CFG_INT, 0, 65535, "8080", http_port, 0, "REST API port (0: no REST API)"),
     OPT("http.bind", DR_CFG_STR, 1, 255, "127.0.0.1", http_bind, 0, "REST API listen address"),
     OPT("http.max_body", DR_CFG_INT, 256, 16777216, "65536", http_max_body, 0, "largest request body (bytes)"),
@@ -105,9 +104,8 @@ int dr_settings_load(dr_settings_t *s, const char *svc, int argc, char **argv, c
             return DR_ECONFIG;
         }
     }
-    if (s->http_duster_open && strcmp(s->http_bind, "127.0.0.1") != 0 && strcmp(s->http_bind, "::1") != 0 &&
-        strcmp(s->http_bind, "localhost") != 0) {
-        snprintf(err, DR_ERR_LEN, "http.duster_open=1 is allowed only with http.bind on loopback");
+    if (s->http_duster_open && strcmp(s->http_bind, "127.0.0.1") != 0 && strcmp(s->http_bind, "::1") != 0) {
+        snprintf(err, DR_ERR_LEN, "http.duster_open=1 is allowed only with http.bind 127.0.0.1 or ::1");
         return DR_ECONFIG;
     }
     if (s->retry_max_ms < s->ack_timeout_ms) {

@@ -3,7 +3,7 @@
 # (dispatch.interval_ms=0) so throughput is what is measured; the raw broker baseline runs first with
 # the same devices, producers and client library, and the ratio is printed at the end.
 # Usage: loadtest/scenarios/steady.sh [drover-load key=value ...]   e.g. commands=50000 producers=8
-# LT_DROVER="key=value ..." adds Drover settings (e.g. ingress.consumers=16); LT_FSYNC=everysec changes
+# LT_DROVER="key=value ..." adds Drover settings (e.g. dispatch.window=4); LT_FSYNC=everysec changes
 # Redis durability (for comparison only: Drover's guarantee needs appendfsync always).
 source "$(dirname "$0")/lib.sh"
 lt_start_servers

@@ -30,7 +30,6 @@ typedef struct {
     int64_t mqtt_keepalive_s;
     char *mqtt_share_group;
     /* ingress */
-    int64_t ingress_consumers;
     int64_t ingress_max_payload;
     int64_t ingress_max_device_id;
     /* REST API (ingress) */
