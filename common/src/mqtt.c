@@ -191,7 +191,7 @@ static void try_connect(dr_mqtt_t *m)
     co.minRetryInterval = 1;
     co.maxRetryInterval = 5;
     co.connectTimeout = 5;
-    co.maxInflight = 1000;
+    co.maxInflight = 10000; /* callers bound their own windows below this */
     if (m->username[0]) {
         co.username = m->username;
         co.password = m->password;

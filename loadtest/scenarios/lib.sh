@@ -5,6 +5,7 @@
 #   DROVER_BIN   directory with drover-ingress, drover-dispatcher and drover-load
 #                (default: build/release/bin of this checkout)
 #   LT_KEEP=1    keep the temporary directory (logs, configs) after the run
+#   LT_INGRESS=N, LT_DISPATCHERS=M   run N ingress and M dispatcher nodes (default 1 each)
 #   LT_JSON      append every phase summary as a JSON line to this file
 #
 # Every process started here is remembered by PID and stopped by PID in the EXIT trap: nothing is
@@ -129,6 +130,15 @@ EOF
     "$BIN/drover-dispatcher" -c "$LT_DIR/drover.conf" --node.id=lt-dp1 2>"$LT_DIR/dispatcher.log" &
     DISPATCHER_PID=$!
     LT_PIDS+=("$DISPATCHER_PID")
+    local i
+    for ((i = 2; i <= ${LT_INGRESS:-1}; i++)); do
+        "$BIN/drover-ingress" -c "$LT_DIR/drover.conf" --node.id=lt-in$i 2>"$LT_DIR/ingress-$i.log" &
+        LT_PIDS+=("$!")
+    done
+    for ((i = 2; i <= ${LT_DISPATCHERS:-1}; i++)); do
+        "$BIN/drover-dispatcher" -c "$LT_DIR/drover.conf" --node.id=lt-dp$i 2>"$LT_DIR/dispatcher-$i.log" &
+        LT_PIDS+=("$!")
+    done
     for _ in $(seq 100); do
         grep -q 'event=shards_owned' "$LT_DIR/dispatcher.log" 2>/dev/null &&
             grep -q 'event=mqtt_connected' "$LT_DIR/ingress.log" 2>/dev/null && return 0

@@ -17,6 +17,12 @@
 #include "dr/status.h"
 #include "dispatcher.h"
 
+/* Outbox publishes the dispatcher may have waiting for the broker, over all shards. Without a bound,
+ * hundreds of shards each start a batch, paho refuses publishes beyond its in-flight limit, and whole
+ * batches get published again and again. */
+#define MAX_PENDING 2000
+#define BATCH "100"
+
 typedef struct {
     dispatcher_t *d;
     uint32_t shard;
@@ -24,13 +30,16 @@ typedef struct {
     int failed;
     int nids;
     char **ids;
+    int *ok;       /* per entry: 1 published (or nothing to publish), 0 failed, -1 waiting */
+    int cap;       /* entries allocated in ids */
 } batch_t;
 
 static void batch_free(batch_t *b)
 {
-    for (int i = 0; i < b->nids; i++)
+    for (int i = 0; i < b->cap; i++)
         free(b->ids[i]);
     free(b->ids);
+    free(b->ok);
     free(b);
 }
 
@@ -52,7 +61,12 @@ static void on_removed(dr_redis_t *r, redisReply *reply, int err, void *data)
 static void batch_settled(batch_t *b)
 {
     dispatcher_t *d = b->d;
-    if (b->failed || !dr_redis_ready(d->node.redis)) {
+    /* Remove the entries published before the first failure: the rest goes out again, in order. */
+    int done = 0;
+    while (done < b->nids && b->ok[done] == 1)
+        done++;
+    b->nids = done; /* ids beyond stay allocated in b->ids until batch_free (it frees by capacity) */
+    if (done == 0 || !dr_redis_ready(d->node.redis)) {
         d->shards[b->shard].draining = 0;
         d->active--;
         batch_free(b);
@@ -78,9 +92,17 @@ static void batch_settled(batch_t *b)
     }
 }
 
+typedef struct {
+    batch_t *b;
+    int i;
+} entry_ref_t;
+
 static void on_notified(void *data, int err)
 {
-    batch_t *b = data;
+    entry_ref_t *ref = data;
+    batch_t *b = ref->b;
+    b->ok[ref->i] = err == 0;
+    free(ref);
     if (err != 0) {
         b->failed = 1;
         dr_metrics_inc(DR_M_PUBLISH_FAILED);
@@ -99,7 +121,7 @@ static const char *field(const redisReply *fields, const char *name)
     return "";
 }
 
-static void publish_entry(dispatcher_t *d, batch_t *b, const redisReply *fields)
+static void publish_entry(dispatcher_t *d, batch_t *b, int idx, const redisReply *fields)
 {
     const char *id = field(fields, "id"), *dev = field(fields, "dev"), *st = field(fields, "st");
     const char *pd = field(fields, "pd"), *tmp = field(fields, "tmp"), *ext = field(fields, "ext");
@@ -126,10 +148,17 @@ static void publish_entry(dispatcher_t *d, batch_t *b, const redisReply *fields)
     char topic[192];
     snprintf(topic, sizeof(topic), "producer/response/%s", pd);
     char *body = dr_codec_encode_producer(strtoll(id, NULL, 10), 1, strtoll(tmp, NULL, 10), status);
+    entry_ref_t *ref = dr_malloc(sizeof(*ref));
+    ref->b = b;
+    ref->i = idx;
+    b->ok[idx] = -1;
     b->pending++;
-    if (dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_notified, b) != 0) {
+    if (dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_notified, ref) != 0) {
+        free(ref);
+        b->ok[idx] = 0;
         b->pending--;
         b->failed = 1;
+        dr_metrics_inc(DR_M_PUBLISH_FAILED);
     }
     free(body);
 }
@@ -146,13 +175,20 @@ static void on_range(dr_redis_t *r, redisReply *reply, int err, void *data)
         return;
     }
     b->ids = dr_calloc(reply->elements, sizeof(char *));
+    b->ok = dr_calloc(reply->elements, sizeof(int));
+    b->cap = (int)reply->elements;
     b->pending = 1; /* held until every entry was handed to MQTT */
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *e = reply->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements < 2)
             continue;
-        b->ids[b->nids++] = dr_strdup(e->element[0]->str);
-        publish_entry(d, b, e->element[1]);
+        int idx = b->nids++;
+        b->ids[idx] = dr_strdup(e->element[0]->str);
+        b->ok[idx] = 1;
+        if (b->failed)
+            b->ok[idx] = 0; /* after a failure nothing more: order per message must hold */
+        else
+            publish_entry(d, b, idx, e->element[1]);
     }
     if (--b->pending == 0)
         batch_settled(b);
@@ -161,11 +197,12 @@ static void on_range(dr_redis_t *r, redisReply *reply, int err, void *data)
 void outbox_drain(dispatcher_t *d, uint32_t shard)
 {
     shard_t *s = &d->shards[shard];
-    if (s->epoch == 0 || s->draining || d->node.stopping || !dr_mqtt_connected(d->mqtt))
-        return;
+    if (s->epoch == 0 || s->draining || d->node.stopping || !dr_mqtt_connected(d->mqtt) ||
+        dr_mqtt_pending(d->mqtt) > MAX_PENDING)
+        return; /* the next tick's scan of ntidx comes back to it */
     char key[128];
     snprintf(key, sizeof(key), "%snt:%u", d->node.cfg.redis_prefix, shard);
-    const char *argv[] = {"XRANGE", key, "-", "+", "COUNT", "200"};
+    const char *argv[] = {"XRANGE", key, "-", "+", "COUNT", BATCH};
     batch_t *b = dr_calloc(1, sizeof(*b));
     b->d = d;
     b->shard = shard;
