@@ -186,3 +186,10 @@ lt_metrics() {
 lt_service_warnings() {
     grep -hE 'level=(warning|error)' "$LT_DIR/ingress.log" "$LT_DIR/dispatcher.log" 2>/dev/null | head -${1:-20} || true
 }
+
+# lt_api_key SCOPE [DEVICE] NAME: creates a REST API key for this stack with drover-ctl and prints it
+# on stdout (drover-ctl's note goes to ctl.log). Write it to a 0600 file, not onto a command line.
+lt_api_key() {
+    [[ -x $BIN/drover-ctl ]] || { echo "lt: $BIN/drover-ctl not found; build first or set DROVER_BIN" >&2; return 2; }
+    "$BIN/drover-ctl" -c "$LT_DIR/drover.conf" key create "$@" 2>>"$LT_DIR/ctl.log"
+}

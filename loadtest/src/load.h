@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "http.h"
+
 /* ---- options ------------------------------------------------------------------------------------ */
 
 enum { LT_MODE_DROVER = 1, LT_MODE_RAW = 2, LT_MODE_BOTH = 3 };
@@ -47,12 +49,21 @@ typedef struct {
     int64_t timeout_s;       /* hard limit of the whole run */
     int64_t interval_ms;     /* the Drover pacing the run was configured with (for the report) */
     int64_t progress_ms;
-    char *transport;         /* producer transport: "mqtt" (REST: see producers.c) */
+    char *transport;         /* producer transport: "mqtt" or "rest" */
+    char *rest_url;          /* REST base URL of the ingress, loopback only */
+    char *rest_key;          /* API key (or DR_REST_KEY), unless rest_key_file is set */
+    char *rest_key_file;
+    int64_t rest_conns;      /* keep-alive connections per producer, one request at a time each */
+    int64_t rest_timeout_ms; /* one request: connect, write and the whole answer */
+    int64_t rest_retries;    /* per command, after 429, 503, a timeout or a connection error */
     char *json;              /* optional summary file */
     int64_t wait_accept_only;/* 1: end the phase once every command is accepted (memory runs) */
     /* derived */
     int mode_bits;
     int workers;
+    int rest;                /* 1: producer.transport=rest */
+    lt_http_target_t rest_target;
+    char rest_bearer[256];   /* the key actually used (from rest.key or rest.key_file) */
 } lt_opts_t;
 
 /* Loads options from argv (and DR_* environment, as every Drover binary). Returns 0 or -1 with a
@@ -63,12 +74,12 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv);
 
 /* One command, written by whichever process observes the event. 0 = not observed. */
 typedef struct {
-    _Atomic int64_t sent_us;    /* publish handed to paho by the producer */
-    _Atomic int64_t acc_us;     /* accepted: NOT_DELIVERED receipt (drover) or PUBACK (raw) */
+    _Atomic int64_t sent_us;    /* publish handed to paho, or the first write of the REST request */
+    _Atomic int64_t acc_us;     /* accepted: NOT_DELIVERED receipt (drover), PUBACK (raw), 201 (REST) */
     _Atomic int64_t dev_us;     /* first arrival at the device */
     _Atomic int64_t notif_us;   /* DELIVERED notification (drover) or device reply (raw) */
     _Atomic int64_t done_us;    /* COMPLETED notification */
-    _Atomic int64_t rid;        /* message id from the receipt */
+    _Atomic int64_t rid;        /* message id from the receipt (REST: the answer; an MQTT receipt must agree) */
     _Atomic int64_t did;        /* message id the device saw */
 } lt_rec_t;
 
@@ -79,6 +90,9 @@ typedef struct {
     _Atomic int64_t dev_first, dev_dups, dev_foreign, acks_sent, acks_lost, ack_errors, completes_sent;
     _Atomic int64_t notif_delivered, notif_completed, notif_dups, notif_other, id_mismatch;
     _Atomic int64_t connected, connect_failed, conn_lost;
+    /* REST transport: answers by kind, failures without an answer, and what it took */
+    _Atomic int64_t http_requests, http_created, http_replayed, http_429, http_503, http_4xx, http_other, http_bad;
+    _Atomic int64_t http_timeouts, http_net_errors, http_retries, http_conns, rest_receipts;
     _Atomic int64_t nintervals;
     _Atomic int phase;
     _Atomic int workers_ready;
@@ -136,12 +150,41 @@ typedef struct lt_producers lt_producers_t;
  * within the deadline. */
 lt_producers_t *lt_producers_open(const lt_opts_t *o, int mode, lt_shm_t *s);
 
-/* Sends command k (producer k % n, device k % devices). Returns 0, or -1 when the producer's
- * window is full (try again later), or -2 on a publish error (counted). */
+/* Sends command k (producer k % n, device k % devices), or over REST queues it for one of the
+ * producer's connections. Returns 0, or -1 when the producer's window is full (try again later), or
+ * -2 on a publish error (counted). */
 int lt_producers_send(lt_producers_t *p, int64_t k);
 
 /* Disconnects and frees. NULL is fine. */
 void lt_producers_close(lt_producers_t *p);
+
+/* ---- REST transport (rest.c) --------------------------------------------------------------------- */
+
+typedef struct lt_rest lt_rest_t;
+
+/* How the REST transport reports the fate of each command. Called on a connection thread, exactly
+ * once per command that reached a verdict (never for one abandoned by lt_rest_close). */
+typedef struct {
+    void (*accepted)(void *data, int64_t k, int64_t id, int64_t now_us); /* 201, or 200 for a replay */
+    void (*failed)(void *data, int64_t k, int rejected); /* rejected: a final 4xx; else gave up */
+    void *data;
+} lt_rest_cb_t;
+
+/* Checks once that o->rest_target answers and accepts the key. Returns 0, or -1 with a message on
+ * stderr. Blocks for at most rest.timeout_ms. */
+int lt_rest_check(const lt_opts_t *o);
+
+/* Starts o->rest_conns connection threads for the producer producer_id (copied); o and s are
+ * borrowed and must outlive the transport. Never returns NULL. */
+lt_rest_t *lt_rest_open(const lt_opts_t *o, lt_shm_t *s, const char *producer_id, lt_rest_cb_t cb);
+
+/* Queues command k for the next free connection. Any thread. Returns 0, or -1 when o->window
+ * commands are already queued. */
+int lt_rest_submit(lt_rest_t *r, int64_t k);
+
+/* Stops at once: queued commands and requests in progress are abandoned, no callback runs after it
+ * returns. Joins the threads and frees. NULL is fine. */
+void lt_rest_close(lt_rest_t *r);
 
 /* Runs one phase in the current process (the coordinator) and exits with its status. */
 void lt_phase_run(const lt_opts_t *o, int mode, lt_shm_t *s) __attribute__((noreturn));

@@ -1,6 +1,7 @@
 /* drover-load: argv -> options -> one process per phase -> ratio. The phases themselves run in
  * phase.c; this process only orders them and outlives them, so a phase that dies or hangs cannot
- * take the report of the other with it.
+ * take the report of the other with it. It checks the REST API and key up front (a plain HTTP
+ * request, no paho), so a wrong one fails before any device connects.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +48,9 @@ int main(int argc, char **argv)
 {
     lt_opts_t o;
     if (lt_opts_load(&o, argc, argv) != 0)
+        return 2;
+    /* A wrong URL or key shows before thousands of devices connect. */
+    if (o.rest && lt_rest_check(&o) != 0)
         return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* The hard limit: SIGALRM's default action ends this process, and the phase and worker processes

@@ -1,7 +1,9 @@
 /* Options of drover-load: one table, loaded like every Drover binary (defaults -> file -> DR_* env ->
  * argv) through dr/config.h, then checked in one pass. The bounds keep every run finite: a count and
- * a time limit on everything, and a hard timeout over the whole run.
+ * a time limit on everything, and a hard timeout over the whole run. Like the broker, the REST API
+ * may only be on this machine.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,61 @@ static int loopback_url(const char *url)
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
         if (strncmp(url, ok[i], strlen(ok[i])) == 0)
             return 1;
+    return 0;
+}
+
+/* Reads the first line of path into out (size bytes), without the line end. */
+static int read_key_file(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "drover-load: option 'rest.key_file': cannot open '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    int ok = fgets(out, (int)size, f) != NULL;
+    fclose(f);
+    if (!ok)
+        out[0] = '\0';
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+/* Checks the REST options and derives the target and the key. */
+static int rest_opts(lt_opts_t *o)
+{
+    char err[DR_ERR_LEN];
+    if (o->mode_bits != LT_MODE_DROVER) {
+        fprintf(stderr, "drover-load: producer.transport=rest needs mode=drover (the raw baseline publishes "
+                        "straight to the broker and has no REST path)\n");
+        return -1;
+    }
+    if (lt_http_target_parse(o->rest_url, &o->rest_target, err, sizeof(err)) != 0) {
+        fprintf(stderr, "drover-load: option 'rest.url': %s\n", err);
+        return -1;
+    }
+    if (o->rest_key_file[0] != '\0') {
+        if (read_key_file(o->rest_key_file, o->rest_bearer, sizeof(o->rest_bearer)) != 0)
+            return -1;
+    } else {
+        snprintf(o->rest_bearer, sizeof(o->rest_bearer), "%s", o->rest_key);
+    }
+    if (o->rest_bearer[0] == '\0') {
+        fprintf(stderr, "drover-load: producer.transport=rest needs an API key: rest.key_file=FILE, env "
+                        "DR_REST_KEY or rest.key\n");
+        return -1;
+    }
+    /* The key goes into a header line verbatim: nothing but visible ASCII may pass. */
+    for (const char *p = o->rest_bearer; *p; p++) {
+        if (*p < '!' || *p > '~') {
+            fprintf(stderr, "drover-load: the REST API key holds a character that is not visible ASCII\n");
+            return -1;
+        }
+    }
+    if (o->producers * o->rest_conns > 1024) {
+        fprintf(stderr, "drover-load: producers x rest.conns is %lld; at most 1024 connections (threads)\n",
+                (long long)(o->producers * o->rest_conns));
+        return -1;
+    }
     return 0;
 }
 
@@ -43,10 +100,16 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
         {"device.ack_loss_pct", DR_CFG_INT, 0, 100, "0", F(ack_loss_pct), 0, "share of acks the device drops"},
         {"device.complete_pct", DR_CFG_INT, 0, 100, "0", F(complete_pct), 0, "share of commands also reported COMPLETED"},
         {"device.connect_window", DR_CFG_INT, 1, 10000, "200", F(connect_window), 0, "connects in flight per worker"},
-        {"producers", DR_CFG_INT, 1, 256, "4", F(producers), 0, "producer MQTT connections"},
+        {"producers", DR_CFG_INT, 1, 256, "4", F(producers), 0, "producers, one MQTT connection each (plus rest.conns over REST)"},
         {"producer.rate", DR_CFG_INT, 0, 10000000, "0", F(rate), 0, "commands/s over all producers; 0 = as fast as accepted"},
         {"producer.window", DR_CFG_INT, 1, 100000, "500", F(window), 0, "unaccepted commands per producer"},
-        {"producer.transport", DR_CFG_STR, 1, 16, "mqtt", F(transport), 0, "mqtt (rest is not implemented yet)"},
+        {"producer.transport", DR_CFG_STR, 1, 16, "mqtt", F(transport), 0, "mqtt, or rest (POST /v1/devices/{id}/messages; statuses still over MQTT)"},
+        {"rest.url", DR_CFG_STR, 1, 256, "http://127.0.0.1:8080", F(rest_url), 0, "REST API of the ingress (loopback only)"},
+        {"rest.key", DR_CFG_STR, 0, 255, "", F(rest_key), DR_CFG_SECRET, "REST API key, producer or admin scope (better: env DR_REST_KEY)"},
+        {"rest.key_file", DR_CFG_STR, 0, 1024, "", F(rest_key_file), 0, "read the REST API key from this file instead (first line)"},
+        {"rest.conns", DR_CFG_INT, 1, 256, "8", F(rest_conns), 0, "HTTP/1.1 keep-alive connections per producer, one request at a time each"},
+        {"rest.timeout_ms", DR_CFG_INT, 100, 600000, "10000", F(rest_timeout_ms), 0, "limit on one request: connect, write and the whole answer"},
+        {"rest.retries", DR_CFG_INT, 0, 1000, "10", F(rest_retries), 0, "retries of a command after 429, 503, a timeout or a connection error"},
         {"commands", DR_CFG_INT, 1, 5000000, "20000", F(commands), 0, "commands to send in each phase"},
         {"payload", DR_CFG_INT, 0, 60000, "64", F(payload), 0, "bytes of padding in each command's data"},
         {"duration_s", DR_CFG_INT, 1, 3600, "60", F(duration_s), 0, "longest sending time per phase"},
@@ -82,13 +145,14 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
         fprintf(stderr, "drover-load: option 'mqtt.url': only tcp://127.0.0.1, localhost or [::1] are allowed\n");
         return -1;
     }
-    /* The REST producer is a separate transport behind lt_producers_send(); until it exists the option
-     * is refused rather than silently falling back to MQTT. */
-    if (strcmp(o->transport, "mqtt") != 0) {
-        fprintf(stderr, "drover-load: option 'producer.transport': only 'mqtt' is implemented "
-                        "(use loadtest/wrk/submit.lua for REST submission)\n");
+    if (strcmp(o->transport, "rest") == 0)
+        o->rest = 1;
+    else if (strcmp(o->transport, "mqtt") != 0) {
+        fprintf(stderr, "drover-load: option 'producer.transport': '%s' is not mqtt or rest\n", o->transport);
         return -1;
     }
+    if (o->rest && rest_opts(o) != 0)
+        return -1;
     if (o->backlog && o->clean) {
         fprintf(stderr, "drover-load: device.backlog=1 needs device.clean=0 (the broker must keep the "
                         "sessions of the offline devices)\n");

@@ -6,12 +6,15 @@
  * In the raw baseline it publishes the device message straight to consumer/request/{device}; the
  * broker's PUBACK counts as "accepted" and the device's answer arrives on the same status topic.
  *
+ * With producer.transport=rest the commands go through rest.c instead (POST
+ * /v1/devices/{id}/messages, accepted = the 201 answer), with the same birth certificate, so the MQTT
+ * connection is still there for DELIVERED and COMPLETED. The NOT_DELIVERED receipt that follows over
+ * MQTT is then only counted, and its id checked against the answer's.
+ *
  * DESIGN
  * Each producer keeps a window of unaccepted commands (producer.window), which is what makes "as fast
- * as accepted" mean something and also stays under paho's maxBufferedMessages.
- * The transport is this file's concern only: lt_producers_send() is the hook a REST transport would
- * implement (POST /v1/devices/{id}/messages, accepted = the 201 answer), reporting into the same
- * records. Until then producer.transport=rest is refused at start-up.
+ * as accepted" mean something and also stays under paho's maxBufferedMessages. Over REST the window
+ * holds the commands queued for a connection, on the wire or waiting to be retried.
  */
 #include <MQTTAsync.h>
 #include <inttypes.h>
@@ -30,6 +33,7 @@ typedef struct {
     char id[48];
     _Atomic int64_t inflight;   /* sent, not yet accepted or rejected */
     _Atomic int up;             /* 1 subscribed, -1 failed */
+    lt_rest_t *rest;            /* producer.transport=rest */
 } producer_t;
 
 struct lt_producers {
@@ -47,6 +51,15 @@ typedef struct {
 
 /* ---- answers ------------------------------------------------------------------------------------ */
 
+/* Records the message id Drover gave command k. Over REST both the answer and the MQTT receipt carry
+ * it, in either order, and they must agree. */
+static void note_id(lt_shm_t *s, lt_rec_t *r, int64_t id)
+{
+    int64_t seen = 0;
+    if (!atomic_compare_exchange_strong(&r->rid, &seen, id) && seen != id)
+        atomic_fetch_add(&s->c.id_mismatch, 1);
+}
+
 static void accepted(producer_t *p, int64_t k, int64_t id, int64_t now)
 {
     lt_rec_t *r = &p->ps->s->rec[k];
@@ -55,8 +68,21 @@ static void accepted(producer_t *p, int64_t k, int64_t id, int64_t now)
         atomic_fetch_add(&p->ps->s->c.notif_dups, 1);
         return;
     }
-    atomic_store(&r->rid, id);
+    note_id(p->ps->s, r, id);
     atomic_fetch_add(&p->ps->s->c.accepted, 1);
+    atomic_fetch_sub(&p->inflight, 1);
+}
+
+static void on_rest_accepted(void *data, int64_t k, int64_t id, int64_t now_us)
+{
+    accepted(data, k, id, now_us);
+}
+
+static void on_rest_failed(void *data, int64_t k, int rejected)
+{
+    (void)k;
+    producer_t *p = data;
+    atomic_fetch_add(rejected ? &p->ps->s->c.rejected : &p->ps->s->c.send_errors, 1);
     atomic_fetch_sub(&p->inflight, 1);
 }
 
@@ -83,8 +109,10 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         goto out;
     }
     if (strncmp(topic, "producer/error/", 15) == 0) {
-        atomic_fetch_add(&s->c.rejected, 1);
-        atomic_fetch_sub(&p->inflight, 1);
+        /* Over REST a refusal is the HTTP answer; nothing should come here. */
+        atomic_fetch_add(p->ps->o->rest ? &s->c.notif_other : &s->c.rejected, 1);
+        if (!p->ps->o->rest)
+            atomic_fetch_sub(&p->inflight, 1);
         goto out;
     }
     lt_wire_int(b, len, "id", &id);
@@ -92,7 +120,12 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     lt_rec_t *r = &s->rec[k];
     switch (dr_status_parse(st, strlen(st))) {
     case DR_ST_NOT_DELIVERED:
-        accepted(p, k, id, now);
+        if (p->ps->o->rest) {
+            atomic_fetch_add(&s->c.rest_receipts, 1);
+            note_id(s, r, id);
+        } else {
+            accepted(p, k, id, now);
+        }
         break;
     case DR_ST_DELIVERED:
         status_seen(p, &r->notif_us, &s->c.notif_delivered, now);
@@ -199,7 +232,7 @@ lt_producers_t *lt_producers_open(const lt_opts_t *o, int mode, lt_shm_t *s)
         if (MQTTAsync_connect(p->cli, &co) != MQTTASYNC_SUCCESS)
             atomic_store(&p->up, -1);
     }
-    for (int waited = 0; waited < 1000; waited++) {
+    for (int waited = 0;; waited++) {
         int up = 0, bad = 0;
         for (int i = 0; i < ps->n; i++) {
             up += atomic_load(&ps->p[i].up) == 1;
@@ -210,10 +243,22 @@ lt_producers_t *lt_producers_open(const lt_opts_t *o, int mode, lt_shm_t *s)
             goto err;
         }
         if (up == ps->n)
-            return ps;
+            break;
+        if (waited == 1000) {
+            fprintf(stderr, "drover-load: producers did not connect within 10 s\n");
+            goto err;
+        }
         usleep(10000);
     }
-    fprintf(stderr, "drover-load: producers did not connect within 10 s\n");
+    /* Subscribed first, so no status of an early command can be missed. */
+    if (o->rest) {
+        lt_rest_cb_t cb = {.accepted = on_rest_accepted, .failed = on_rest_failed};
+        for (int i = 0; i < ps->n; i++) {
+            cb.data = &ps->p[i];
+            ps->p[i].rest = lt_rest_open(o, s, ps->p[i].id, cb);
+        }
+    }
+    return ps;
 err:
     lt_producers_close(ps);
     return NULL;
@@ -224,6 +269,19 @@ int lt_producers_send(lt_producers_t *ps, int64_t k)
     producer_t *p = &ps->p[k % ps->n];
     if (atomic_load(&p->inflight) >= ps->o->window)
         return -1;
+    if (p->rest != NULL) {
+        /* Counted before the hand-over: the answer may come before lt_rest_submit() returns. */
+        atomic_fetch_add(&p->inflight, 1);
+        atomic_store(&ps->s->rec[k].sent_us, lt_now_us());
+        if (lt_rest_submit(p->rest, k) != 0) {
+            atomic_fetch_sub(&p->inflight, 1);
+            atomic_store(&ps->s->rec[k].sent_us, 0);
+            atomic_fetch_add(&ps->s->c.send_errors, 1);
+            return -2;
+        }
+        atomic_fetch_add(&ps->s->c.sent, 1);
+        return 0;
+    }
     char dev[48], topic[96];
     lt_device_id(ps->o, lt_device_of(ps->o, k), dev, sizeof(dev));
     snprintf(topic, sizeof(topic), "%s/%s", ps->mode == LT_MODE_RAW ? "consumer/request" : "producer/request", dev);
@@ -258,6 +316,9 @@ void lt_producers_close(lt_producers_t *ps)
 {
     if (ps == NULL)
         return;
+    /* REST first: its threads report into the producers freed below. */
+    for (int i = 0; i < ps->n; i++)
+        lt_rest_close(ps->p[i].rest);
     for (int i = 0; i < ps->n; i++) {
         producer_t *p = &ps->p[i];
         if (p->cli == NULL)

@@ -15,16 +15,22 @@
 
 void lt_report_progress(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us)
 {
-    (void)o;
     lt_counters_t *c = &s->c;
     double t = (double)(lt_now_us() - t0_us) / 1e6;
+    char rest[160] = "";
+    if (o->rest)
+        snprintf(rest, sizeof(rest),
+                 " http_retries=%" PRId64 " http_429=%" PRId64 " http_503=%" PRId64 " http_errors=%" PRId64,
+                 atomic_load(&c->http_retries), atomic_load(&c->http_429), atomic_load(&c->http_503),
+                 atomic_load(&c->http_timeouts) + atomic_load(&c->http_net_errors) + atomic_load(&c->http_4xx) +
+                     atomic_load(&c->http_other) + atomic_load(&c->http_bad));
     fprintf(stderr,
             "[%s] t=%5.1fs sent=%" PRId64 " accepted=%" PRId64 " at_device=%" PRId64 " dups=%" PRId64
             " notified=%" PRId64 " completed=%" PRId64 " acks_lost=%" PRId64 " devices_up=%" PRId64 " lost_conn=%" PRId64
-            "\n",
+            "%s\n",
             lt_mode_name(mode), t, atomic_load(&c->sent), atomic_load(&c->accepted), atomic_load(&c->dev_first),
             atomic_load(&c->dev_dups), atomic_load(&c->notif_delivered), atomic_load(&c->notif_completed),
-            atomic_load(&c->acks_lost), atomic_load(&c->connected), atomic_load(&c->conn_lost));
+            atomic_load(&c->acks_lost), atomic_load(&c->connected), atomic_load(&c->conn_lost), rest);
 }
 
 /* ---- percentiles --------------------------------------------------------------------------------- */
@@ -175,15 +181,34 @@ static void pacing(const lt_opts_t *o, lt_shm_t *s, pacing_t *p)
     free(v.v);
 }
 
+/* What the REST transport saw: every request by outcome, and the MQTT receipts that go with the 201s. */
+static void print_rest(FILE *f, lt_counters_t *c)
+{
+    fprintf(f, "REST requests %" PRId64 ": 201 %" PRId64 ", 200 replayed %" PRId64 ", 429 %" PRId64 ", 503 %" PRId64
+               ", other 4xx %" PRId64 ", other status %" PRId64 ", 2xx without an id %" PRId64 "; timeouts %" PRId64
+               ", connection errors %" PRId64 "; retries %" PRId64 ", connections opened %" PRId64 "\n",
+            atomic_load(&c->http_requests), atomic_load(&c->http_created), atomic_load(&c->http_replayed),
+            atomic_load(&c->http_429), atomic_load(&c->http_503), atomic_load(&c->http_4xx),
+            atomic_load(&c->http_other), atomic_load(&c->http_bad), atomic_load(&c->http_timeouts),
+            atomic_load(&c->http_net_errors), atomic_load(&c->http_retries), atomic_load(&c->http_conns));
+    fprintf(f, "REST: NOT_DELIVERED receipts over MQTT %" PRId64 ", ids differing from the HTTP answer %" PRId64
+               "\n",
+            atomic_load(&c->rest_receipts), atomic_load(&c->id_mismatch));
+}
+
 static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc,
                           int64_t t0, int64_t t_end)
 {
     lt_counters_t *c = &s->c;
     int64_t online = o->devices - o->devices * o->offline_pct / 100;
     fprintf(f, "\n== %s: %" PRId64 " devices (%" PRId64 " online, %" PRId64 " worker processes), %" PRId64
-               " producers, rate %s, payload pad %" PRId64 " B, run %.1f s\n",
-            lt_mode_name(mode), o->devices, online, (int64_t)o->workers, o->producers,
+               " producers%s, rate %s, payload pad %" PRId64 " B, run %.1f s\n",
+            lt_mode_name(mode), o->devices, online, (int64_t)o->workers, o->producers, o->rest ? " over REST" : "",
             o->rate ? "fixed" : "as fast as accepted", o->payload, (double)(t_end - t0) / 1e6);
+    if (o->rest)
+        fprintf(f, "   REST: %s, %" PRId64 " keep-alive connections per producer, window %" PRId64
+                   ", timeout %" PRId64 " ms, %" PRId64 " retries\n",
+                o->rest_url, o->rest_conns, o->window, o->rest_timeout_ms, o->rest_retries);
     if (o->rate)
         fprintf(f, "   configured rate %" PRId64 "/s\n", o->rate);
     fprintf(f, "commands: sent %" PRId64 ", accepted %" PRId64 ", rejected %" PRId64 ", send errors %" PRId64
@@ -204,6 +229,8 @@ static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, co
     fprintf(f, "losses at end: accepted but never at an online device %" PRId64 ", answered but no DELIVERED %" PRId64
                ", sent but never accepted %" PRId64 ", receipt/device id mismatches %" PRId64 "\n",
             t->missing_dev, t->missing_notif, t->never_accepted, t->mismatch);
+    if (o->rest)
+        print_rest(f, c);
     fprintf(f, "device answers: acks sent %" PRId64 ", dropped on purpose %" PRId64 ", publish errors %" PRId64
                ", COMPLETED sent %" PRId64 "; connections: up at end %" PRId64 ", failed %" PRId64 ", lost %" PRId64 "\n",
             atomic_load(&c->acks_sent), atomic_load(&c->acks_lost), atomic_load(&c->ack_errors),
@@ -256,6 +283,19 @@ static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t 
     if (o->backlog)
         fprintf(f, ",\"drain_s\":%.2f,\"drain_notified_s\":%.2f", (double)(t->last_dev - from) / 1e6,
                 (double)(t->last_notif - from) / 1e6);
+    if (o->rest) {
+        lt_counters_t *c = &s->c;
+        fprintf(f, ",\"transport\":\"rest\",\"http_requests\":%" PRId64 ",\"http_201\":%" PRId64
+                   ",\"http_200_replayed\":%" PRId64 ",\"http_429\":%" PRId64 ",\"http_503\":%" PRId64
+                   ",\"http_4xx\":%" PRId64 ",\"http_other\":%" PRId64 ",\"http_bad\":%" PRId64
+                   ",\"http_timeouts\":%" PRId64 ",\"http_conn_errors\":%" PRId64 ",\"http_retries\":%" PRId64
+                   ",\"receipts\":%" PRId64 ",\"receipt_id_mismatch\":%" PRId64,
+                atomic_load(&c->http_requests), atomic_load(&c->http_created), atomic_load(&c->http_replayed),
+                atomic_load(&c->http_429), atomic_load(&c->http_503), atomic_load(&c->http_4xx),
+                atomic_load(&c->http_other), atomic_load(&c->http_bad), atomic_load(&c->http_timeouts),
+                atomic_load(&c->http_net_errors), atomic_load(&c->http_retries), atomic_load(&c->rest_receipts),
+                atomic_load(&c->id_mismatch));
+    }
     fprintf(f, "}\n");
     fclose(f);
 }
