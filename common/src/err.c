@@ -16,6 +16,7 @@ const char *dr_strerror(int code)
     case DR_ECLOSED: return "shutting down";
     case DR_EFENCED: return "shard lease lost to a newer owner";
     case DR_ETOOBIG: return "input exceeds a configured limit";
+    case DR_EBUSY: return "queue full";
     }
     return "unknown error";
 }

@@ -26,9 +26,16 @@ typedef struct {
     atomic_int stopping;  /* new messages are parked instead of processed */
     atomic_int busy;      /* callbacks processing a message right now */
     atomic_int parked;    /* callbacks holding a message that must not be acknowledged */
+    atomic_int deferred;  /* receipt acks queued for the loop and not yet stored */
     int released;         /* parked callbacks may return: MQTT is disconnected */
     uv_timer_t stop_timer;
     int64_t stop_deadline;
+    /* Lanes (lanes.c): MQTT consumer processes started by lane 0. */
+    int argc;                  /* the arguments lane 0 was started with, borrowed from main */
+    char **argv;
+    struct lane **lanes;
+    int nlanes;
+    int lanes_running;
 } ingress_t;
 
 /* Outcome of an accept or ack script, interpreted once for every transport. */
@@ -81,9 +88,29 @@ void ingress_on_message(void *data, const char *topic, size_t topic_len, const c
 /* store.c: runs a job on the loop (posted from the paho thread). */
 void ingress_run_job(void *arg);
 
+/* store.c: queues a receipt ack for the loop without waiting for Redis. Any thread. Returns 0 when
+ * queued, or DR_EBUSY when too many are already waiting or the loop is closing (then the caller
+ * stores it synchronously). dev and ack are copied. A queued ack that cannot be stored is dropped
+ * and counted (ack_dropped): the message stays in flight and is re-sent. */
+int ingress_defer_ack(ingress_t *in, const char *dev, size_t dev_len, const dr_ack_t *ack);
+
 /* mqtt_in.c: tells a producer about rejected input on producer/error/{producerDeviseId}. Only from
  * the MQTT message callback: the loop never calls into paho while that callback may be blocked. */
 void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message);
+
+/* lanes.c: in lane 0 with ingress.mqtt_lanes > 1, starts the other lanes (and restarts any that
+ * exits on its own); in a lane, arranges to stop when lane 0 dies. Loop thread, after the node is
+ * initialised. Returns 0, or -1 with err filled. */
+int lanes_start(ingress_t *in, char *err);
+
+/* lanes.c: sends SIGTERM to every running lane (they finish what they are storing and exit). */
+void lanes_stop(ingress_t *in);
+
+/* lanes.c: closes the lanes' handles; lanes still running stop by themselves. Before dr_node_close. */
+void lanes_close(ingress_t *in);
+
+/* lanes.c: frees the lanes after the loop has ended. */
+void lanes_dispose(ingress_t *in);
 
 /* store.c: the message sent with a store_result_t's notify code. */
 const char *store_notify_text(const char *code);

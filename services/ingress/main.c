@@ -52,6 +52,7 @@ static void finish_stop(ingress_t *in)
     if (dr_mqtt_free(in->mqtt) != 0)
         exit_holding(in, "the MQTT client could not be stopped");
     in->mqtt = NULL;
+    lanes_close(in);
     /* h2o's context is never disposed (h2o 2.2 asserts when that happens inside the loop); the node
      * closes its remaining handles at exit and its memory stays reachable. */
     dr_node_close(&in->node);
@@ -60,9 +61,12 @@ static void finish_stop(ingress_t *in)
 static void on_stop_timer(uv_timer_t *t)
 {
     ingress_t *in = t->data;
-    /* Wait for callbacks that are storing a message and for HTTP clients to finish; give up after the
-     * deadline (callbacks then park, connections are cut at exit). */
-    if ((atomic_load(&in->busy) == 0 && http_idle(in)) || dr_mono_ms() >= in->stop_deadline)
+    /* Wait for callbacks that are storing a message, for queued receipt acks and for HTTP clients to
+     * finish; give up after the deadline (callbacks then park, connections are cut at exit, receipt
+     * acks not stored are repaired by re-sends). */
+    if ((atomic_load(&in->busy) == 0 && atomic_load(&in->deferred) == 0 && in->lanes_running == 0 &&
+         http_idle(in)) ||
+        dr_mono_ms() >= in->stop_deadline)
         finish_stop(in);
 }
 
@@ -72,6 +76,7 @@ static void on_stop(dr_node_t *n, void *data)
     ingress_t *in = data;
     atomic_store(&in->stopping, 1);
     http_stop(in);
+    lanes_stop(in);
     in->stop_deadline = dr_mono_ms() + in->node.cfg.redis_timeout_ms;
     uv_timer_init(in->node.loop.uv, &in->stop_timer);
     in->stop_timer.data = in;
@@ -102,14 +107,30 @@ int main(int argc, char **argv)
         dr_node_dispose(&in->node);
         return 1;
     }
-    snprintf(filter, sizeof(filter), "$share/%s/producer/request/#", cfg->mqtt_share_group);
-    dr_mqtt_add_subscription(in->mqtt, filter, 1);
-    snprintf(filter, sizeof(filter), "$share/%s/consumer/response/#", cfg->mqtt_share_group);
-    dr_mqtt_add_subscription(in->mqtt, filter, 1);
+    /* One lane takes both; with several, lane 0 takes the acks and the others producer messages
+     * (lanes.c), so acks never wait behind the storing of producer messages. */
+    int single = cfg->ingress_mqtt_lanes <= 1;
+    if (single || cfg->ingress_lane > 0) {
+        snprintf(filter, sizeof(filter), "$share/%s/producer/request/#", cfg->mqtt_share_group);
+        dr_mqtt_add_subscription(in->mqtt, filter, 1);
+    }
+    if (single || cfg->ingress_lane == 0) {
+        snprintf(filter, sizeof(filter), "$share/%s/consumer/response/#", cfg->mqtt_share_group);
+        dr_mqtt_add_subscription(in->mqtt, filter, 1);
+    }
     dr_mqtt_on_message(in->mqtt, ingress_on_message, in);
     dr_redis_on_state(in->node.redis, on_redis_state, in);
     dr_node_set_callbacks(&in->node, 100, NULL, on_stop, in);
     char err[DR_ERR_LEN];
+    in->argc = argc;
+    in->argv = argv;
+    if (lanes_start(in, err) != 0) {
+        fprintf(stderr, "drover-ingress: %s\n", err);
+        dr_mqtt_free(in->mqtt);
+        dr_node_close(&in->node);
+        dr_node_dispose(&in->node);
+        return 1;
+    }
     if (http_start(in, err) != 0) {
         fprintf(stderr, "drover-ingress: %s\n", err);
         dr_mqtt_free(in->mqtt);
@@ -119,6 +140,7 @@ int main(int argc, char **argv)
     }
 
     dr_node_run(&in->node);
+    lanes_dispose(in);
     dr_node_dispose(&in->node);
     auth_dispose(in);
     pthread_cond_destroy(&in->cv);

@@ -5,6 +5,11 @@
  * so the callback waits for the loop to finish the Redis script: a producer message is acknowledged
  * to the broker only once Redis has it durably. While Redis is unreachable the callback keeps
  * retrying and the broker keeps the message (and queues later ones in our persistent session).
+ * Completion reports (COMPLETED, COMPLETED_WITH_ERROR) are held the same way: nothing would repeat
+ * them. A plain receipt ack (DELIVERED) is different: if it is lost, the message stays in flight and
+ * the dispatcher re-sends it with the same id, which makes the device acknowledge again. Receipt acks
+ * are therefore handed to the loop without waiting (store.c, ingress_defer_ack), so they neither
+ * queue behind producer messages nor hold paho's single receive thread, and many share one fsync.
  * Invalid input is answered (counter, rate-limited log line, error notification when possible) and
  * acknowledged, so it can never block the queue or disturb the session.
  * Topic rules follow Duster: the device id is the last topic segment.
@@ -20,6 +25,7 @@
 #include "dr/mem.h"
 #include "dr/metrics.h"
 #include "dr/shard.h"
+#include "dr/status.h"
 #include "ingress.h"
 
 #define PRODUCER_PREFIX "producer/request/"
@@ -186,6 +192,9 @@ static int handle_ack(ingress_t *in, const char *dev, size_t dev_len, const char
                    (int)(dev_len > 64 ? 64 : dev_len), dev, err.code, err.message);
         return 0;
     }
+    /* A receipt ack whose loss a re-send repairs is applied without holding paho's receive thread. */
+    if (j.ack.status == DR_ST_DELIVERED && ingress_defer_ack(in, dev, dev_len, &j.ack) == 0)
+        return 0;
     j.in = in;
     j.kind = JOB_ACK;
     j.dev = dr_strndup(dev, dev_len);

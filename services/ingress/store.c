@@ -277,6 +277,56 @@ void ingress_run_job(void *arg)
     }
 }
 
+/* ---- deferred receipt acks: queued by the paho thread, nobody waits for them ------------------- */
+
+/* Bound on queued receipt acks: past it the paho thread stores acks synchronously again, which slows
+ * the broker down instead of growing memory without limit. */
+#define MAX_DEFERRED_ACKS 10000
+
+typedef struct {
+    ingress_t *in;
+    dr_ack_t ack;
+    char dev[];
+} deferred_ack_t;
+
+static void deferred_done(void *data, const store_result_t *res)
+{
+    deferred_ack_t *a = data;
+    ingress_t *in = a->in;
+    if (res->err != 0) {
+        dr_metrics_inc(DR_M_ACK_DROPPED);
+        dr_log(DR_LOG_VERBOSE, "event=ack_dropped id=%lld device=\"%s\" error=\"%s\" repair=resend",
+               (long long)a->ack.id, a->dev, dr_strerror(res->err));
+    }
+    atomic_fetch_sub(&in->deferred, 1);
+    free(a);
+}
+
+static void run_deferred(void *arg)
+{
+    deferred_ack_t *a = arg;
+    store_ack(a->in, a->dev, a->ack.id, a->ack.status, deferred_done, a);
+}
+
+int ingress_defer_ack(ingress_t *in, const char *dev, size_t dev_len, const dr_ack_t *ack)
+{
+    if (atomic_fetch_add(&in->deferred, 1) >= MAX_DEFERRED_ACKS) {
+        atomic_fetch_sub(&in->deferred, 1);
+        return DR_EBUSY;
+    }
+    deferred_ack_t *a = dr_malloc(sizeof(*a) + dev_len + 1);
+    a->in = in;
+    a->ack = *ack;
+    memcpy(a->dev, dev, dev_len);
+    a->dev[dev_len] = '\0';
+    if (dr_loop_post(&in->node.loop, run_deferred, a) != 0) {
+        atomic_fetch_sub(&in->deferred, 1);
+        free(a);
+        return DR_EBUSY;
+    }
+    return 0;
+}
+
 /* ---- error notifications ---------------------------------------------------------------------- */
 
 const char *store_notify_text(const char *code)

@@ -21,6 +21,7 @@ enum {
     DR_ECLOSED = -9,   /* the object is shutting down; the operation was not started */
     DR_EFENCED = -10,  /* a shard lease was lost: a newer owner holds it */
     DR_ETOOBIG = -11,  /* an input exceeds a configured limit */
+    DR_EBUSY = -12,    /* a bounded queue is full; the caller takes the slow path */
 };
 
 /* Returns a static description of code; never NULL, also for unknown codes. */

@@ -21,6 +21,7 @@
     X(ACK_UNKNOWN_ID, "ack_unknown_id")                                                                   \
     X(ACK_WRONG_DEVICE, "ack_wrong_device")     /* ack for a message addressed to another device */       \
     X(ACK_REJECTED, "ack_rejected")             /* malformed ack */                                       \
+    X(ACK_DROPPED, "ack_dropped")               /* receipt ack lost to an outage: re-sent */              \
     X(SENT, "sent")                             /* first send of a message to its device */               \
     X(RESENT, "resent")                         /* re-send with the same id */                            \
     X(EXPIRED, "expired")                                                                                 \

@@ -32,6 +32,8 @@ typedef struct {
     /* ingress */
     int64_t ingress_max_payload;
     int64_t ingress_max_device_id;
+    int64_t ingress_mqtt_lanes;     /* MQTT consumer processes of one ingress (lanes.c) */
+    int64_t ingress_lane;           /* 0: the process an operator started; k > 0: a lane it started */
     /* REST API (ingress) */
     int64_t http_port;      /* 0: no HTTP listener */
     char *http_bind;
