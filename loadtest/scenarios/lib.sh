@@ -7,6 +7,7 @@
 #   LT_KEEP=1    keep the temporary directory (logs, configs) after the run
 #   LT_INGRESS=N, LT_DISPATCHERS=M   run N ingress and M dispatcher nodes (default 1 each)
 #   LT_JSON      append every phase summary as a JSON line to this file
+#   LT_LISTPACK_VALUE  Redis hash-max-listpack-value (default 1024, as drover-local; Redis's own is 64)
 #
 # Every process started here is remembered by PID and stopped by PID in the EXIT trap: nothing is
 # killed by name, so a scenario can run next to other stacks on the same machine.
@@ -70,6 +71,7 @@ lt_start_servers() {
     mkdir -p "$LT_DIR/redis" "$LT_DIR/mq"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$LT_DIR/redis" --appendonly yes \
         --appendfsync "${LT_FSYNC:-always}" --save '' --requirepass "$REDIS_PW" \
+        --hash-max-listpack-value "${LT_LISTPACK_VALUE:-1024}" \
         --logfile "$LT_DIR/redis.log" &
     REDIS_PID=$!
     LT_PIDS+=("$REDIS_PID")
