@@ -103,10 +103,13 @@ static void start_lane(struct lane *l)
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
     };
+    /* Its own process group: a Ctrl-C at the terminal reaches lane 0 only, which then stops the lanes
+     * with one SIGTERM (a second signal would make a lane exit at once). */
     uv_process_options_t opt = {
         .file = exe,
         .args = args,
         .exit_cb = on_lane_exit,
+        .flags = UV_PROCESS_DETACHED,
         .stdio_count = 3,
         .stdio = stdio,
     };

@@ -13,6 +13,9 @@
 
 static ingress_t g;
 
+/* How long after its own stop deadline lane 0 still waits for its lanes to exit. */
+#define LANE_EXIT_GRACE_MS 3000
+
 /* MQTT consumption starts only once Redis is usable, so nothing is taken from the broker that could
  * not be stored; later Redis outages are absorbed by the blocking callback. */
 static void on_redis_state(dr_redis_t *r, int ready, void *data)
@@ -64,9 +67,11 @@ static void on_stop_timer(uv_timer_t *t)
     /* Wait for callbacks that are storing a message, for queued receipt acks and for HTTP clients to
      * finish; give up after the deadline (callbacks then park, connections are cut at exit, receipt
      * acks not stored are repaired by re-sends). */
-    if ((atomic_load(&in->busy) == 0 && atomic_load(&in->deferred) == 0 && in->lanes_running == 0 &&
-         http_idle(in)) ||
-        dr_mono_ms() >= in->stop_deadline)
+    int64_t now = dr_mono_ms();
+    int own_done = atomic_load(&in->busy) == 0 && atomic_load(&in->deferred) == 0 && http_idle(in);
+    /* Lanes get the same deadline for their own work, plus a little to exit after it. */
+    int lanes_done = in->lanes_running == 0 || now >= in->stop_deadline + LANE_EXIT_GRACE_MS;
+    if (lanes_done && (own_done || now >= in->stop_deadline))
         finish_stop(in);
 }
 
