@@ -129,20 +129,9 @@ int main(int argc, char **argv)
     char err[DR_ERR_LEN];
     in->argc = argc;
     in->argv = argv;
-    if (lanes_start(in, err) != 0) {
-        fprintf(stderr, "drover-ingress: %s\n", err);
-        dr_mqtt_free(in->mqtt);
-        dr_node_close(&in->node);
-        dr_node_dispose(&in->node);
-        return 1;
-    }
-    if (http_start(in, err) != 0) {
-        fprintf(stderr, "drover-ingress: %s\n", err);
-        dr_mqtt_free(in->mqtt);
-        dr_node_close(&in->node);
-        dr_node_dispose(&in->node);
-        return 1;
-    }
+    /* HTTP first: a port that cannot be bound must not leave lanes behind. */
+    if (http_start(in, err) != 0 || lanes_start(in, err) != 0)
+        goto fail;
 
     dr_node_run(&in->node);
     lanes_dispose(in);
@@ -151,4 +140,11 @@ int main(int argc, char **argv)
     pthread_cond_destroy(&in->cv);
     pthread_mutex_destroy(&in->mu);
     return 0;
+
+fail:
+    fprintf(stderr, "drover-ingress: %s\n", err);
+    dr_mqtt_free(in->mqtt);
+    dr_node_close(&in->node);
+    dr_node_dispose(&in->node);
+    return 1;
 }
