@@ -38,6 +38,7 @@ static const dr_config_opt_t table[] = {
     OPT("ingress.max_device_id", DR_CFG_INT, 1, 200, "128", ingress_max_device_id, 0, "longest device id (bytes)"),
     OPT("ingress.mqtt_lanes", DR_CFG_INT, 1, 64, "2", ingress_mqtt_lanes, 0, "MQTT consumer processes: 1 does all; 2 splits acks from producer messages; more store producer messages concurrently"),
     OPT("ingress.lane", DR_CFG_INT, 0, 63, "0", ingress_lane, 0, "internal: lane number of a process started by the ingress itself"),
+    OPT("ingress.lane_parent", DR_CFG_INT, 0, 4194304, "0", ingress_lane_parent, 0, "internal: pid of the ingress that started this lane"),
     OPT("http.port", DR_CFG_INT, 0, 65535, "8080", http_port, 0, "REST API port (0: no REST API)"),
     OPT("http.bind", DR_CFG_STR, 1, 255, "127.0.0.1", http_bind, 0, "REST API listen address"),
     OPT("http.max_body", DR_CFG_INT, 256, 16777216, "65536", http_max_body, 0, "largest request body (bytes)"),

@@ -12,7 +12,8 @@
  * with one fsync.
  *
  * A lane is the same executable with the same arguments plus --ingress.lane=k, --node.id=<id>.l<k>
- * (a stable MQTT client id, so a restarted lane resumes its persistent session) and --http.port=0.
+ * (a stable MQTT client id, so a restarted lane resumes its persistent session), --http.port=0 and
+ * --ingress.lane_parent=<pid of lane 0>.
  * Lane 0 restarts a lane that exits on its own, stops every lane on SIGTERM and waits for them; a lane
  * asks the kernel for SIGTERM when lane 0 dies, so a kill -9 of the ingress leaves no orphans (they
  * stop cleanly and their sessions keep what they had not stored).
@@ -87,10 +88,11 @@ static void start_lane(struct lane *l)
         dr_log(DR_LOG_WARNING, "event=lane_not_started lane=%d reason=\"executable path unknown\"", l->index);
         return;
     }
-    char lane_arg[32], id_arg[96];
+    char lane_arg[32], id_arg[96], parent_arg[48];
     snprintf(lane_arg, sizeof(lane_arg), "--ingress.lane=%d", l->index);
+    snprintf(parent_arg, sizeof(parent_arg), "--ingress.lane_parent=%d", (int)getpid());
     snprintf(id_arg, sizeof(id_arg), "--node.id=%s", l->node_id);
-    char **args = dr_calloc((size_t)in->argc + 4, sizeof(char *));
+    char **args = dr_calloc((size_t)in->argc + 5, sizeof(char *));
     args[0] = exe;
     for (int i = 1; i < in->argc; i++)
         args[i] = in->argv[i];
@@ -98,6 +100,7 @@ static void start_lane(struct lane *l)
     args[in->argc] = lane_arg;
     args[in->argc + 1] = id_arg;
     args[in->argc + 2] = "--http.port=0";
+    args[in->argc + 3] = parent_arg;
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
@@ -142,7 +145,8 @@ int lanes_start(ingress_t *in, char *err)
         dr_log_set_service(svc);
         /* A lane: stop when the ingress that started us goes away, whatever the reason. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() == 1) {
+        /* Compared with the pid lane 0 passed, not with 1: lane 0 may itself be pid 1 (a container). */
+        if ((int64_t)getppid() != cfg->ingress_lane_parent) {
             snprintf(err, DR_ERR_LEN, "lane %lld: the ingress that started it has already exited",
                      (long long)cfg->ingress_lane);
             return -1;

@@ -34,6 +34,7 @@ typedef struct {
     int64_t ingress_max_device_id;
     int64_t ingress_mqtt_lanes;     /* MQTT consumer processes of one ingress (lanes.c) */
     int64_t ingress_lane;           /* 0: the process an operator started; k > 0: a lane it started */
+    int64_t ingress_lane_parent;    /* in a lane: pid of the lane 0 that started it */
     /* REST API (ingress) */
     int64_t http_port;      /* 0: no HTTP listener */
     char *http_bind;
