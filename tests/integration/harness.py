@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 import redis as redislib
@@ -115,6 +116,15 @@ def tcp_ready(port, host="127.0.0.1"):
         with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
+        return False
+
+
+def pid_running(pid):
+    """True while `pid` exists and is not a zombie (for processes this harness did not start itself)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 
@@ -311,19 +321,33 @@ class RedisServer(Proc):
 
 
 class NatsServer(Proc):
-    def __init__(self, workdir, port=None):
-        self.dir = os.path.join(workdir, "nats")
+    """One nats-server. Alone by default; as a member of a cluster (NatsCluster) it also gets a server name, a
+    route listener, the routes to its peers and a monitoring port (GET /connz, /routez)."""
+
+    def __init__(self, workdir, port=None, name="nats", user=None, password=None, cluster_port=None, routes=(),
+                 monitor_port=None):
+        self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
-        super().__init__(self.dir, "nats.log")
-        self.name = "nats"
+        super().__init__(self.dir, "%s.log" % name)
+        self.name = name
         self.port = port or free_port()
-        self.user = "drover"
-        self.password = secrets.token_hex(12)
+        self.user = user or "drover"
+        self.password = password or secrets.token_hex(12)
+        self.cluster_port = cluster_port
+        self.routes = list(routes)
+        self.monitor_port = monitor_port
         self.conf = os.path.join(self.dir, "nats.conf")
         with open(self.conf, "w") as f:
             f.write('listen: "127.0.0.1:%d"\n' % self.port)
             f.write('authorization {\n  user: "%s"\n  password: "%s"\n}\n' % (self.user, self.password))
             f.write("jetstream: disabled\n")
+            if monitor_port:
+                f.write('http: "127.0.0.1:%d"\n' % monitor_port)
+            if cluster_port:
+                f.write('server_name: "%s"\n' % name)
+                f.write('cluster {\n  name: "drover"\n  listen: "127.0.0.1:%d"\n' % cluster_port)
+                f.write("  routes: [\n%s\n  ]\n}\n" % "\n".join(
+                    '    "nats-route://127.0.0.1:%d"' % r for r in self.routes))
 
     @property
     def url(self):
@@ -339,6 +363,58 @@ class NatsServer(Proc):
                 return s.recv(4).startswith(b"INFO")
         except OSError:
             return False
+
+    def monitor(self, path):
+        """GET http://127.0.0.1:<monitor_port>/<path> as JSON (only with a monitoring port)."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/%s" % (self.monitor_port, path), timeout=2) as r:
+            return json.loads(r.read())
+
+    def client_names(self):
+        """Names of the clients connected to this server (Drover nodes name their connection by node.id)."""
+        return [c.get("name", "") for c in self.monitor("connz?limit=1024").get("connections") or []]
+
+    def route_count(self):
+        return int(self.monitor("routez").get("num_routes", 0))
+
+
+class NatsCluster:
+    """n nats-servers routed to each other on loopback (full mesh of explicit routes), sharing one user and
+    password. Nodes are configured with the comma-separated list of every member's client URL (`url`)."""
+
+    def __init__(self, workdir, n=3):
+        ports = [free_port() for _ in range(n)]
+        cports = [free_port() for _ in range(n)]
+        self.user = "drover"
+        self.password = secrets.token_hex(12)
+        self.servers = [NatsServer(workdir, port=ports[i], name="nats-%d" % (i + 1), user=self.user,
+                                   password=self.password, cluster_port=cports[i],
+                                   routes=[c for j, c in enumerate(cports) if j != i], monitor_port=free_port())
+                        for i in range(n)]
+
+    @property
+    def url(self):
+        return ",".join(s.url for s in self.servers)
+
+    def start(self, timeout=20):
+        for s in self.servers:
+            s.start()
+        self.wait_routes(timeout)
+        return self
+
+    def wait_routes(self, timeout=20):
+        """Waits until every running member has a route to every other running member."""
+        def meshed():
+            up = [s for s in self.servers if s.alive()]
+            try:
+                return all(s.route_count() >= len(up) - 1 for s in up)
+            except (OSError, ValueError):  # monitoring port not listening yet
+                return False
+        wait_until(meshed, timeout, interval=0.1, msg=lambda: "NATS cluster routes not up: %s" % [
+            (s.name, s.alive()) for s in self.servers])
+
+    def clients_by_server(self):
+        """{server name: [client names]} of the running members."""
+        return {s.name: s.client_names() for s in self.servers if s.alive()}
 
 
 class MosquittoServer(Proc):
@@ -450,6 +526,64 @@ class Node(Proc):
     def sanitizer_findings(self):
         text = self.log_text()
         return [m for m in SANITIZER_MARKERS if m in text]
+
+    # The processes a node started itself (an ingress's lanes, ingress.mqtt_lanes > 1) are not in this
+    # harness's hands: they are found from the node's PID and signalled by their own PIDs.
+
+    def child_pids(self):
+        """PIDs of the running processes this node started (its lanes), from /proc/<pid>/task/*/children."""
+        if not self.alive():
+            return []
+        pids = []
+        task_dir = "/proc/%d/task" % self.pid
+        try:
+            for tid in os.listdir(task_dir):
+                try:
+                    with open(os.path.join(task_dir, tid, "children")) as f:
+                        pids += [int(x) for x in f.read().split()]
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        return sorted(set(pids))
+
+    def kill_all(self, timeout=10):
+        """kill -9 of the node and of every process it started, as a crash of the whole host process tree
+        would do: the node is stopped first so that it cannot react to its lanes dying (restart them)."""
+        kids = self.child_pids()
+        if self.alive():
+            os.kill(self.pid, signal.SIGSTOP)
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        rc = self.kill()
+        wait_until(lambda: not any(pid_running(p) for p in kids), timeout,
+                   msg=lambda: "lanes of %s still running after kill -9: %s" % (self.name, kids))
+        return rc
+
+    def pause_all(self):
+        """SIGSTOP of the node and of every process it started; returns the PIDs stopped (for resume_all)."""
+        self.pause()
+        kids = self.child_pids()
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        self._paused = kids
+        return [self.pid] + kids
+
+    def resume_all(self):
+        """SIGCONT of the processes pause_all stopped."""
+        for pid in getattr(self, "_paused", []):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._paused = []
+        self.resume()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -765,6 +899,7 @@ class Stack:
         self.overrides = {k: str(v) for k, v in (overrides or {}).items()}
         self.redis = RedisServer(self.dir)
         self.nats = NatsServer(self.dir)
+        self.nats_cluster = None  # a NatsCluster after use_nats_cluster(); self.nats is then its first member
         self.mqtt = MosquittoServer(self.dir)
         self.nodes = []
         self.clients = []
@@ -772,9 +907,29 @@ class Stack:
         self._r = None
 
     # servers -----------------------------------------------------------------------------------------
+    def use_nats_cluster(self, n=3):
+        """Replaces the single nats-server by an n-node cluster (call before start_servers). Nodes then get every
+        member's URL in nats.url; self.nats is the first member, self.nats_servers all of them."""
+        if self.nats.proc is not None or any(x.proc is not None for x in self.nodes):
+            raise HarnessError("use_nats_cluster must come before the servers and nodes start")
+        self.nats_cluster = NatsCluster(self.dir, n)
+        self.nats = self.nats_cluster.servers[0]
+        return self.nats_cluster
+
+    @property
+    def nats_servers(self):
+        return self.nats_cluster.servers if self.nats_cluster else [self.nats]
+
+    @property
+    def nats_url(self):
+        return self.nats_cluster.url if self.nats_cluster else self.nats.url
+
     def start_servers(self):
         self.redis.start()
-        self.nats.start()
+        if self.nats_cluster:
+            self.nats_cluster.start()
+        else:
+            self.nats.start()
         self.mqtt.start()
         return self
 
@@ -788,7 +943,7 @@ class Stack:
             "redis.host": "127.0.0.1",
             "redis.port": str(self.redis.port),
             "redis.password": self.redis.password,
-            "nats.url": self.nats.url,
+            "nats.url": self.nats_url,
             "nats.user": self.nats.user,
             "nats.password": self.nats.password,
             "mqtt.url": self.mqtt.url,
@@ -958,7 +1113,7 @@ class Stack:
     # teardown ----------------------------------------------------------------------------------------
     def log_tails(self, lines=60):
         out = []
-        for p in self.nodes + [self.redis, self.nats, self.mqtt]:
+        for p in self.nodes + [self.redis] + self.nats_servers + [self.mqtt]:
             out.append("----- %s (%s) last %d lines -----\n%s" % (p.name, p.log_path, lines, p.tail(lines)))
         return "\n".join(out)
 
@@ -992,7 +1147,7 @@ class Stack:
         # dedupe while keeping order
         seen = set()
         self.problems = [p for p in problems if not (p in seen or seen.add(p))]
-        for s in (self.mqtt, self.nats, self.redis):
+        for s in [self.mqtt] + self.nats_servers + [self.redis]:
             if s.alive():
                 s.stop(timeout=10)
         if self._r is not None:
