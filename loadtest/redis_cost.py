@@ -105,7 +105,7 @@ class Bench:
 
     def cpu(self):
         info = self.r.info("cpu")
-        return info["used_cpu_user"] + info["used_cpu_sys"]
+        return info["used_cpu_user"], info["used_cpu_sys"]
 
     def evalsha_usec(self):
         s = self.r.info("commandstats").get("cmdstat_evalsha", {})
@@ -145,9 +145,11 @@ class Bench:
                 data = '{"k":%d,"pad":"%s"}' % (k, pad)
                 calls.append(("accept", [PREFIX, self.now(), RETENTION, d, str(self.shard(d)),
                                          "RECEIPT_CONFIRMATION", "cmd", data, str(n), "p0", "", "", "", "",
-                                         "%016x" % n, "2147483647", "0", "", "300", ""]))
+                                         "%016x" % n, "2147483647", "0", "%032x" % n, "300", ""]))
         self.measured("accept", calls)
         queued = self.r.info("memory")["used_memory"] - used0
+        if a.memory:
+            self.memory_breakdown(len(calls))
         payload = sum(len(c[1][7]) + len(c[1][6]) for c in calls)
         total = len(calls)
         done = 0
@@ -174,7 +176,9 @@ class Bench:
                     self.measured("outbox", [deletes.pop()])
                     ents = self.r.xrange("%snt:%d" % (PREFIX, sh), count=100)
         elapsed = time.time() - t0
-        cpu = self.cpu() - cpu0
+        cpu1 = self.cpu()
+        user, sys_ = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        cpu = user + sys_
         print("redis_cost: %d devices x %d commands, %d shards, pipeline %d, data %d B; %d commands went "
               "through accept, send, ack and notification in %.1f s" % (a.devices, a.per_device, a.shards,
                                                                           a.pipeline, a.data_bytes, done, elapsed))
@@ -185,12 +189,26 @@ class Bench:
             tot += u
             print("%-10s %9d %12.1f %12.1f" % (name, c, u / c if c else 0, u / done if done else 0))
         print("%-10s %9s %12s %12.1f" % ("scripts", "", "", tot / done if done else 0))
-        print("redis cpu (user+sys) per command: %.1f usec (execution + protocol + AOF write and fsync)" %
-              (cpu * 1e6 / done if done else 0))
+        print("redis cpu per command: %.1f usec = user %.1f + sys %.1f (execution, protocol, AOF write and fsync)" %
+              tuple(x * 1e6 / done if done else 0 for x in (cpu, user, sys_)))
         print("redis memory per queued command: %.0f B (of which payload %.0f B)" % (queued / total, payload / total))
         if a.profile:
             self.profile(done)
         return 0 if done == total else 1
+
+    def memory_breakdown(self, n):
+        """MEMORY USAGE of every key after the accepts, summed by key kind (the part after the prefix)."""
+        kinds = {}
+        for k in self.r.scan_iter(count=1000):
+            kind = k.decode()[len(PREFIX):].split(":")[0]
+            kinds[kind] = kinds.get(kind, 0) + (self.r.memory_usage(k, samples=0) or 0)
+        print("memory by key kind after queueing %d commands (MEMORY USAGE; the notification outbox nt and the "
+              "request tokens rq are transient):" % n)
+        for kind, b in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            if b / n >= 1:
+                print("  %-8s %8.1f B/command" % (kind, b / n))
+        enc = self.r.object("encoding", PREFIX + "m:1")
+        print("  message record encoding: %s" % (enc.decode() if isinstance(enc, bytes) else enc))
 
     def profile(self, done):
         self.r.config_set("slowlog-log-slower-than", 10000)
@@ -222,6 +240,7 @@ def main():
     ap.add_argument("--data-bytes", type=int, default=64)
     ap.add_argument("--redis-config", action="append", default=[], metavar="KEY=VALUE",
                     help="extra redis-server setting, e.g. hash-max-listpack-value=1024 (repeatable)")
+    ap.add_argument("--memory", action="store_true", help="Redis memory by key kind after queueing")
     ap.add_argument("--profile", action="store_true", help="list the commands the scripts run, by time")
     args = ap.parse_args()
     if not shutil.which("redis-server"):
