@@ -194,7 +194,24 @@ class Bench:
         print("redis memory per queued command: %.0f B (of which payload %.0f B)" % (queued / total, payload / total))
         if a.profile:
             self.profile(done)
+            self.prelude()
         return 0 if done == total else 1
+
+    def prelude(self, calls=20000):
+        """Cost of the helper prelude (lib.lua) that every script call runs before its own code."""
+        with open(os.path.join(LUA, "lib.lua")) as f:
+            lib = f.read()
+        out = []
+        for text in ("return 1", lib + "\nreturn 1"):
+            sha = self.r.script_load(text)
+            self.r.config_resetstat()
+            p = self.r.pipeline(transaction=False)
+            for _ in range(calls):
+                p.evalsha(sha, 0, PREFIX, self.now(), RETENTION)
+            p.execute()
+            out.append(self.r.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+        print("script prelude: an empty script %.1f usec/call, the same with lib.lua before it %.1f usec/call"
+              % tuple(out))
 
     def memory_breakdown(self, n):
         """MEMORY USAGE of every key after the accepts, summed by key kind (the part after the prefix)."""
