@@ -172,7 +172,7 @@ class Bench:
             for sh in range(a.shards):
                 ents = self.r.xrange("%snt:%d" % (PREFIX, sh), count=100)
                 while ents:
-                    deletes.append(("outbox", [PREFIX, self.now(), RETENTION, str(sh)] + [e[0].decode() for e in ents]))
+                    deletes.append(("outbox", [PREFIX, self.now(), RETENTION, str(sh), ents[-1][0].decode()]))
                     self.measured("outbox", [deletes.pop()])
                     ents = self.r.xrange("%snt:%d" % (PREFIX, sh), count=100)
         elapsed = time.time() - t0

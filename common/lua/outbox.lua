@@ -1,17 +1,12 @@
 -- outbox: removes notifications of one shard that have been published.
--- ARGV[4..]: shard, then the stream ids published: always the oldest entries of the outbox, in order
--- (the owner publishes from the head and stops at the first failure). Returns the number still waiting.
-local sh = ARGV[4]
+-- ARGV[4..]: shard, id of the last entry published. The owner publishes from the head of the outbox
+-- in order and stops at the first failure, so everything up to that id was published; entries added
+-- since carry larger ids. Returns the number still waiting.
+local sh, last = ARGV[4], ARGV[5]
 local k = k_outbox(sh)
-if #ARGV >= 5 then
-  -- Everything up to the last published id goes in one trim: entries added since carry larger ids.
-  local ms, seq = string.match(ARGV[#ARGV], '^(%d+)-(%d+)$')
-  if ms then
-    redis.call('XTRIM', k, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
-  else
-    for i = 5, #ARGV do redis.call('XDEL', k, ARGV[i]) end
-  end
-end
+local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+if not ms then return redis.error_reply('ERR outbox: bad stream id ' .. last) end
+redis.call('XTRIM', k, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
 local left = redis.call('XLEN', k)
 if left == 0 then
   redis.call('DEL', k)

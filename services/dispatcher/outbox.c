@@ -72,20 +72,18 @@ static void batch_settled(batch_t *b)
         batch_free(b);
         return;
     }
+    /* The published entries are the oldest of the outbox, so the last id names them all: one
+     * argument, whatever the batch size (a script takes a bounded number of arguments). */
     const dr_settings_t *cfg = &d->node.cfg;
-    const char **argv = dr_malloc(sizeof(char *) * (size_t)(b->nids + 4));
     char now_s[24], ret_s[24], sh_s[16];
     dispatcher_base_args(d, now_s, ret_s);
     snprintf(sh_s, sizeof(sh_s), "%u", b->shard);
-    argv[0] = cfg->redis_prefix;
-    argv[1] = now_s;
-    argv[2] = ret_s;
-    argv[3] = sh_s;
-    for (int i = 0; i < b->nids; i++)
-        argv[4 + i] = b->ids[i];
-    int rc = dr_redis_eval(d->node.redis, d->s_outbox, on_removed, b, b->nids + 4, argv, NULL);
-    free(argv);
+    const char *argv[] = {cfg->redis_prefix, now_s, ret_s, sh_s, b->ids[b->nids - 1]};
+    int rc = dr_redis_eval(d->node.redis, d->s_outbox, on_removed, b, (int)(sizeof(argv) / sizeof(argv[0])), argv,
+                           NULL);
     if (rc != 0) {
+        dr_log(DR_LOG_WARNING, "event=outbox_trim_not_sent shard=%u error=\"%s\" action=publish_again", b->shard,
+               dr_strerror(rc));
         d->shards[b->shard].draining = 0;
         d->active--;
         batch_free(b);
