@@ -27,6 +27,9 @@ typedef struct {
     atomic_int busy;      /* callbacks processing a message right now */
     atomic_int parked;    /* callbacks holding a message that must not be acknowledged */
     atomic_int deferred;  /* receipt acks queued for the loop and not yet stored */
+    struct deferred_ack *acks_waiting, *acks_waiting_tail; /* loop thread: receipt acks without a slot */
+    int acks_in_flight;   /* loop thread: receipt acks sent to Redis and not yet answered */
+    int acks_pumping;     /* loop thread: pump_deferred is running */
     int released;         /* parked callbacks may return: MQTT is disconnected */
     uv_timer_t stop_timer;
     int64_t stop_deadline;
@@ -93,6 +96,9 @@ void ingress_run_job(void *arg);
  * stores it synchronously). dev and ack are copied. A queued ack that cannot be stored is dropped
  * and counted (ack_dropped): the message stays in flight and is re-sent. */
 int ingress_defer_ack(ingress_t *in, const char *dev, size_t dev_len, const dr_ack_t *ack);
+
+/* store.c: frees receipt acks still waiting after the loop ended (counted as ack_dropped). */
+void ingress_free_deferred(ingress_t *in);
 
 /* mqtt_in.c: tells a producer about rejected input on producer/error/{producerDeviseId}. Only from
  * the MQTT message callback: the loop never calls into paho while that callback may be blocked. */

@@ -134,6 +134,7 @@ int main(int argc, char **argv)
         goto fail;
 
     dr_node_run(&in->node);
+    ingress_free_deferred(in);
     lanes_dispose(in);
     dr_node_dispose(&in->node);
     auth_dispose(in);

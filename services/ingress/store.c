@@ -282,30 +282,75 @@ void ingress_run_job(void *arg)
 /* Bound on queued receipt acks: past it the paho thread stores acks synchronously again, which slows
  * the broker down instead of growing memory without limit. */
 #define MAX_DEFERRED_ACKS 10000
+/* Acks sent to Redis at once. Enough for many to share one fsync; few enough that the last of them
+ * is answered long before redis.timeout_ms even on a slow Redis (thousands at once made the
+ * connection time out and drop every ack in flight). */
+#define MAX_ACKS_IN_FLIGHT 128
 
-typedef struct {
+struct deferred_ack {
     ingress_t *in;
+    struct deferred_ack *next; /* FIFO of acks waiting for a slot (loop thread) */
     dr_ack_t ack;
     char dev[];
-} deferred_ack_t;
+};
+
+static void pump_deferred(ingress_t *in);
 
 static void deferred_done(void *data, const store_result_t *res)
 {
-    deferred_ack_t *a = data;
+    struct deferred_ack *a = data;
     ingress_t *in = a->in;
     if (res->err != 0) {
         dr_metrics_inc(DR_M_ACK_DROPPED);
         dr_log(DR_LOG_VERBOSE, "event=ack_dropped id=%lld device=\"%s\" error=\"%s\" repair=resend",
                (long long)a->ack.id, a->dev, dr_strerror(res->err));
     }
+    in->acks_in_flight--;
     atomic_fetch_sub(&in->deferred, 1);
     free(a);
+    pump_deferred(in);
+}
+
+/* Sends waiting acks while fewer than MAX_ACKS_IN_FLIGHT are in flight. Loop thread. Not re-entered
+ * when an ack completes at once (Redis down): the running loop goes on instead of recursing. */
+static void pump_deferred(ingress_t *in)
+{
+    if (in->acks_pumping)
+        return;
+    in->acks_pumping = 1;
+    while (in->acks_waiting != NULL && in->acks_in_flight < MAX_ACKS_IN_FLIGHT) {
+        struct deferred_ack *a = in->acks_waiting;
+        in->acks_waiting = a->next;
+        if (in->acks_waiting == NULL)
+            in->acks_waiting_tail = NULL;
+        in->acks_in_flight++;
+        store_ack(a->in, a->dev, a->ack.id, a->ack.status, deferred_done, a); /* may complete at once */
+    }
+    in->acks_pumping = 0;
+}
+
+void ingress_free_deferred(ingress_t *in)
+{
+    while (in->acks_waiting != NULL) {
+        struct deferred_ack *a = in->acks_waiting;
+        in->acks_waiting = a->next;
+        dr_metrics_inc(DR_M_ACK_DROPPED);
+        free(a);
+    }
+    in->acks_waiting_tail = NULL;
 }
 
 static void run_deferred(void *arg)
 {
-    deferred_ack_t *a = arg;
-    store_ack(a->in, a->dev, a->ack.id, a->ack.status, deferred_done, a);
+    struct deferred_ack *a = arg;
+    ingress_t *in = a->in;
+    a->next = NULL;
+    if (in->acks_waiting_tail)
+        in->acks_waiting_tail->next = a;
+    else
+        in->acks_waiting = a;
+    in->acks_waiting_tail = a;
+    pump_deferred(in);
 }
 
 int ingress_defer_ack(ingress_t *in, const char *dev, size_t dev_len, const dr_ack_t *ack)
@@ -314,7 +359,7 @@ int ingress_defer_ack(ingress_t *in, const char *dev, size_t dev_len, const dr_a
         atomic_fetch_sub(&in->deferred, 1);
         return DR_EBUSY;
     }
-    deferred_ack_t *a = dr_malloc(sizeof(*a) + dev_len + 1);
+    struct deferred_ack *a = dr_malloc(sizeof(*a) + dev_len + 1);
     a->in = in;
     a->ack = *ack;
     memcpy(a->dev, dev, dev_len);
