@@ -5,6 +5,7 @@
 #include <nats/nats.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dr/bus.h"
@@ -90,15 +91,38 @@ static void on_closed(natsConnection *nc, void *closure)
     atomic_store(&b->closed, 1);
 }
 
+/* Gives nats.c the server list. natsOptions_SetURL takes a single URL (a comma-separated list there
+ * becomes one unusable URL), so a list is split at the commas, blanks trimmed, and passed to
+ * natsOptions_SetServers. */
+static natsStatus set_servers(natsOptions *o, const char *list)
+{
+    if (strchr(list, ',') == NULL)
+        return natsOptions_SetURL(o, list);
+    char *copy = dr_strdup(list);
+    const char *urls[64];
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok != NULL && n < 64;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        if (*tok != '\0')
+            urls[n++] = tok;
+    }
+    natsStatus s = n > 0 ? natsOptions_SetServers(o, urls, n) : NATS_INVALID_ARG;
+    free(copy);
+    return s;
+}
+
 int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, char *err)
 {
     dr_bus_t *b = dr_calloc(1, sizeof(*b));
     b->loop = loop;
     natsStatus s = natsOptions_Create(&b->opts);
-    if (s == NATS_OK) {
-        /* nats.c accepts a comma-separated list in SetURL. */
-        s = natsOptions_SetURL(b->opts, opt->url);
-    }
+    if (s == NATS_OK)
+        s = set_servers(b->opts, opt->url);
     if (s == NATS_OK && opt->user && opt->user[0])
         s = natsOptions_SetUserInfo(b->opts, opt->user, opt->password ? opt->password : "");
     if (s == NATS_OK && opt->name)

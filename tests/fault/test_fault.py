@@ -324,11 +324,9 @@ class NatsNotUsed(AssertionError):
 
 @pytest.mark.R11b
 @pytest.mark.parametrize("urls", [
-    # nats.url lists every member, as docs/configuration.md documents. Fails today: FINDINGS.md F1 (the whole
-    # comma-separated string reaches nats.c as one URL, so no node ever connects). strict: once F1 is fixed this
-    # passes, pytest reports XPASS as a failure, and the marker must go.
-    pytest.param("all", marks=pytest.mark.xfail(strict=True, raises=NatsNotUsed,
-                                                 reason="FINDINGS.md F1: comma-separated nats.url never connects")),
+    # nats.url lists every member, as docs/configuration.md documents (FINDINGS.md F1: this once never
+    # connected, because the whole comma-separated string reached nats.c as one URL).
+    "all",
     # nats.url names one member; nats.c learns the others from the cluster (INFO connect_urls), and the member
     # killed below is that seed, since every node is connected to it.
     "seed",
