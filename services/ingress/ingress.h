@@ -30,6 +30,7 @@ typedef struct {
     struct deferred_ack *acks_waiting, *acks_waiting_tail; /* loop thread: receipt acks without a slot */
     int acks_in_flight;   /* loop thread: receipt acks sent to Redis and not yet answered */
     int acks_pumping;     /* loop thread: pump_deferred is running */
+    struct recent_ack *recent_acks; /* loop thread: receipt acks seen recently (store.c) */
     int released;         /* parked callbacks may return: MQTT is disconnected */
     uv_timer_t stop_timer;
     int64_t stop_deadline;
@@ -97,7 +98,8 @@ void ingress_run_job(void *arg);
  * and counted (ack_dropped): the message stays in flight and is re-sent. */
 int ingress_defer_ack(ingress_t *in, const char *dev, size_t dev_len, const dr_ack_t *ack);
 
-/* store.c: frees receipt acks still waiting after the loop ended (counted as ack_dropped). */
+/* store.c: frees receipt acks still waiting after the loop ended (counted as ack_dropped) and the
+ * cache of recent ones. */
 void ingress_free_deferred(ingress_t *in);
 
 /* mqtt_in.c: tells a producer about rejected input on producer/error/{producerDeviseId}. Only from

@@ -296,10 +296,56 @@ struct deferred_ack {
 
 static void pump_deferred(ingress_t *in);
 
+/* Receipt acks seen recently, by (device, id): a direct-mapped cache of RECENT_SLOTS. Once a DELIVERED
+ * ack for a message is stored (or on its way), another one for it can change nothing, so a repeat is
+ * counted as ignored without a script call. Devices answer every re-send, and when acks back up
+ * (thousands of devices reconnecting) each late ack makes a re-send and each re-send another ack:
+ * skipping the repeats keeps that from feeding on itself. An ack that could not be stored leaves the
+ * cache, so the next one is tried. A collision only evicts: the next repeat goes to Redis. */
+#define RECENT_SLOTS 16384
+
+struct recent_ack {
+    int64_t id;
+    char *dev; /* owned; NULL: empty slot */
+};
+
+static struct recent_ack *recent_slot(ingress_t *in, const char *dev, int64_t id)
+{
+    if (in->recent_acks == NULL)
+        in->recent_acks = dr_calloc(RECENT_SLOTS, sizeof(struct recent_ack));
+    uint64_t h = dr_fnv1a64(dev, strlen(dev), (uint64_t)id);
+    return &in->recent_acks[h & (RECENT_SLOTS - 1)];
+}
+
+/* 1 when the same receipt ack was seen recently (a repeat); otherwise remembers it and returns 0. */
+static int recent_seen(ingress_t *in, const char *dev, int64_t id)
+{
+    struct recent_ack *r = recent_slot(in, dev, id);
+    if (r->dev != NULL && r->id == id && strcmp(r->dev, dev) == 0)
+        return 1;
+    free(r->dev);
+    r->dev = dr_strdup(dev);
+    r->id = id;
+    return 0;
+}
+
+static void recent_forget(ingress_t *in, const char *dev, int64_t id)
+{
+    struct recent_ack *r = recent_slot(in, dev, id);
+    if (r->dev != NULL && r->id == id && strcmp(r->dev, dev) == 0) {
+        free(r->dev);
+        r->dev = NULL;
+    }
+}
+
 static void deferred_done(void *data, const store_result_t *res)
 {
     struct deferred_ack *a = data;
     ingress_t *in = a->in;
+    if (res->err != 0 || (res->result != RES_STORED && res->result != RES_IGNORED)) {
+        /* Not stored, or refused (unknown id, wrong device): a repeat is tried and counted again. */
+        recent_forget(in, a->dev, a->ack.id);
+    }
     if (res->err != 0) {
         dr_metrics_inc(DR_M_ACK_DROPPED);
         dr_log(DR_LOG_VERBOSE, "event=ack_dropped id=%lld device=\"%s\" error=\"%s\" repair=resend",
@@ -331,6 +377,10 @@ static void pump_deferred(ingress_t *in)
 
 void ingress_free_deferred(ingress_t *in)
 {
+    for (int i = 0; in->recent_acks != NULL && i < RECENT_SLOTS; i++)
+        free(in->recent_acks[i].dev);
+    free(in->recent_acks);
+    in->recent_acks = NULL;
     while (in->acks_waiting != NULL) {
         struct deferred_ack *a = in->acks_waiting;
         in->acks_waiting = a->next;
@@ -344,6 +394,13 @@ static void run_deferred(void *arg)
 {
     struct deferred_ack *a = arg;
     ingress_t *in = a->in;
+    if (recent_seen(in, a->dev, a->ack.id)) {
+        dr_metrics_inc(DR_M_ACK_IGNORED);
+        dr_log(DR_LOG_VERBOSE, "event=ack_ignored id=%lld device=\"%s\" reason=repeat", (long long)a->ack.id, a->dev);
+        atomic_fetch_sub(&in->deferred, 1);
+        free(a);
+        return;
+    }
     a->next = NULL;
     if (in->acks_waiting_tail)
         in->acks_waiting_tail->next = a;
