@@ -342,8 +342,13 @@ static void deferred_done(void *data, const store_result_t *res)
 {
     struct deferred_ack *a = data;
     ingress_t *in = a->in;
-    if (res->err != 0 || (res->result != RES_STORED && res->result != RES_IGNORED)) {
-        /* Not stored, or refused (unknown id, wrong device): a repeat is tried and counted again. */
+    /* Only an ack that leaves the message past NOT_DELIVERED makes its repeats no-ops. One that was not
+     * stored, was refused (unknown id, wrong device) or came before the message was sent (still
+     * pending) leaves the cache: its repeat is tried and counted again. */
+    int settled = res->err == 0 && (res->result == RES_STORED ||
+                                     (res->result == RES_IGNORED && strcmp(res->status, "NOT_DELIVERED") != 0 &&
+                                      strcmp(res->status, "UNKNOWN") != 0));
+    if (!settled) {
         recent_forget(in, a->dev, a->ack.id);
     }
     if (res->err != 0) {

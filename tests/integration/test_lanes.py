@@ -124,3 +124,22 @@ def test_kill9_of_ingress_ends_its_lanes(stack):
     roundtrip(stack, "kill")
     wait_until(lambda: all(lane_pids(ing).get(k) not in (None, pids[k]) for k in (1, 2)), 15,
                msg="lanes were not started again")
+
+
+def test_early_receipt_ack_does_not_hide_the_real_one(stack):
+    """Lane 0 answers repeated receipt acks from a cache. An ack that arrives before its message was sent
+    is ignored by Redis and must not be cached: the device's real ack after the send has to count."""
+    dev = stack.device("dev-early", auto_ack=True)
+    stack.dispatcher.stop()
+    prod = stack.producer("0")
+    prod.send("dev-early", command="early")
+    wait_until(lambda: stack.seq() > 0 and stack.status(stack.seq()) == "NOT_DELIVERED", 15,
+               msg="message not stored")
+    mid = stack.seq()
+    before = stack.metric("ack_ignored")
+    dev.ack(mid)  # guessed before any send: ignored
+    stack.wait_metric("ack_ignored", before + 1, 10)
+    assert stack.status(mid) == "NOT_DELIVERED"
+    stack.dispatcher.start()
+    dev.wait_for(mid, 30)
+    stack.wait_status(mid, "DELIVERED", 15)
