@@ -264,6 +264,15 @@ err:
     return NULL;
 }
 
+/* Undoes the bookkeeping of a command that could not be handed to its transport. Returns -2. */
+static int send_failed(lt_producers_t *ps, producer_t *p, int64_t k)
+{
+    atomic_fetch_sub(&p->inflight, 1);
+    atomic_store(&ps->s->rec[k].sent_us, 0);
+    atomic_fetch_add(&ps->s->c.send_errors, 1);
+    return -2;
+}
+
 int lt_producers_send(lt_producers_t *ps, int64_t k)
 {
     producer_t *p = &ps->p[k % ps->n];
@@ -273,12 +282,8 @@ int lt_producers_send(lt_producers_t *ps, int64_t k)
         /* Counted before the hand-over: the answer may come before lt_rest_submit() returns. */
         atomic_fetch_add(&p->inflight, 1);
         atomic_store(&ps->s->rec[k].sent_us, lt_now_us());
-        if (lt_rest_submit(p->rest, k) != 0) {
-            atomic_fetch_sub(&p->inflight, 1);
-            atomic_store(&ps->s->rec[k].sent_us, 0);
-            atomic_fetch_add(&ps->s->c.send_errors, 1);
-            return -2;
-        }
+        if (lt_rest_submit(p->rest, k) != 0)
+            return send_failed(ps, p, k);
         atomic_fetch_add(&ps->s->c.sent, 1);
         return 0;
     }
@@ -303,10 +308,7 @@ int lt_producers_send(lt_producers_t *ps, int64_t k)
     free(body); /* paho copied it */
     if (rc != MQTTASYNC_SUCCESS) {
         free(c);
-        atomic_fetch_sub(&p->inflight, 1);
-        atomic_store(&ps->s->rec[k].sent_us, 0);
-        atomic_fetch_add(&ps->s->c.send_errors, 1);
-        return -2;
+        return send_failed(ps, p, k);
     }
     atomic_fetch_add(&ps->s->c.sent, 1);
     return 0;
