@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dr/codec.h"
+#include "dr/topic.h"
 #include "dr/err.h"
 #include "dr/mem.h"
 #include "dr/shard.h"
@@ -27,14 +28,7 @@ static int fail(dr_codec_err_t *err, const char *code, const char *fmt, ...)
 
 int dr_codec_check_id(const char *s, size_t len, size_t max)
 {
-    if (len == 0 || len > max)
-        return DR_EINVAL;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '/' || c == '+' || c == '#')
-            return DR_EINVAL;
-    }
-    return 0;
+    return dr_topic_check_level(s, len, max);
 }
 
 /* Reads an optional integer member; 0 = absent or null, 1 = present, -1 = wrong type. */

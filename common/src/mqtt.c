@@ -23,6 +23,7 @@
 #include "dr/log.h"
 #include "dr/mem.h"
 #include "dr/mqtt.h"
+#include "dr/topic.h"
 
 #define MAX_SUBS 8
 
@@ -337,6 +338,8 @@ void dr_mqtt_start(dr_mqtt_t *m)
 int dr_mqtt_publish(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos, dr_mqtt_pub_cb *cb,
                     void *data)
 {
+    if (dr_topic_check_name(topic, strlen(topic)) != 0)
+        return DR_EINVAL; /* the broker would drop the whole connection for it */
     if (!atomic_load(&m->connected) || m->closing)
         return DR_EUNAVAIL;
     pub_t *p = dr_calloc(1, sizeof(*p));
@@ -373,6 +376,8 @@ int dr_mqtt_publish(dr_mqtt_t *m, const char *topic, const void *payload, size_t
 
 int dr_mqtt_publish_now(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos)
 {
+    if (dr_topic_check_name(topic, strlen(topic)) != 0)
+        return DR_EINVAL;
     if (!atomic_load(&m->connected))
         return DR_EUNAVAIL;
     MQTTAsync_message msg = MQTTAsync_message_initializer;

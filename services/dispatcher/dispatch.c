@@ -34,6 +34,28 @@ static void on_published(void *data, int err)
         dr_metrics_inc(DR_M_PUBLISH_FAILED); /* the message is re-sent at its retry time */
 }
 
+static void on_refused(dr_redis_t *r, redisReply *reply, int err, void *data)
+{
+    (void)r;
+    (void)data;
+    if (err != 0)
+        dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"%s\" action=retry_at_next_send",
+               reply && reply->str ? reply->str : dr_strerror(err));
+}
+
+/* Ends a message whose send no broker would accept as FAILED (history event "refused"). */
+static void refuse_send(dispatcher_t *d, const char *id)
+{
+    dr_metrics_inc(DR_M_SEND_REFUSED);
+    dr_log(DR_LOG_WARNING, "event=send_refused id=%s reason=\"device id is not a valid topic level\" action=failed", id);
+    const dr_settings_t *cfg = &d->node.cfg;
+    char now_s[24], ret_s[24];
+    dispatcher_base_args(d, now_s, ret_s);
+    const char *argv[] = {cfg->redis_prefix, now_s, ret_s, id, "", "FAILED", "refused"};
+    if (dr_redis_eval(d->node.redis, d->s_cancel, on_refused, NULL, 7, argv, NULL) != 0)
+        dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"redis unavailable\" action=retry_at_next_send");
+}
+
 static void send_one(dispatcher_t *d, const redisReply *const *f)
 {
     char topic[256];
@@ -42,7 +64,15 @@ static void send_one(dispatcher_t *d, const redisReply *const *f)
     int64_t id = strtoll(f[1]->str, NULL, 10);
     long long att = f[5]->type == REDIS_REPLY_INTEGER ? f[5]->integer : strtoll(f[5]->str, NULL, 10);
     char *body = dr_codec_encode_consumer(id, g, f[3]->str, dr_now_ms(), f[4]->len ? f[4]->str : NULL);
-    if (dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_published, NULL) != 0)
+    int rc = dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_published, NULL);
+    if (rc == DR_EINVAL) {
+        /* The device id is no valid topic level (stored before input was checked this strictly): no
+         * broker would take the send, and trying would cost us the connection. The message fails. */
+        free(body);
+        refuse_send(d, f[1]->str);
+        return;
+    }
+    if (rc != 0)
         dr_metrics_inc(DR_M_PUBLISH_FAILED);
     dr_metrics_inc(att > 1 ? DR_M_RESENT : DR_M_SENT);
     dr_log(DR_LOG_VERBOSE, "event=%s id=%lld device=\"%s\" attempt=%lld", att > 1 ? "resent" : "sent", (long long)id,

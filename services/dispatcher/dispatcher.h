@@ -19,7 +19,7 @@ typedef struct {
 typedef struct {
     dr_node_t node;
     dr_mqtt_t *mqtt;
-    dr_redis_script_t *s_dispatch, *s_lease, *s_outbox;
+    dr_redis_script_t *s_dispatch, *s_lease, *s_outbox, *s_cancel;
     shard_t *shards;
     uint32_t nshards;
     uint32_t owned;

@@ -103,6 +103,7 @@ int main(int argc, char **argv)
     d->s_dispatch = dr_redis_add_script(d->node.redis, "dispatch", dr_script_dispatch);
     d->s_lease = dr_redis_add_script(d->node.redis, "lease", dr_script_lease);
     d->s_outbox = dr_redis_add_script(d->node.redis, "outbox", dr_script_outbox);
+    d->s_cancel = dr_redis_add_script(d->node.redis, "cancel", dr_script_cancel);
 
     char subject[128];
     /* Publishes only, so a clean session: everything to re-send is in Redis. */

@@ -143,7 +143,7 @@ static void publish_entry(dispatcher_t *d, batch_t *b, int idx, const redisReply
         if (dr_status_is_extended(status))
             return; /* cannot happen: only messages with Drover-only fields expire or fail */
     }
-    char topic[192];
+    char topic[256];
     snprintf(topic, sizeof(topic), "producer/response/%s", pd);
     char *body = dr_codec_encode_producer(strtoll(id, NULL, 10), 1, strtoll(tmp, NULL, 10), status);
     entry_ref_t *ref = dr_malloc(sizeof(*ref));
@@ -151,7 +151,17 @@ static void publish_entry(dispatcher_t *d, batch_t *b, int idx, const redisReply
     ref->i = idx;
     b->ok[idx] = -1;
     b->pending++;
-    if (dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_notified, ref) != 0) {
+    int rc = dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_notified, ref);
+    if (rc == DR_EINVAL) {
+        /* A producer id no broker accepts in a topic (stored before input was checked this strictly):
+         * publishing it would cost us the connection, and keeping it would stall the shard. */
+        free(ref);
+        b->ok[idx] = 1;
+        b->pending--;
+        dr_metrics_inc(DR_M_NOTIFY_REFUSED);
+        dr_log(DR_LOG_WARNING, "event=notification_refused id=%s shard=%u reason=\"producer id is not a valid topic level\" action=skipped",
+               id, b->shard);
+    } else if (rc != 0) {
         free(ref);
         b->ok[idx] = 0;
         b->pending--;

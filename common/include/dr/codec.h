@@ -60,8 +60,8 @@ uint64_t dr_producer_msg_fingerprint(const dr_producer_msg_t *m, const char *dev
 /* Parses an ack. Returns 0, or DR_EINVAL with err filled (code BAD_JSON, BAD_ID or BAD_STATUS). */
 int dr_codec_parse_ack(const char *buf, size_t len, dr_ack_t *out, dr_codec_err_t *err);
 
-/* Checks a device id (or producer id) taken from a topic: 1..max bytes, no '/', '+', '#', control
- * characters or NUL. Returns 0 or DR_EINVAL. */
+/* Checks a device id (or producer id) that becomes a topic level: 1..max bytes of UTF-8 a broker
+ * accepts, without '/', '+' or '#' (dr_topic_check_level). Returns 0 or DR_EINVAL. */
 int dr_codec_check_id(const char *s, size_t len, size_t max);
 
 /* Encoders return a heap string (caller frees) of the exact wire form:

@@ -28,6 +28,8 @@
     X(FAILED, "failed")                                                                                   \
     X(NOTIFIED, "notified")                     /* status notifications published */                      \
     X(PUBLISH_FAILED, "publish_failed")         /* MQTT publishes that failed or timed out */             \
+    X(NOTIFY_REFUSED, "notify_refused")         /* notification to a topic no broker accepts: skipped */  \
+    X(SEND_REFUSED, "send_refused")             /* send to a topic no broker accepts: message FAILED */   \
     X(REDIS_ERRORS, "redis_errors")                                                                       \
     X(FENCED, "fenced")                         /* script refused: lease lost */                          \
     X(BUS_DROPPED, "bus_dropped")               /* NATS events not sent (bus down) */

@@ -50,14 +50,15 @@ void dr_mqtt_on_state(dr_mqtt_t *m, dr_mqtt_state_cb *cb, void *data);
  * connection; paho reconnects after that). Loop thread. */
 void dr_mqtt_start(dr_mqtt_t *m);
 
-/* Publishes (not retained). Loop thread. Returns 0 (cb, if any, is called once) or DR_EUNAVAIL when
- * not connected (cb not called). topic and payload are copied by paho before returning. */
+/* Publishes (not retained). Loop thread. Returns 0 (cb, if any, is called once), DR_EINVAL for a topic
+ * a broker would refuse (dr_topic_check_name; the connection is never put at risk for it) or
+ * DR_EUNAVAIL when not connected (cb not called in either case). topic and payload are copied by paho before returning. */
 int dr_mqtt_publish(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos, dr_mqtt_pub_cb *cb,
                     void *data);
 
 /* Publishes without completion tracking. Unlike dr_mqtt_publish it may be called from inside the
  * message callback (paho's thread), which is the only safe place to publish while that callback is
- * blocked: the loop must never call into paho then. Returns 0 or DR_EUNAVAIL. */
+ * blocked: the loop must never call into paho then. Returns 0, DR_EINVAL or DR_EUNAVAIL. */
 int dr_mqtt_publish_now(dr_mqtt_t *m, const char *topic, const void *payload, size_t len, int qos);
 
 int dr_mqtt_connected(const dr_mqtt_t *m);
