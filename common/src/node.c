@@ -97,26 +97,6 @@ void dr_node_set_callbacks(dr_node_t *n, int period_ms, dr_node_cb *cron, dr_nod
     uv_timer_start(&n->cron, on_cron, (uint64_t)period_ms, (uint64_t)period_ms);
 }
 
-int dr_node_mqtt_open(dr_node_t *n, const char *role, int clean_session, dr_mqtt_t **out)
-{
-    char client_id[128], err[DR_ERR_LEN];
-    snprintf(client_id, sizeof(client_id), "drover-%s-%s", role, n->cfg.node_id);
-    dr_mqtt_options_t mo = {
-        .url = n->cfg.mqtt_url,
-        .client_id = client_id,
-        .username = n->cfg.mqtt_username,
-        .password = n->cfg.mqtt_password,
-        .keepalive_s = (int)n->cfg.mqtt_keepalive_s,
-        .clean_session = clean_session,
-        .publish_timeout_ms = 10000,
-    };
-    if (dr_mqtt_open(&n->loop, &mo, out, err) != 0) {
-        fprintf(stderr, "drover-%s: %s\n", n->service, err);
-        return 1;
-    }
-    return 0;
-}
-
 void dr_node_run(dr_node_t *n)
 {
     uv_run(n->loop.uv, UV_RUN_DEFAULT);

@@ -24,6 +24,7 @@ enum { ST_DISCONNECTED, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSED };
 struct dr_redis_script {
     const char *name;
     const char *body;
+    int library;       /* a function library (FUNCTION LOAD), not a script */
     char sha[41];
     dr_redis_script_t *next;
 };
@@ -199,9 +200,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
         send_argv(r, handshake_step, NULL, 2, argv, NULL);
     }
     for (dr_redis_script_t *s = r->scripts; s; s = s->next) {
-        const char *argv[] = {"SCRIPT", "LOAD", s->body};
         r->handshake_left++;
-        send_argv(r, handshake_step, s, 3, argv, NULL);
+        if (s->library) {
+            const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", s->body};
+            send_argv(r, handshake_step, s, 4, argv, NULL);
+        } else {
+            const char *argv[] = {"SCRIPT", "LOAD", s->body};
+            send_argv(r, handshake_step, s, 3, argv, NULL);
+        }
     }
     if (r->handshake_left == 0) {
         const char *argv[] = {"PING"};
@@ -269,16 +275,6 @@ dr_redis_t *dr_redis_new(dr_loop_t *loop, const dr_redis_options_t *opt)
     return r;
 }
 
-dr_redis_script_t *dr_redis_add_script(dr_redis_t *r, const char *name, const char *body)
-{
-    dr_redis_script_t *s = dr_calloc(1, sizeof(*s));
-    s->name = name;
-    s->body = body;
-    s->next = r->scripts;
-    r->scripts = s;
-    return s;
-}
-
 void dr_redis_on_state(dr_redis_t *r, dr_redis_state_cb *cb, void *data)
 {
     r->state_cb = cb;
@@ -305,7 +301,8 @@ typedef struct {
 static void on_eval(dr_redis_t *r, redisReply *reply, int err, void *data)
 {
     eval_ctx_t *e = data;
-    if (err == DR_EREDIS && reply && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+    if (err == DR_EREDIS && reply &&
+        (strncmp(reply->str, "NOSCRIPT", 8) == 0 || strncmp(reply->str, "ERR Function not found", 22) == 0)) {
         dr_log(DR_LOG_WARNING, "event=redis_noscript action=reconnect_and_reload");
         if (r->state == ST_READY) {
             set_state(r, ST_HANDSHAKE);
@@ -316,32 +313,49 @@ static void on_eval(dr_redis_t *r, redisReply *reply, int err, void *data)
     free(e);
 }
 
-int dr_redis_eval(dr_redis_t *r, dr_redis_script_t *s, dr_redis_cb *cb, void *data, int argc, const char **argv,
-                  const size_t *lens)
+void dr_redis_add_library(dr_redis_t *r, const char *name, const char *body)
+{
+    dr_redis_script_t *s = dr_calloc(1, sizeof(*s));
+    s->name = name;
+    s->body = body;
+    s->library = 1;
+    s->next = r->scripts;
+    r->scripts = s;
+}
+
+int dr_redis_fcall(dr_redis_t *r, dr_redis_cb *cb, void *data, const char *fn, int nkeys, const char **keys, int nargs,
+                   const char **args, const size_t *arglens)
 {
     if (r->state != ST_READY || r->ctx == NULL)
         return DR_EUNAVAIL;
-    enum { MAXARGS = 64 };
-    const char *av[MAXARGS + 3];
-    size_t al[MAXARGS + 3];
-    if (argc > MAXARGS)
+    if (nkeys < 0 || nargs < 0)
         return DR_EINVAL;
-    av[0] = "EVALSHA";
-    al[0] = 7;
-    av[1] = s->sha;
-    al[1] = 40;
-    av[2] = "0";
-    al[2] = 1;
-    for (int i = 0; i < argc; i++) {
-        av[i + 3] = argv[i];
-        al[i + 3] = lens ? lens[i] : strlen(argv[i]);
+    int argc = 3 + nkeys + nargs;
+    const char **av = dr_malloc((size_t)argc * sizeof(*av));
+    size_t *al = dr_malloc((size_t)argc * sizeof(*al));
+    char nk[16];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    av[0] = "FCALL";
+    av[1] = fn;
+    av[2] = nk;
+    for (int i = 0; i < 3; i++)
+        al[i] = strlen(av[i]);
+    for (int i = 0; i < nkeys; i++) {
+        av[3 + i] = keys[i];
+        al[3 + i] = strlen(keys[i]);
+    }
+    for (int i = 0; i < nargs; i++) {
+        av[3 + nkeys + i] = args[i];
+        al[3 + nkeys + i] = arglens ? arglens[i] : strlen(args[i]);
     }
     eval_ctx_t *e = dr_malloc(sizeof(*e));
     e->cb = cb;
     e->data = data;
-    int rc = send_argv(r, on_eval, e, argc + 3, av, al);
+    int rc = send_argv(r, on_eval, e, argc, av, al);
     if (rc != 0)
         free(e);
+    free(av);
+    free(al);
     return rc;
 }
 

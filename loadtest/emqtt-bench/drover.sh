@@ -10,9 +10,11 @@
 #   LIMIT (commands per producer, 1000), EMQTT_BENCH (emqtt_bench)
 #
 # emqtt-bench devices only subscribe (they cannot answer with the received message id), so Drover keeps
-# re-sending every command after dispatch.ack_timeout_ms: the "produce" numbers measure durable
-# acceptance (the ingress PUBACKs a command only after Redis stored it) and first delivery, not the full
-# cycle. drover-load measures the full cycle.
+# re-sending every command after dispatch.ack_timeout_ms. The "produce" numbers are the broker's PUBACKs:
+# MQTT acknowledges hop by hop, so the broker answers the producer at once, before Drover has the
+# command; they measure the broker, not durable acceptance (that is the NOT_DELIVERED status message
+# Drover publishes once the command is stored). The "devices" numbers are first deliveries. drover-load
+# measures the receipt and the full cycle.
 set -euo pipefail
 B=${EMQTT_BENCH:-emqtt_bench}
 H=${MQTT_HOST:-127.0.0.1} P=${MQTT_PORT:-1883}

@@ -3,7 +3,8 @@
 # disconnected before the producers start), then every device reconnects at once. Reports the time
 # from the reconnect until every command reached its device and was acknowledged, against the
 # pacing-optimal time ((commands per device - 1) x dispatch.interval_ms). The raw broker baseline runs
-# first: there the broker itself holds the backlog in the sessions and drains it without pacing.
+# after each Drover phase (3 repetitions unless repeat=1): there the broker itself holds the backlog in
+# the sessions and drains it without pacing.
 # Usage: loadtest/scenarios/backlog.sh [drover-load key=value ...]
 source "$(dirname "$0")/lib.sh"
 INTERVAL=${LT_INTERVAL:-2000}

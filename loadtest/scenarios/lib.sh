@@ -7,7 +7,12 @@
 #   LT_KEEP=1    keep the temporary directory (logs, configs) after the run
 #   LT_INGRESS=N, LT_DISPATCHERS=M   run N ingress and M dispatcher nodes (default 1 each)
 #   LT_JSON      append every phase summary as a JSON line to this file
-#   LT_LISTPACK_VALUE  Redis hash-max-listpack-value (default 1024, as drover-local; Redis's own is 64)
+#   LT_FSYNC, LT_LISTPACK_VALUE  override Redis appendfsync / hash-max-listpack-value for comparisons
+#                (Redis otherwise runs with deploy/local/redis-common.conf, as drover-local does)
+#
+# drover-load is told the PIDs of every server and Drover process (cpu.pids) and counts broker
+# messages over Mosquitto's $SYS tree (sys_interval 1 here), so each phase reports CPU per command
+# and broker messages per command.
 #
 # Every process started here is remembered by PID and stopped by PID in the EXIT trap: nothing is
 # killed by name, so a scenario can run next to other stacks on the same machine.
@@ -18,7 +23,9 @@ LT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${DROVER_BIN:-$LT_ROOT/build/release/bin}
 LT_DIR=$(mktemp -d /tmp/drover-lt.XXXXXX)
 LT_PIDS=()
-REDIS_PID= INGRESS_PID= DISPATCHER_PID=
+REDIS_PID= NATS_PID= MOSQUITTO_PID= INGRESS_PID= DISPATCHER_PID=
+LT_CPU_PIDS=() # name=pid of every process whose CPU drover-load accounts
+LT_REDIS_CONF=$LT_ROOT/deploy/local/redis-common.conf
 
 for b in drover-ingress drover-dispatcher drover-load; do
     [[ -x $BIN/$b ]] || { echo "lt: $BIN/$b not found; build first or set DROVER_BIN" >&2; exit 2; }
@@ -26,6 +33,7 @@ done
 for b in redis-server redis-cli nats-server mosquitto mosquitto_passwd; do
     command -v "$b" >/dev/null || { echo "lt: $b is not installed" >&2; exit 2; }
 done
+[[ -r $LT_REDIS_CONF ]] || { echo "lt: $LT_REDIS_CONF not found" >&2; exit 2; }
 
 lt_cleanup() {
     local rc=$? pid i
@@ -63,20 +71,24 @@ lt_wait_port() {
 
 lt_secret() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
-# lt_start_servers: redis-server (AOF, appendfsync always, as in production), nats-server and mosquitto
-# (password file, no anonymous access).
+# lt_start_servers: redis-server with the configuration drover-local ships (deploy/local/redis-common.conf:
+# AOF with appendfsync always, as in production), nats-server and mosquitto (password file, no anonymous
+# access, $SYS counters every second).
 lt_start_servers() {
     REDIS_PORT=$(lt_port) NATS_PORT=$(lt_port) MQTT_PORT=$(lt_port)
     REDIS_PW=$(lt_secret) NATS_PW=$(lt_secret) SVC_PW=$(lt_secret) DEV_PW=$(lt_secret) PROD_PW=$(lt_secret)
     mkdir -p "$LT_DIR/redis" "$LT_DIR/mq"
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$LT_DIR/redis" --appendonly yes \
-        --appendfsync "${LT_FSYNC:-always}" --save '' --requirepass "$REDIS_PW" \
-        --hash-max-listpack-value "${LT_LISTPACK_VALUE:-1024}" \
-        --logfile "$LT_DIR/redis.log" &
+    local redis_over=()
+    [[ -n ${LT_FSYNC:-} ]] && redis_over+=(--appendfsync "$LT_FSYNC")
+    [[ -n ${LT_LISTPACK_VALUE:-} ]] && redis_over+=(--hash-max-listpack-value "$LT_LISTPACK_VALUE")
+    redis-server "$LT_REDIS_CONF" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$LT_DIR/redis" \
+        --requirepass "$REDIS_PW" --logfile "$LT_DIR/redis.log" "${redis_over[@]}" &
     REDIS_PID=$!
     LT_PIDS+=("$REDIS_PID")
+    LT_CPU_PIDS+=("redis=$REDIS_PID")
     nats-server -a 127.0.0.1 -p "$NATS_PORT" --user drover --pass "$NATS_PW" -l "$LT_DIR/nats.log" &
-    LT_PIDS+=($!)
+    NATS_PID=$!
+    LT_PIDS+=("$NATS_PID")
     mosquitto_passwd -c -b "$LT_DIR/mq/pw" svc "$SVC_PW" 2>/dev/null
     mosquitto_passwd -b "$LT_DIR/mq/pw" dev "$DEV_PW" 2>/dev/null
     mosquitto_passwd -b "$LT_DIR/mq/pw" prod "$PROD_PW" 2>/dev/null
@@ -91,6 +103,7 @@ persistence false
 max_queued_messages 1000000
 max_inflight_messages ${LT_MQ_INFLIGHT:-100}
 max_connections -1
+sys_interval 1
 log_dest stderr
 log_type error
 log_type warning
@@ -99,6 +112,7 @@ EOF
     mosquitto -c "$LT_DIR/mq/mosquitto.conf" 2>"$LT_DIR/mosquitto.log" &
     MOSQUITTO_PID=$!
     LT_PIDS+=("$MOSQUITTO_PID")
+    LT_CPU_PIDS+=("nats=$NATS_PID" "mosquitto=$MOSQUITTO_PID")
     lt_wait_port "$REDIS_PORT"
     lt_wait_port "$NATS_PORT"
     lt_wait_port "$MQTT_PORT"
@@ -129,17 +143,21 @@ EOF
     "$BIN/drover-ingress" -c "$LT_DIR/drover.conf" --node.id=lt-in1 2>"$LT_DIR/ingress.log" &
     INGRESS_PID=$!
     LT_PIDS+=("$INGRESS_PID")
+    LT_CPU_PIDS+=("ingress=$INGRESS_PID")
     "$BIN/drover-dispatcher" -c "$LT_DIR/drover.conf" --node.id=lt-dp1 2>"$LT_DIR/dispatcher.log" &
     DISPATCHER_PID=$!
     LT_PIDS+=("$DISPATCHER_PID")
+    LT_CPU_PIDS+=("dispatcher=$DISPATCHER_PID")
     local i
     for ((i = 2; i <= ${LT_INGRESS:-1}; i++)); do
         "$BIN/drover-ingress" -c "$LT_DIR/drover.conf" --node.id=lt-in$i 2>"$LT_DIR/ingress-$i.log" &
         LT_PIDS+=("$!")
+        LT_CPU_PIDS+=("ingress=$!")
     done
     for ((i = 2; i <= ${LT_DISPATCHERS:-1}; i++)); do
         "$BIN/drover-dispatcher" -c "$LT_DIR/drover.conf" --node.id=lt-dp$i 2>"$LT_DIR/dispatcher-$i.log" &
         LT_PIDS+=("$!")
+        LT_CPU_PIDS+=("dispatcher=$!")
     done
     for _ in $(seq 100); do
         grep -q 'event=shards_owned' "$LT_DIR/dispatcher.log" 2>/dev/null &&
@@ -151,10 +169,12 @@ EOF
     return 1
 }
 
-# lt_load [key=value ...]: drover-load against this stack.
+# lt_load [key=value ...]: drover-load against this stack, accounting the CPU of every process started
+# here and the broker's messages.
 lt_load() {
     local args=(--mqtt.url="tcp://127.0.0.1:$MQTT_PORT" --device.user=dev --device.password="$DEV_PW"
-        --producer.user=prod --producer.password="$PROD_PW")
+        --producer.user=prod --producer.password="$PROD_PW" --broker.sys_interval_s=1)
+    args+=(--cpu.pids="$(IFS=,; echo "${LT_CPU_PIDS[*]}")")
     [[ -n ${LT_JSON:-} ]] && args+=(--json="$LT_JSON")
     local kv
     for kv in "$@"; do args+=("--$kv"); done
@@ -163,17 +183,53 @@ lt_load() {
 
 lt_redis() { redis-cli -p "$REDIS_PORT" -a "$REDIS_PW" --no-auth-warning "$@"; }
 
-# Resident set size and peak RSS (kB) of a process, and its CPU seconds so far.
+# Resident set size and peak RSS (kB) of a process.
 lt_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 lt_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-lt_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
-# One line with the CPU time of every server, to see which one limited a run.
+# lt_cpu_s PID...: CPU seconds (user + sys) so far of the processes and everything below them (the
+# ingress's lane processes), children already reaped included.
+lt_cpu_s() {
+    python3 - "$@" <<'EOF'
+import os, sys
+roots = {int(p) for p in sys.argv[1:]}
+hz = os.sysconf("SC_CLK_TCK")
+procs = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            f = open("/proc/%s/stat" % d).read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        procs[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]))
+total = 0
+for pid, (ppid, ticks) in procs.items():
+    p = pid
+    for _ in range(64):
+        if p in roots:
+            total += ticks
+            break
+        if p not in procs:
+            break
+        p = procs[p][0]
+print("%.1f" % (total / hz))
+EOF
+}
+
+# One line with the CPU seconds of every server and Drover process tree since it started (set-up and
+# every phase), to see which one limited a run. drover-load's summaries give the same per phase and
+# per command, without the set-up.
 lt_cpu_report() {
-    printf 'cpu seconds: redis %s, mosquitto %s, ingress %s, dispatcher %s\n' \
-        "$(lt_cpu_s "$REDIS_PID")" "$(lt_cpu_s "$MOSQUITTO_PID")" \
-        "$( [[ -n $INGRESS_PID ]] && lt_cpu_s "$INGRESS_PID" || echo -)" \
-        "$( [[ -n $DISPATCHER_PID ]] && lt_cpu_s "$DISPATCHER_PID" || echo -)"
+    local name ing=() disp=() kv
+    for kv in "${LT_CPU_PIDS[@]}"; do
+        name=${kv%%=*}
+        [[ $name == ingress ]] && ing+=("${kv#*=}")
+        [[ $name == dispatcher ]] && disp+=("${kv#*=}")
+    done
+    printf 'cpu seconds since start: redis %s, nats %s, mosquitto %s, ingress %s, dispatcher %s\n' \
+        "$(lt_cpu_s "$REDIS_PID")" "$(lt_cpu_s "$NATS_PID")" "$(lt_cpu_s "$MOSQUITTO_PID")" \
+        "$( ((${#ing[@]})) && lt_cpu_s "${ing[@]}" || echo -)" \
+        "$( ((${#disp[@]})) && lt_cpu_s "${disp[@]}" || echo -)"
 }
 
 # Drover's own counters (the metrics hashes), for the record.

@@ -1,14 +1,17 @@
 /* drover-load: private header shared by the files of the load generator.
  *
  * DESIGN
- * One run is one or two phases ("raw" baseline, then "drover"). A phase runs in its own process, the
+ * One run is one or more phases ("drover" and "raw" baseline; mode=both repeats the pair, mode=latency
+ * runs two Drover phases, the second at half the first one's rate). A phase runs in its own process, the
  * phase coordinator, which forks the device workers before it creates any paho client (paho starts
  * threads, and a fork after that would copy locked mutexes), then connects the producers itself.
  * Everything the processes must share lives in one MAP_SHARED region created before the forks: the
  * counters of the progress line, one record per command (indexed by the command number, which is
  * also the producer's tmpId) and the measured pacing intervals. Timestamps are wall-clock
  * microseconds because they are compared across processes on the same machine.
- * The top-level process never touches paho; it only orders the phases and prints the ratio.
+ * The top-level process never touches paho; it only orders the phases and prints the comparisons.
+ * Around its sending, a phase also samples the CPU of the named processes (cpu.c) and the broker's
+ * $SYS counters (broker.c), so every phase reports both per full cycle.
  */
 #ifndef DR_LOAD_H
 #define DR_LOAD_H
@@ -18,14 +21,24 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "http.h"
-
 /* ---- options ------------------------------------------------------------------------------------ */
 
-enum { LT_MODE_DROVER = 1, LT_MODE_RAW = 2, LT_MODE_BOTH = 3 };
+enum { LT_MODE_DROVER = 1, LT_MODE_RAW = 2, LT_MODE_BOTH = 3, LT_MODE_LATENCY = 4 };
+
+/* Process groups whose CPU a phase accounts (cpu.pids), plus the load tool itself. */
+#define LT_CPU_GROUPS 8
+#define LT_CPU_PIDS 32
 
 typedef struct {
-    char *mode;              /* "drover", "raw" or "both" */
+    int ngroups;                        /* named groups from cpu.pids; "load tool" is group ngroups */
+    char name[LT_CPU_GROUPS][16];
+    int npids;
+    pid_t pid[LT_CPU_PIDS];             /* roots: each counts with every process below it */
+    int group[LT_CPU_PIDS];
+} lt_cpu_set_t;
+
+typedef struct {
+    char *mode;              /* "drover", "raw", "both" or "latency" */
     char *mqtt_url;          /* loopback only */
     char *dev_user, *dev_password;
     char *prod_user, *prod_password;
@@ -58,12 +71,20 @@ typedef struct {
     int64_t rest_retries;    /* per command, after 429, 503, a timeout or a connection error */
     char *json;              /* optional summary file */
     int64_t wait_accept_only;/* 1: end the phase once every command is accepted (memory runs) */
+    int64_t repeat;          /* repetitions of each phase; 0 = 3 for mode=both, else 1 */
+    int64_t raw_duration_s;  /* mode=both, as fast as accepted: raw sending time; 0 = the Drover phase's */
+    int64_t raw_commands;    /* ... and the most commands that raw phase may send */
+    char *cpu_pids;          /* "name=pid,..." of the server processes whose CPU is accounted */
+    int64_t sys_interval_s;  /* the broker's sys_interval: count its messages over $SYS; 0 = off */
     /* derived */
     int mode_bits;
     int workers;
     int rest;                /* 1: producer.transport=rest */
-    lt_http_target_t rest_target;
+    int raw_by_time;         /* this raw phase sends for duration_s, up to commands (see raw.duration_s) */
+    char rest_origin[64];    /* "http://127.0.0.1:PORT" (always an address, never a name) */
+    char rest_base[128];     /* path prefix without a trailing '/', "" for none */
     char rest_bearer[256];   /* the key actually used (from rest.key or rest.key_file) */
+    lt_cpu_set_t cpu;        /* parsed cpu.pids */
 } lt_opts_t;
 
 /* Loads options from argv (and DR_* environment, as every Drover binary). Returns 0 or -1 with a
@@ -99,11 +120,24 @@ typedef struct {
     _Atomic int64_t reconnect_us; /* backlog: when devices were told to connect */
 } lt_counters_t;
 
+/* Latency paths of the summary, send = publish handed to paho (or the first write of a REST request). */
+enum { LT_L_SEND_ACC, LT_L_SEND_DEV, LT_L_ACC_DEV, LT_L_ACC_NOTIF, LT_L_DEV_NOTIF, LT_L_ACC_DONE, LT_L_COUNT };
+
 /* Results of one phase, filled by the coordinator for the top-level process. */
 typedef struct {
     int valid;
     double acc_rate, dev_rate, ack_rate;
+    double steady_rate;         /* DELIVERED (raw: answers) between 10 % and 90 % of them, per second */
+    double run_s;               /* first send to the end of the phase */
     int64_t accepted, delivered, notified;
+    double p50_ms[LT_L_COUNT], p99_ms[LT_L_COUNT];
+    int have_cpu;
+    double cpu_s[LT_CPU_GROUPS + 1];  /* per cpu.pids group, then the load tool */
+    double cpu_us[LT_CPU_GROUPS + 1]; /* the same per full cycle */
+    double drover_cpu_us;       /* redis + ingress + dispatcher + nats per full cycle */
+    int have_broker;
+    double pub_per_cmd, pkt_per_cmd; /* broker PUBLISH packets (in + out), all packets, per full cycle */
+    double pub_rate;            /* broker PUBLISH packets (in + out) per second over the phase */
 } lt_result_t;
 
 typedef struct {
@@ -170,21 +204,65 @@ typedef struct {
     void *data;
 } lt_rest_cb_t;
 
-/* Checks once that o->rest_target answers and accepts the key. Returns 0, or -1 with a message on
- * stderr. Blocks for at most rest.timeout_ms. */
+/* Parses rest.url ("http://HOST[:PORT][/base]", HOST 127.0.0.1, localhost or [::1]; no name is
+ * looked up) into o->rest_origin and o->rest_base. Returns 0, or -1 with a sentence in err. */
+int lt_rest_url_parse(lt_opts_t *o, char *err, size_t errlen);
+
+/* Checks once that the REST API answers and accepts the key. Returns 0, or -1 with a message on
+ * stderr. Blocks for at most rest.timeout_ms. curl_global_init() must have run. */
 int lt_rest_check(const lt_opts_t *o);
 
-/* Starts o->rest_conns connection threads for the producer producer_id (copied); o and s are
- * borrowed and must outlive the transport. Never returns NULL. */
-lt_rest_t *lt_rest_open(const lt_opts_t *o, lt_shm_t *s, const char *producer_id, lt_rest_cb_t cb);
+/* Starts the REST transport of n producers: one thread running a libuv loop (dr/loop.h) that drives
+ * a libcurl multi handle. ids[i] (copied) names producer i and cbs[i] (copied) receives its
+ * verdicts. o and s are borrowed and must outlive the transport. Returns NULL (message on stderr)
+ * when the thread or libcurl cannot start. curl_global_init() must have run. */
+lt_rest_t *lt_rest_open(const lt_opts_t *o, lt_shm_t *s, int n, char *const *ids, const lt_rest_cb_t *cbs);
 
-/* Queues command k for the next free connection. Any thread. Returns 0, or -1 when o->window
- * commands are already queued. */
-int lt_rest_submit(lt_rest_t *r, int64_t k);
+/* Queues command k of producer i; it goes out as soon as one of the producer's rest.conns request
+ * slots is free. Any thread. The caller bounds what is queued (producer.window). Returns 0, or -1
+ * when the transport is stopping (no callback then). */
+int lt_rest_submit(lt_rest_t *r, int i, int64_t k);
 
 /* Stops at once: queued commands and requests in progress are abandoned, no callback runs after it
- * returns. Joins the threads and frees. NULL is fine. */
+ * returns. Joins the thread and frees. Not on the transport's thread. NULL is fine. */
 void lt_rest_close(lt_rest_t *r);
+
+/* ---- CPU and broker accounting (cpu.c, broker.c) --------------------------------------------------- */
+
+/* Parses cpu.pids ("name=pid,name=pid,..."; a name may repeat, its processes are then summed) into
+ * o->cpu. Returns 0, or -1 with a sentence in err. */
+int lt_cpu_parse(lt_opts_t *o, char *err, size_t errlen);
+
+/* CPU ticks (user + sys of the whole process tree below each root, including reaped children) per
+ * group, the load tool (the tree below self) last. */
+typedef struct {
+    int64_t ticks[LT_CPU_GROUPS + 1];
+} lt_cpu_sample_t;
+
+/* Reads /proc once and fills out. self: the root of the load tool's own processes. */
+void lt_cpu_sample(const lt_opts_t *o, pid_t self, lt_cpu_sample_t *out);
+
+/* Seconds of one tick (1 / sysconf(_SC_CLK_TCK)). */
+double lt_cpu_tick_s(void);
+
+/* Broker counters from $SYS, corrected for the $SYS messages sent to the tool itself. */
+typedef struct {
+    int64_t pub_in, pub_out;            /* PUBLISH packets received and sent by the broker */
+    int64_t pkt_in, pkt_out;            /* packets of any type */
+} lt_broker_count_t;
+
+typedef struct lt_broker lt_broker_t;
+
+/* Connects one MQTT client (producer credentials) subscribed to the broker's $SYS counters.
+ * Returns NULL when o->sys_interval_s is 0, or (message on stderr) when it cannot subscribe. */
+lt_broker_t *lt_broker_open(const lt_opts_t *o, const char *client_id);
+
+/* Waits for the first $SYS update computed after this call (at most 3 sys intervals) and returns
+ * the counters then. Returns 0, or -1 when no update came. */
+int lt_broker_sample(lt_broker_t *b, lt_broker_count_t *out);
+
+/* Disconnects and frees. NULL is fine. */
+void lt_broker_close(lt_broker_t *b);
 
 /* Runs one phase in the current process (the coordinator) and exits with its status. */
 void lt_phase_run(const lt_opts_t *o, int mode, lt_shm_t *s) __attribute__((noreturn));
@@ -194,11 +272,26 @@ void lt_phase_run(const lt_opts_t *o, int mode, lt_shm_t *s) __attribute__((nore
 /* One progress line on stderr. t0_us: start of sending. */
 void lt_report_progress(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us);
 
-/* Final summary on stdout (and the JSON file when configured); fills s->res. */
-void lt_report_summary(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us, int64_t t_end_us);
+/* What a phase measured around the run: CPU samples at the first send and at the end, and the
+ * broker's counters before the first send and after the end (have_broker 0 when not counted). */
+typedef struct {
+    lt_cpu_sample_t cpu0, cpu1;
+    int have_broker;
+    lt_broker_count_t b0, b1;
+} lt_usage_t;
 
-/* Prints the Drover/baseline ratio of a two-phase run. */
+/* Final summary on stdout (and the JSON file when configured); fills s->res. u may be NULL. */
+void lt_report_summary(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us, int64_t t_end_us,
+                       const lt_usage_t *u);
+
+/* Prints the Drover/baseline ratio of one repetition of mode=both. */
 void lt_report_ratio(const lt_opts_t *o, const lt_result_t *raw, const lt_result_t *drv);
+
+/* Prints median, min and max over n repetitions of mode=both, and the broker ceiling. */
+void lt_report_repeats(const lt_opts_t *o, const lt_result_t *raw, const lt_result_t *drv, int n);
+
+/* Prints the half-load figures of mode=latency: probe = the rate run, half = the run at half its rate. */
+void lt_report_latency(const lt_opts_t *o, const lt_result_t *probe, const lt_result_t *half);
 
 static inline const char *lt_mode_name(int mode)
 {

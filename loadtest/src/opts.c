@@ -45,12 +45,12 @@ static int read_key_file(const char *path, char *out, size_t size)
 static int rest_opts(lt_opts_t *o)
 {
     char err[DR_ERR_LEN];
-    if (o->mode_bits != LT_MODE_DROVER) {
-        fprintf(stderr, "drover-load: producer.transport=rest needs mode=drover (the raw baseline publishes "
-                        "straight to the broker and has no REST path)\n");
+    if (o->mode_bits != LT_MODE_DROVER && o->mode_bits != LT_MODE_LATENCY) {
+        fprintf(stderr, "drover-load: producer.transport=rest needs mode=drover or latency (the raw baseline "
+                        "publishes straight to the broker and has no REST path)\n");
         return -1;
     }
-    if (lt_http_target_parse(o->rest_url, &o->rest_target, err, sizeof(err)) != 0) {
+    if (lt_rest_url_parse(o, err, sizeof(err)) != 0) {
         fprintf(stderr, "drover-load: option 'rest.url': %s\n", err);
         return -1;
     }
@@ -84,7 +84,12 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
 {
     memset(o, 0, sizeof(*o));
     const dr_config_opt_t t[] = {
-        {"mode", DR_CFG_STR, 1, 16, "both", F(mode), 0, "drover, raw (broker-only baseline) or both (raw, then drover)"},
+        {"mode", DR_CFG_STR, 1, 16, "both", F(mode), 0, "drover, raw (broker-only baseline), both (drover, then raw; repeated) or latency (full-cycle rate, then half of it)"},
+        {"repeat", DR_CFG_INT, 0, 50, "0", F(repeat), 0, "repetitions of each phase; 0 = 3 for mode=both, else 1"},
+        {"raw.duration_s", DR_CFG_INT, 0, 3600, "0", F(raw_duration_s), 0, "mode=both, as fast as accepted: raw sending time; 0 = as long as the Drover phase ran (at least 5 s)"},
+        {"raw.commands", DR_CFG_INT, 1, 5000000, "1000000", F(raw_commands), 0, "mode=both, as fast as accepted: most commands of a raw phase"},
+        {"cpu.pids", DR_CFG_STR, 0, 1024, "", F(cpu_pids), 0, "name=pid,... of processes whose CPU (with their children's) is reported per command"},
+        {"broker.sys_interval_s", DR_CFG_INT, 0, 3600, "0", F(sys_interval_s), 0, "the broker's sys_interval: count its messages over $SYS; 0 = off"},
         {"mqtt.url", DR_CFG_STR, 1, 256, "tcp://127.0.0.1:1883", F(mqtt_url), 0, "broker URL (loopback only)"},
         {"device.user", DR_CFG_STR, 0, 255, "", F(dev_user), 0, "MQTT user name of the simulated devices"},
         {"device.password", DR_CFG_STR, 0, 255, "", F(dev_password), DR_CFG_SECRET, "their password"},
@@ -114,7 +119,7 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
         {"payload", DR_CFG_INT, 0, 60000, "64", F(payload), 0, "bytes of padding in each command's data"},
         {"duration_s", DR_CFG_INT, 1, 3600, "60", F(duration_s), 0, "longest sending time per phase"},
         {"drain_s", DR_CFG_INT, 0, 3600, "30", F(drain_s), 0, "longest wait for outstanding work after sending"},
-        {"timeout_s", DR_CFG_INT, 5, 7200, "600", F(timeout_s), 0, "hard limit of the whole run"},
+        {"timeout_s", DR_CFG_INT, 0, 7200, "0", F(timeout_s), 0, "hard limit of the whole run; 0 = (duration_s + drain_s + 120) per phase, at most 7200"},
         {"interval_ms", DR_CFG_INT, 0, 86400000, "0", F(interval_ms), 0, "dispatch.interval_ms of the Drover under test"},
         {"progress_ms", DR_CFG_INT, 100, 60000, "1000", F(progress_ms), 0, "period of the progress line"},
         {"json", DR_CFG_STR, 0, 1024, "", F(json), 0, "also write the summary as JSON lines to this file"},
@@ -137,8 +142,25 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
         o->mode_bits = LT_MODE_RAW;
     else if (strcmp(o->mode, "both") == 0)
         o->mode_bits = LT_MODE_BOTH;
+    else if (strcmp(o->mode, "latency") == 0)
+        o->mode_bits = LT_MODE_LATENCY;
     else {
-        fprintf(stderr, "drover-load: option 'mode': '%s' is not drover, raw or both\n", o->mode);
+        fprintf(stderr, "drover-load: option 'mode': '%s' is not drover, raw, both or latency\n", o->mode);
+        return -1;
+    }
+    if (o->repeat == 0)
+        o->repeat = o->mode_bits == LT_MODE_BOTH ? 3 : 1;
+    if (o->mode_bits == LT_MODE_LATENCY && o->repeat != 1) {
+        fprintf(stderr, "drover-load: mode=latency runs once (repeat=1)\n");
+        return -1;
+    }
+    if (o->timeout_s == 0) {
+        int64_t phases = o->repeat * (o->mode_bits == LT_MODE_BOTH || o->mode_bits == LT_MODE_LATENCY ? 2 : 1);
+        int64_t limit = phases * (o->duration_s + o->drain_s + 120);
+        o->timeout_s = limit > 7200 ? 7200 : limit;
+    }
+    if (lt_cpu_parse(o, err, sizeof(err)) != 0) {
+        fprintf(stderr, "drover-load: option 'cpu.pids': %s\n", err);
         return -1;
     }
     if (!loopback_url(o->mqtt_url)) {

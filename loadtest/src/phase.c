@@ -1,6 +1,9 @@
 /* One phase (raw baseline or Drover): the coordinator process. It forks the device workers, waits
  * until their devices are connected, sends the commands at the configured rate, waits (bounded) for
  * the outstanding deliveries and notifications, stops the workers and prints the summary.
+ * Around the sending it samples the CPU of the processes named in cpu.pids and of its own process
+ * tree (at the first send and at the end, so connection set-up is left out), and the broker's $SYS
+ * message counters (before the first send and after the last answer).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -164,6 +167,13 @@ void lt_phase_run(const lt_opts_t *o, int mode, lt_shm_t *s)
         stop_workers(&ph);
         _exit(1);
     }
+    lt_usage_t u;
+    memset(&u, 0, sizeof(u));
+    char sys_id[48];
+    snprintf(sys_id, sizeof(sys_id), "%s-sys", o->prefix);
+    lt_broker_t *broker = lt_broker_open(o, sys_id);
+    u.have_broker = broker != NULL && lt_broker_sample(broker, &u.b0) == 0;
+    lt_cpu_sample(o, getpid(), &u.cpu0);
     atomic_store(&s->c.phase, LT_PH_RUN);
     ph.t0 = lt_now_us();
     ph.next_progress = ph.t0 + o->progress_ms * 1000;
@@ -186,10 +196,16 @@ void lt_phase_run(const lt_opts_t *o, int mode, lt_shm_t *s)
         wait_until(&ph, sent, t_sent + o->drain_s * 1000000);
     }
     int64_t t_end = lt_now_us();
+    lt_cpu_sample(o, getpid(), &u.cpu1);
     lt_report_progress(o, mode, s, ph.t0);
+    if (u.have_broker && lt_broker_sample(broker, &u.b1) != 0) {
+        fprintf(stderr, "drover-load: no $SYS update from the broker after the run; broker messages not counted\n");
+        u.have_broker = 0;
+    }
+    lt_broker_close(broker);
     lt_producers_close(ps);
     stop_workers(&ph);
-    lt_report_summary(o, mode, s, ph.t0, t_end);
+    lt_report_summary(o, mode, s, ph.t0, t_end, &u);
     free(ph.pids);
     fflush(stdout);
     _exit(0);

@@ -9,7 +9,8 @@
  * With producer.transport=rest the commands go through rest.c instead (POST
  * /v1/devices/{id}/messages, accepted = the 201 answer), with the same birth certificate, so the MQTT
  * connection is still there for DELIVERED and COMPLETED. The NOT_DELIVERED receipt that follows over
- * MQTT is then only counted, and its id checked against the answer's.
+ * MQTT is then only counted, and its id checked against the answer's. One transport (one libcurl
+ * loop thread) serves all producers of a phase.
  *
  * DESIGN
  * Each producer keeps a window of unaccepted commands (producer.window), which is what makes "as fast
@@ -33,7 +34,6 @@ typedef struct {
     char id[48];
     _Atomic int64_t inflight;   /* sent, not yet accepted or rejected */
     _Atomic int up;             /* 1 subscribed, -1 failed */
-    lt_rest_t *rest;            /* producer.transport=rest */
 } producer_t;
 
 struct lt_producers {
@@ -42,6 +42,7 @@ struct lt_producers {
     lt_shm_t *s;
     producer_t *p;
     int n;
+    lt_rest_t *rest;            /* producer.transport=rest: one transport for all producers */
 };
 
 typedef struct {
@@ -252,11 +253,17 @@ lt_producers_t *lt_producers_open(const lt_opts_t *o, int mode, lt_shm_t *s)
     }
     /* Subscribed first, so no status of an early command can be missed. */
     if (o->rest) {
-        lt_rest_cb_t cb = {.accepted = on_rest_accepted, .failed = on_rest_failed};
+        char **ids = dr_calloc((size_t)ps->n, sizeof(char *));
+        lt_rest_cb_t *cbs = dr_calloc((size_t)ps->n, sizeof(lt_rest_cb_t));
         for (int i = 0; i < ps->n; i++) {
-            cb.data = &ps->p[i];
-            ps->p[i].rest = lt_rest_open(o, s, ps->p[i].id, cb);
+            ids[i] = ps->p[i].id;
+            cbs[i] = (lt_rest_cb_t){.accepted = on_rest_accepted, .failed = on_rest_failed, .data = &ps->p[i]};
         }
+        ps->rest = lt_rest_open(o, s, ps->n, ids, cbs);
+        free(ids);
+        free(cbs);
+        if (ps->rest == NULL)
+            goto err;
     }
     return ps;
 err:
@@ -278,11 +285,11 @@ int lt_producers_send(lt_producers_t *ps, int64_t k)
     producer_t *p = &ps->p[k % ps->n];
     if (atomic_load(&p->inflight) >= ps->o->window)
         return -1;
-    if (p->rest != NULL) {
+    if (ps->rest != NULL) {
         /* Counted before the hand-over: the answer may come before lt_rest_submit() returns. */
         atomic_fetch_add(&p->inflight, 1);
         atomic_store(&ps->s->rec[k].sent_us, lt_now_us());
-        if (lt_rest_submit(p->rest, k) != 0)
+        if (lt_rest_submit(ps->rest, (int)(k % ps->n), k) != 0)
             return send_failed(ps, p, k);
         atomic_fetch_add(&ps->s->c.sent, 1);
         return 0;
@@ -318,9 +325,8 @@ void lt_producers_close(lt_producers_t *ps)
 {
     if (ps == NULL)
         return;
-    /* REST first: its threads report into the producers freed below. */
-    for (int i = 0; i < ps->n; i++)
-        lt_rest_close(ps->p[i].rest);
+    /* REST first: its thread reports into the producers freed below. */
+    lt_rest_close(ps->rest);
     for (int i = 0; i < ps->n; i++) {
         producer_t *p = &ps->p[i];
         if (p->cli == NULL)

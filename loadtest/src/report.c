@@ -1,9 +1,12 @@
-/* Reporting: the progress line while a phase runs, the summary at its end (rates, latency
- * percentiles, duplicates, losses, pacing) and the Drover/baseline ratio of a two-phase run.
+/* Reporting of one phase: the progress line while it runs, the summary at its end (rates, latency
+ * percentiles, duplicates, losses, pacing, CPU per process and broker messages). Comparisons of
+ * several phases are in compare.c.
  *
  * Rates are counts divided by the time from the first send to the last event of that kind, so a run
- * that ends early because all work is done is not diluted by idle time. Percentiles are exact (the
- * samples are sorted), which is affordable for the bounded command counts of a run.
+ * that ends early because all work is done is not diluted by idle time; the steady full-cycle rate
+ * also leaves out the first and the last 10 % of answers (windows filling, stragglers). Percentiles
+ * are exact (the samples are sorted), which is affordable for the bounded command counts of a run.
+ * CPU and broker messages are divided by the full cycles (answers at the producer) of the phase.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -83,13 +86,12 @@ static void lat_print(FILE *f, const lat_t *l)
 
 /* ---- summary ------------------------------------------------------------------------------------- */
 
-enum { L_SEND_ACC, L_ACC_DEV, L_ACC_NOTIF, L_DEV_NOTIF, L_ACC_DONE, L_COUNT };
-
 typedef struct {
     int64_t sent, accepted, online_accepted, at_device, notified, completed;
     int64_t missing_dev, missing_notif, never_accepted, mismatch;
     int64_t last_acc, last_dev, last_notif;
-    lat_t lat[L_COUNT];
+    double steady;              /* answers per second between the 10th and the 90th percentile answer */
+    lat_t lat[LT_L_COUNT];
 } tally_t;
 
 static void add(lat_t *l, int64_t x)
@@ -97,15 +99,28 @@ static void add(lat_t *l, int64_t x)
     l->s.v[l->s.n++] = x;
 }
 
+/* The full-cycle rate without the start (windows filling) and the end (the last stragglers): the
+ * answers between the 10th and the 90th percentile of answer times, over that time. */
+static double steady_rate(int64_t *times, int64_t n)
+{
+    if (n < 20)
+        return 0;
+    qsort(times, (size_t)n, sizeof(int64_t), cmp64);
+    int64_t a = n / 10, b = n - 1 - n / 10;
+    return times[b] > times[a] ? (double)(b - a) * 1e6 / (double)(times[b] - times[a]) : 0;
+}
+
 static void tally(const lt_opts_t *o, lt_shm_t *s, tally_t *t)
 {
-    static const char *const names[L_COUNT] = {"send -> accepted", "accepted -> device", "accepted -> DELIVERED",
-                                               "device -> DELIVERED", "accepted -> COMPLETED"};
+    static const char *const names[LT_L_COUNT] = {"send -> accepted",      "send -> device",
+                                                  "accepted -> device",    "accepted -> DELIVERED",
+                                                  "device -> DELIVERED",   "accepted -> COMPLETED"};
     memset(t, 0, sizeof(*t));
-    for (int i = 0; i < L_COUNT; i++) {
+    for (int i = 0; i < LT_L_COUNT; i++) {
         t->lat[i].name = names[i];
         t->lat[i].s.v = dr_malloc(sizeof(int64_t) * (size_t)(s->ncmd + 1));
     }
+    int64_t *answers = dr_malloc(sizeof(int64_t) * (size_t)(s->ncmd + 1)), nanswers = 0;
     for (int64_t k = 0; k < s->ncmd; k++) {
         lt_rec_t *r = &s->rec[k];
         int64_t sent = atomic_load(&r->sent_us), acc = atomic_load(&r->acc_us), dev = atomic_load(&r->dev_us);
@@ -119,7 +134,7 @@ static void tally(const lt_opts_t *o, lt_shm_t *s, tally_t *t)
             continue;
         }
         t->accepted++;
-        add(&t->lat[L_SEND_ACC], acc - sent);
+        add(&t->lat[LT_L_SEND_ACC], acc - sent);
         t->last_acc = acc > t->last_acc ? acc : t->last_acc;
         int online = lt_device_online(o, lt_device_of(o, k));
         t->online_accepted += online;
@@ -128,7 +143,8 @@ static void tally(const lt_opts_t *o, lt_shm_t *s, tally_t *t)
             continue;
         }
         t->at_device++;
-        add(&t->lat[L_ACC_DEV], dev - acc);
+        add(&t->lat[LT_L_SEND_DEV], dev - sent);
+        add(&t->lat[LT_L_ACC_DEV], dev - acc);
         t->last_dev = dev > t->last_dev ? dev : t->last_dev;
         if (rid != 0 && did != 0 && rid != did)
             t->mismatch++;
@@ -136,17 +152,20 @@ static void tally(const lt_opts_t *o, lt_shm_t *s, tally_t *t)
             t->missing_notif += o->ack_loss_pct < 100;
         } else {
             t->notified++;
-            add(&t->lat[L_ACC_NOTIF], nt - acc);
-            add(&t->lat[L_DEV_NOTIF], nt - dev);
+            answers[nanswers++] = nt;
+            add(&t->lat[LT_L_ACC_NOTIF], nt - acc);
+            add(&t->lat[LT_L_DEV_NOTIF], nt - dev);
             t->last_notif = nt > t->last_notif ? nt : t->last_notif;
         }
         if (done != 0) {
             t->completed++;
-            add(&t->lat[L_ACC_DONE], done - acc);
+            add(&t->lat[LT_L_ACC_DONE], done - acc);
         }
     }
-    for (int i = 0; i < L_COUNT; i++)
+    for (int i = 0; i < LT_L_COUNT; i++)
         lat_finish(&t->lat[i], 1000.0);
+    t->steady = steady_rate(answers, nanswers);
+    free(answers);
 }
 
 static double rate(int64_t n, int64_t from, int64_t to)
@@ -219,8 +238,10 @@ static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, co
     fprintf(f, "throughput (commands/s): accepted %.0f, delivered %.0f, acknowledged %.0f\n",
             rate(t->accepted, t0, t->last_acc), rate(t->at_device, from, t->last_dev),
             rate(t->notified, from, t->last_notif));
+    fprintf(f, "full cycle, steady (%s between the 10th and 90th percentile of them): %.0f/s\n",
+            mode == LT_MODE_RAW ? "device answers at the producer" : "DELIVERED at the producer", t->steady);
     fprintf(f, "latency (ms)                     p50       p90       p99       max         n\n");
-    for (int i = 0; i < L_COUNT; i++)
+    for (int i = 0; i < LT_L_COUNT; i++)
         lat_print(f, &t->lat[i]);
     fprintf(f, "duplicates: re-sent ids seen by devices %" PRId64 ", duplicate notifications %" PRId64
                ", unexpected messages %" PRId64 " (devices) %" PRId64 " (producers)\n",
@@ -258,7 +279,8 @@ static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, co
     }
 }
 
-static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc, int64_t t0)
+static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc, int64_t t0,
+                       const lt_result_t *res)
 {
     FILE *f = fopen(o->json, "a");
     if (f == NULL) {
@@ -274,12 +296,24 @@ static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t 
             rate(t->accepted, t0, t->last_acc), rate(t->at_device, from, t->last_dev),
             rate(t->notified, from, t->last_notif), atomic_load(&s->c.dev_dups), t->missing_dev, t->missing_notif,
             t->never_accepted, t->mismatch);
-    static const char *const keys[L_COUNT] = {"send_acc", "acc_dev", "acc_notif", "dev_notif", "acc_done"};
-    for (int i = 0; i < L_COUNT; i++)
+    static const char *const keys[LT_L_COUNT] = {"send_acc", "send_dev", "acc_dev", "acc_notif", "dev_notif",
+                                                 "acc_done"};
+    for (int i = 0; i < LT_L_COUNT; i++)
         fprintf(f, ",\"%s_ms\":[%.2f,%.2f,%.2f,%.2f]", keys[i], t->lat[i].p50, t->lat[i].p90, t->lat[i].p99,
                 t->lat[i].max);
     fprintf(f, ",\"pacing_ms\":[%.0f,%.0f,%.0f,%.0f],\"pacing_below\":%" PRId64, pc->min, pc->p10, pc->p50, pc->max,
             pc->below);
+    fprintf(f, ",\"steady_rate\":%.1f,\"run_s\":%.2f", res->steady_rate, res->run_s);
+    if (res->have_cpu) {
+        fprintf(f, ",\"cpu_us_per_command\":{");
+        for (int g = 0; g <= o->cpu.ngroups; g++)
+            fprintf(f, "%s\"%s\":%.1f", g ? "," : "", g < o->cpu.ngroups ? o->cpu.name[g] : "load", res->cpu_us[g]);
+        fprintf(f, "},\"drover_side_cpu_us_per_command\":%.1f", res->drover_cpu_us);
+    }
+    if (res->have_broker)
+        fprintf(f, ",\"broker_publish_per_command\":%.3f,\"broker_packets_per_command\":%.3f,"
+                   "\"broker_publish_rate\":%.1f",
+                res->pub_per_cmd, res->pkt_per_cmd, res->pub_rate);
     if (o->backlog)
         fprintf(f, ",\"drain_s\":%.2f,\"drain_notified_s\":%.2f", (double)(t->last_dev - from) / 1e6,
                 (double)(t->last_notif - from) / 1e6);
@@ -300,41 +334,90 @@ static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t 
     fclose(f);
 }
 
-void lt_report_summary(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us, int64_t t_end_us)
+/* ---- CPU and broker messages ----------------------------------------------------------------------- */
+
+/* The groups that make up "Drover side": the services and the servers only Drover uses. */
+static int drover_side(const char *name)
+{
+    return strcmp(name, "redis") == 0 || strcmp(name, "ingress") == 0 || strcmp(name, "dispatcher") == 0 ||
+           strcmp(name, "nats") == 0;
+}
+
+/* Fills the CPU and broker figures of res from u, per full cycle (res->notified). */
+static void usage_figures(const lt_opts_t *o, const lt_usage_t *u, double run_s, lt_result_t *res)
+{
+    double tick = lt_cpu_tick_s(), n = (double)res->notified;
+    res->have_cpu = 1;
+    for (int g = 0; g <= o->cpu.ngroups; g++) {
+        res->cpu_s[g] = (double)(u->cpu1.ticks[g] - u->cpu0.ticks[g]) * tick;
+        res->cpu_us[g] = n > 0 ? res->cpu_s[g] * 1e6 / n : 0;
+        if (g < o->cpu.ngroups && drover_side(o->cpu.name[g]))
+            res->drover_cpu_us += res->cpu_us[g];
+    }
+    if (!u->have_broker)
+        return;
+    res->have_broker = 1;
+    double pub = (double)(u->b1.pub_in - u->b0.pub_in + u->b1.pub_out - u->b0.pub_out);
+    double pkt = (double)(u->b1.pkt_in - u->b0.pkt_in + u->b1.pkt_out - u->b0.pkt_out);
+    res->pub_per_cmd = n > 0 ? pub / n : 0;
+    res->pkt_per_cmd = n > 0 ? pkt / n : 0;
+    res->pub_rate = run_s > 0 ? pub / run_s : 0;
+}
+
+static void print_usage(FILE *f, const lt_opts_t *o, int mode, const lt_usage_t *u, const lt_result_t *res)
+{
+    fprintf(f, "cpu from the first send to the end (%.1f s; user+sys of each process tree):\n", res->run_s);
+    fprintf(f, "  %-44s %9s %12s %7s\n", "", "seconds", "us/command", "cores");
+    double side_s = 0;
+    for (int g = 0; g <= o->cpu.ngroups; g++) {
+        const char *name = g < o->cpu.ngroups ? o->cpu.name[g] : "load tool (drover-load)";
+        fprintf(f, "  %-44s %9.2f %12.0f %7.2f\n", name, res->cpu_s[g], res->cpu_us[g],
+                res->run_s > 0 ? res->cpu_s[g] / res->run_s : 0);
+        if (g < o->cpu.ngroups && drover_side(o->cpu.name[g]))
+            side_s += res->cpu_s[g];
+    }
+    if (o->cpu.ngroups > 0)
+        fprintf(f, "  %-44s %9.2f %12.0f %7.2f%s\n", "Drover side (redis+ingress+dispatcher+nats)", side_s,
+                res->drover_cpu_us, res->run_s > 0 ? side_s / res->run_s : 0,
+                mode == LT_MODE_RAW ? "  (idle: not in the raw path)" : "  (target 200 us/command)");
+    if (!u->have_broker)
+        return;
+    fprintf(f, "broker: PUBLISH packets in %" PRId64 ", out %" PRId64 " = %.2f per full cycle (%.0f/s); packets of any "
+               "type %.2f per full cycle\n",
+            u->b1.pub_in - u->b0.pub_in, u->b1.pub_out - u->b0.pub_out, res->pub_per_cmd, res->pub_rate,
+            res->pkt_per_cmd);
+}
+
+void lt_report_summary(const lt_opts_t *o, int mode, lt_shm_t *s, int64_t t0_us, int64_t t_end_us,
+                       const lt_usage_t *u)
 {
     tally_t t;
     pacing_t pc;
     tally(o, s, &t);
     pacing(o, s, &pc);
-    print_summary(stdout, o, mode, s, &t, &pc, t0_us, t_end_us);
-    if (o->json[0])
-        write_json(o, mode, s, &t, &pc, t0_us);
     int64_t from = o->backlog ? atomic_load(&s->c.reconnect_us) : t0_us;
-    s->res.valid = 1;
-    s->res.acc_rate = rate(t.accepted, t0_us, t.last_acc);
-    s->res.dev_rate = rate(t.at_device, from, t.last_dev);
-    s->res.ack_rate = rate(t.notified, from, t.last_notif);
-    s->res.accepted = t.accepted;
-    s->res.delivered = t.at_device;
-    s->res.notified = t.notified;
-    for (int i = 0; i < L_COUNT; i++)
-        free(t.lat[i].s.v);
-}
-
-void lt_report_ratio(const lt_opts_t *o, const lt_result_t *raw, const lt_result_t *drv)
-{
-    if (!raw->valid || !drv->valid) {
-        printf("\nratio: not available (a phase failed)\n");
-        return;
+    lt_result_t *res = &s->res;
+    memset(res, 0, sizeof(*res));
+    res->acc_rate = rate(t.accepted, t0_us, t.last_acc);
+    res->dev_rate = rate(t.at_device, from, t.last_dev);
+    res->ack_rate = rate(t.notified, from, t.last_notif);
+    res->steady_rate = t.steady;
+    res->run_s = (double)(t_end_us - t0_us) / 1e6;
+    res->accepted = t.accepted;
+    res->delivered = t.at_device;
+    res->notified = t.notified;
+    for (int i = 0; i < LT_L_COUNT; i++) {
+        res->p50_ms[i] = t.lat[i].p50;
+        res->p99_ms[i] = t.lat[i].p99;
     }
-    double r = raw->ack_rate > 0 ? drv->ack_rate / raw->ack_rate : 0;
-    printf("\n== Drover vs raw broker (same devices, producers and client library)\n");
-    printf("full cycle (command answered back to the producer): drover %.0f/s, raw %.0f/s, ratio %.2f "
-           "(ceiling 0.5, target >= 0.4: %s)\n",
-           drv->ack_rate, raw->ack_rate, r, r >= 0.4 ? "met" : "NOT met");
-    printf("delivered to devices: drover %.0f/s, raw %.0f/s, ratio %.2f\n", drv->dev_rate, raw->dev_rate,
-           raw->dev_rate > 0 ? drv->dev_rate / raw->dev_rate : 0);
-    if (o->rate > 0)
-        printf("note: both phases ran at the fixed producer.rate of %lld/s, so the ratio only says whether Drover "
-               "kept up; capacity ratios need producer.rate=0\n", (long long)o->rate);
+    if (u != NULL)
+        usage_figures(o, u, res->run_s, res);
+    print_summary(stdout, o, mode, s, &t, &pc, t0_us, t_end_us);
+    if (u != NULL)
+        print_usage(stdout, o, mode, u, res);
+    if (o->json[0])
+        write_json(o, mode, s, &t, &pc, t0_us, res);
+    res->valid = 1;
+    for (int i = 0; i < LT_L_COUNT; i++)
+        free(t.lat[i].s.v);
 }

@@ -1,9 +1,15 @@
 /* drover-ctl: operator command line for what the REST API does not cover yet: per-device pacing,
- * queue inspection, message status and history, and the counters of every node.
+ * queue inspection, message status and history, API keys, and the counters of every node.
  *
- * It talks to Redis directly with blocking hiredis calls (it has no event loop) and reads the same
- * configuration as the services, so `drover-ctl -c drover.conf ...` reaches the right Redis.
+ * It reads the same configuration as the services, so `drover-ctl -c drover.conf ...` reaches the
+ * right Redis. Devices and messages live in the data layout of dr/store.h, so those commands go
+ * through the same typed calls as the services (dr_store_* on a dr_redis_t and a loop of their own,
+ * run until the one answer arrived): key names and Redis functions keep a single owner. The global
+ * keys outside that layout (API keys <prefix>ak:<id>, <prefix>metrics:<node>) are read and written
+ * with blocking hiredis calls, which suits a command line tool.
  */
+#define DR_MODULE "ctl"
+
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,13 +19,20 @@
 #include "dr/apikey.h"
 #include "dr/codec.h"
 #include "dr/err.h"
+#include "dr/log.h"
+#include "dr/loop.h"
+#include "dr/redis.h"
 #include "dr/settings.h"
+#include "dr/shard.h"
+#include "dr/status.h"
+#include "dr/store.h"
 
 static const char *usage =
     "usage: drover-ctl [-c FILE] [--key=value ...] COMMAND\n"
     "commands:\n"
     "  device show DEVICE                      queue depth, in flight, scheduled, pacing, last send/ack\n"
-    "  device set DEVICE [interval_ms=N] [window=N]   per-device pacing overrides\n"
+    "  device set DEVICE [interval_ms=N] [window=N] [max_message=N]\n"
+    "                                               per-device pacing and message size overrides\n"
     "  device reset DEVICE                     remove the overrides (use the global defaults)\n"
     "  message show ID                         status, fields and full transition history\n"
     "  metrics                                 counters of every node\n"
@@ -29,6 +42,8 @@ static const char *usage =
     "  key revoke ID                           revoke a key (effective within http.key_cache_ms)\n";
 
 static dr_settings_t cfg;
+
+/* ---- blocking calls (global keys) ---------------------------------------------------------------- */
 
 static redisReply *cmd(redisContext *c, const char *fmt, ...)
 {
@@ -55,52 +70,213 @@ static long long int_of(redisContext *c, const char *fmt, const char *a, const c
     return v;
 }
 
-static void print_field(const char *name, const redisReply *v, int last)
+static redisContext *connect_sync(void)
 {
-    char *q = v && v->type == REDIS_REPLY_STRING ? dr_codec_json_string(v->str) : NULL;
-    printf("  \"%s\": %s%s\n", name, q ? q : "null", last ? "" : ",");
+    struct timeval tv = {.tv_sec = cfg.redis_timeout_ms / 1000, .tv_usec = (cfg.redis_timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(cfg.redis_host, (int)cfg.redis_port, tv);
+    if (c == NULL || c->err) {
+        fprintf(stderr, "drover-ctl: cannot connect to redis at %s:%lld: %s\n", cfg.redis_host,
+                (long long)cfg.redis_port, c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (cfg.redis_password[0])
+        freeReplyObject(cmd(c, "AUTH %s", cfg.redis_password));
+    return c;
+}
+
+/* ---- store calls on a loop (devices and messages) ------------------------------------------------ */
+
+typedef struct ctl ctl_t;
+
+/* Issues the command's first store call once Redis is ready; returns 0 or a DR_E* code. */
+typedef int ctl_start_fn(ctl_t *c);
+
+struct ctl {
+    dr_loop_t loop;
+    dr_redis_t *redis;
+    dr_store_t store;
+    uv_timer_t timer;            /* the overall deadline, then the deferred close */
+    ctl_start_fn *start;
+    int started;                 /* the first call was issued */
+    int finished;                /* the answer (or a failure) was printed: close everything */
+    int rc;                      /* exit code */
+    /* the command's arguments */
+    const char *dev;
+    int64_t id;
+    int64_t interval_ms, window, max_message; /* dr_store_devset: < 0 leaves, DR_STORE_UNSET removes */
+    const char *mode;            /* dr_store_devset: NULL leaves, "" removes */
+};
+
+static void on_closed(uv_handle_t *h)
+{
+    ctl_t *c = h->data;
+    dr_loop_close(&c->loop);
+}
+
+/* Closes the client outside any of its callbacks (it may be the caller), then the loop. */
+static void on_close_timer(uv_timer_t *t)
+{
+    ctl_t *c = t->data;
+    dr_redis_free(c->redis);
+    c->redis = NULL;
+    uv_close((uv_handle_t *)&c->timer, on_closed);
+}
+
+static void finish(ctl_t *c, int rc)
+{
+    if (c->finished)
+        return;
+    c->finished = 1;
+    c->rc = rc;
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_close_timer, 0, 0);
+}
+
+/* Prints a failed call and finishes with exit code 2; returns 1 when err is set. */
+static int call_failed(ctl_t *c, int err, const char *errstr)
+{
+    if (err == 0)
+        return 0;
+    if (!c->finished)
+        fprintf(stderr, "drover-ctl: redis: %s\n", errstr ? errstr : dr_strerror(err));
+    finish(c, 2);
+    return 1;
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    ctl_t *c = t->data;
+    fprintf(stderr, "drover-ctl: redis at %s:%lld did not answer in time\n", cfg.redis_host, (long long)cfg.redis_port);
+    finish(c, 2);
+}
+
+static void on_layout(void *data, int err, const char *errstr, int64_t result)
+{
+    (void)result;
+    ctl_t *c = data;
+    if (call_failed(c, err, errstr))
+        return; /* e.g. another cluster.shards: the command would touch the wrong keys */
+    int rc = c->start(c);
+    if (rc != 0)
+        call_failed(c, rc, NULL);
+}
+
+static void on_redis_state(dr_redis_t *r, int ready, void *data)
+{
+    (void)r;
+    ctl_t *c = data;
+    if (!ready || c->started || c->finished)
+        return;
+    c->started = 1;
+    int rc = dr_store_check_layout(c->redis, &c->store, on_layout, c);
+    if (rc != 0)
+        call_failed(c, rc, NULL);
+}
+
+/* Runs one command's store calls to completion; returns its exit code. */
+static int run_store(ctl_t *c, ctl_start_fn *start)
+{
+    if (dr_loop_init(&c->loop) != 0) {
+        fprintf(stderr, "drover-ctl: cannot create an event loop\n");
+        return 2;
+    }
+    dr_redis_options_t o = {.host = cfg.redis_host, .port = (int)cfg.redis_port, .password = cfg.redis_password,
+                            .timeout_ms = (int)cfg.redis_timeout_ms};
+    c->redis = dr_redis_new(&c->loop, &o);
+    c->store = (dr_store_t){.prefix = cfg.redis_prefix, .shards = (uint32_t)cfg.shards,
+                            .retention_s = cfg.retention_s, .node = cfg.node_id};
+    dr_store_register(c->redis);
+    dr_redis_on_state(c->redis, on_redis_state, c);
+    c->start = start;
+    uv_timer_init(c->loop.uv, &c->timer);
+    c->timer.data = c;
+    /* One connection attempt plus one command, each bounded by redis.timeout_ms, and some slack. */
+    uv_timer_start(&c->timer, on_deadline, (uint64_t)cfg.redis_timeout_ms * 2 + 500, 0);
+    uv_run(c->loop.uv, UV_RUN_DEFAULT);
+    return c->rc;
+}
+
+/* ---- JSON output ---------------------------------------------------------------------------------- */
+
+static void print_str(const char *name, const char *v, const char *sep)
+{
+    char *q = dr_codec_json_string(v ? v : "");
+    printf("  \"%s\": %s%s\n", name, q, sep);
     free(q);
 }
 
-static void print_num(const char *name, const redisReply *v)
+/* v < 0 (or 0 with zero_is_null) prints null. */
+static void print_opt(const char *name, int64_t v, int zero_is_null)
 {
-    printf("  \"%s\": %s,\n", name, v && v->type == REDIS_REPLY_STRING ? v->str : "null");
+    if (v < 0 || (zero_is_null && v == 0))
+        printf("  \"%s\": null,\n", name);
+    else
+        printf("  \"%s\": %lld,\n", name, (long long)v);
 }
 
-static int device_show(redisContext *c, const char *dev)
+/* ---- device show / set / reset -------------------------------------------------------------------- */
+
+static void on_devinfo(void *data, int err, const char *errstr, const dr_store_devinfo_t *d)
 {
-    const char *p = cfg.redis_prefix;
-    char q[512];
-    snprintf(q, sizeof(q), "%sq:%s", p, dev);
-    long long depth = int_of(c, "XLEN %s", q, NULL);
-    long long inflight = 0;
-    if (depth > 0) {
-        redisReply *r = cmd(c, "XPENDING %s g", q);
-        if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER)
-            inflight = r->element[0]->integer;
-        freeReplyObject(r);
+    ctl_t *c = data;
+    if (call_failed(c, err, errstr))
+        return;
+    printf("{\n");
+    print_str("device", c->dev, ",");
+    printf("  \"shard\": %u,\n", dr_shard_of(c->dev, strlen(c->dev), c->store.shards));
+    printf("  \"queued\": %lld,\n  \"inFlight\": %lld,\n  \"scheduled\": %lld,\n", (long long)d->queued,
+           (long long)d->in_flight, (long long)d->scheduled);
+    print_opt("nextSendAllowedMs", d->next_ms, 0);
+    print_opt("lastSendMs", d->last_send_ms, 0);
+    print_opt("lastAckMs", d->last_ack_ms, 0);
+    print_opt("intervalMs", d->interval_ms, 0);
+    print_opt("window", d->window, 0);
+    print_opt("maxMessage", d->max_message, 0);
+    print_str("mode", d->mode[0] ? d->mode : "mqtt", ",");
+    printf("  \"defaults\": {\"intervalMs\": %lld, \"window\": %lld, \"maxMessage\": %lld}\n}\n",
+           (long long)cfg.interval_ms, (long long)cfg.window, (long long)cfg.device_max_message);
+    finish(c, 0);
+}
+
+static int start_show(ctl_t *c)
+{
+    return dr_store_devinfo(c->redis, &c->store, c->dev, on_devinfo, c);
+}
+
+static void on_devset(void *data, int err, const char *errstr, int64_t result)
+{
+    (void)result;
+    ctl_t *c = data;
+    if (call_failed(c, err, errstr))
+        return;
+    int rc = start_show(c); /* the same connection answers in order: the new values show */
+    if (rc != 0)
+        call_failed(c, rc, NULL);
+}
+
+static int start_set(ctl_t *c)
+{
+    return dr_store_devset(c->redis, &c->store, c->dev, c->interval_ms, c->window, c->mode, c->max_message,
+                           on_devset, c);
+}
+
+static int check_device(const char *dev)
+{
+    if (dr_codec_check_id(dev, strlen(dev), (size_t)cfg.ingress_max_device_id) != 0) {
+        fprintf(stderr, "drover-ctl: invalid device id\n");
+        return -1;
     }
-    char k[512];
-    snprintf(k, sizeof(k), "%ssc:%s", p, dev);
-    long long sched = int_of(c, "ZCARD %s", k, NULL);
-    snprintf(k, sizeof(k), "%sds:%s", p, dev);
-    redisReply *st = cmd(c, "HMGET %s next last ack", k);
-    snprintf(k, sizeof(k), "%sdc:%s", p, dev);
-    redisReply *dc = cmd(c, "HMGET %s iv win", k);
-    char *qdev = dr_codec_json_string(dev);
-    printf("{\n  \"device\": %s,\n  \"queued\": %lld,\n  \"inFlight\": %lld,\n  \"scheduled\": %lld,\n", qdev,
-           depth - inflight, inflight, sched);
-    free(qdev);
-    print_num("nextSendAllowedMs", st->element[0]);
-    print_num("lastSendMs", st->element[1]);
-    print_num("lastAckMs", st->element[2]);
-    print_num("intervalMs", dc->element[0]);
-    print_num("window", dc->element[1]);
-    printf("  \"defaults\": {\"intervalMs\": %lld, \"window\": %lld}\n}\n", (long long)cfg.interval_ms,
-           (long long)cfg.window);
-    freeReplyObject(st);
-    freeReplyObject(dc);
     return 0;
+}
+
+static int device_show(const char *dev)
+{
+    if (check_device(dev) != 0)
+        return 1;
+    ctl_t c = {.dev = dev};
+    return run_store(&c, start_show);
 }
 
 static int parse_kv(const char *arg, const char *key, long long min, long long max, long long *out)
@@ -118,33 +294,100 @@ static int parse_kv(const char *arg, const char *key, long long min, long long m
     return 1;
 }
 
-static int device_set(redisContext *c, const char *dev, int argc, char **argv)
+static int device_set(const char *dev, int argc, char **argv)
 {
-    if (dr_codec_check_id(dev, strlen(dev), (size_t)cfg.ingress_max_device_id) != 0) {
-        fprintf(stderr, "drover-ctl: invalid device id\n");
+    if (check_device(dev) != 0)
         return 1;
-    }
-    char k[512];
-    snprintf(k, sizeof(k), "%sdc:%s", cfg.redis_prefix, dev);
     if (argc == 0) {
         fprintf(stderr, "%s", usage);
         return 1;
     }
+    ctl_t c = {.dev = dev, .interval_ms = -1, .window = -1, .max_message = -1};
     for (int i = 0; i < argc; i++) {
         long long v;
         if (parse_kv(argv[i], "interval_ms", 0, 86400000, &v))
-            freeReplyObject(cmd(c, "HSET %s iv %lld", k, v));
+            c.interval_ms = v;
         else if (parse_kv(argv[i], "window", 1, 64, &v))
-            freeReplyObject(cmd(c, "HSET %s win %lld", k, v));
+            c.window = v;
+        else if (parse_kv(argv[i], "max_message", 128, 16777216, &v))
+            c.max_message = v;
         else {
-            fprintf(stderr, "drover-ctl: unknown setting '%s' (interval_ms=N or window=N)\n", argv[i]);
+            fprintf(stderr, "drover-ctl: unknown setting '%s' (interval_ms=N, window=N or max_message=N)\n",
+                    argv[i]);
             return 1;
         }
     }
-    return device_show(c, dev);
+    return run_store(&c, start_set);
 }
 
-static int message_show(redisContext *c, const char *id)
+/* Removes every override (interval, window, mode, message size): the device follows the global
+ * defaults again. */
+static int device_reset(const char *dev)
+{
+    if (check_device(dev) != 0)
+        return 1;
+    ctl_t c = {.dev = dev, .interval_ms = DR_STORE_UNSET, .window = DR_STORE_UNSET, .mode = "",
+               .max_message = DR_STORE_UNSET};
+    return run_store(&c, start_set);
+}
+
+/* ---- message show ---------------------------------------------------------------------------------- */
+
+static void print_message(const dr_store_msg_t *m, uint32_t shard)
+{
+    printf("{\n  \"id\": %lld,\n  \"shard\": %u,\n", (long long)m->id, shard);
+    print_str("device", m->dev, ",");
+    print_str("status", dr_status_name(m->status), ",");
+    print_str("guarantee", dr_guarantee_name(m->guarantee), ",");
+    print_str("command", m->command, ",");
+    printf("  \"data\": %s,\n", m->data ? m->data : "null"); /* stored as JSON text */
+    printf("  \"attempts\": %lld,\n", (long long)m->attempts);
+    print_opt("acceptedMs", m->accepted_ms, 0);
+    print_opt("changedMs", m->changed_ms, 0);
+    print_opt("lastSendMs", m->last_send_ms, 1);
+    print_opt("nextRetryMs", m->next_retry_ms, 1);
+    print_opt("deliverBy", m->deliver_by, 1);
+    print_opt("maxAttempts", m->max_attempts, 1);
+    print_opt("notBefore", m->not_before, 1);
+    if (m->has_tmp) {
+        print_str("producerDeviseId", m->pd, ",");
+        printf("  \"tmpId\": %lld,\n", (long long)m->tmp);
+    }
+    printf("  \"ext\": %s,\n", m->ext ? "true" : "false");
+    print_str("idempotencyKey", m->idem_key, ",");
+    print_str("apiKeyId", m->key_id, ",");
+    printf("  \"history\": [\n");
+    for (size_t i = 0; i < m->nhistory; i++) {
+        const dr_store_hist_t *h = &m->history[i];
+        char *ev = dr_codec_json_string(h->event);
+        printf("    {\"ts\": %lld, \"status\": \"%s\", \"attempt\": %lld, \"event\": %s}%s\n", (long long)h->ts,
+               dr_status_name(h->status), (long long)h->attempt, ev, i + 1 < m->nhistory ? "," : "");
+        free(ev);
+    }
+    printf("  ]\n}\n");
+}
+
+static void on_message(void *data, int err, const char *errstr, const dr_store_msg_t *msgs, size_t n)
+{
+    ctl_t *c = data;
+    if (call_failed(c, err, errstr))
+        return;
+    if (n != 1 || !msgs[0].found) {
+        fprintf(stderr, "drover-ctl: message %lld not found (never existed, or its retention ended)\n",
+                (long long)c->id);
+        finish(c, 3);
+        return;
+    }
+    print_message(&msgs[0], dr_store_shard_of_id(&c->store, c->id));
+    finish(c, 0);
+}
+
+static int start_message(ctl_t *c)
+{
+    return dr_store_get(c->redis, &c->store, &c->id, 1, on_message, c);
+}
+
+static int message_show(const char *id)
 {
     char *end;
     long long n = strtoll(id, &end, 10);
@@ -152,32 +395,11 @@ static int message_show(redisContext *c, const char *id)
         fprintf(stderr, "drover-ctl: message id must be a positive integer\n");
         return 1;
     }
-    char k[128];
-    snprintf(k, sizeof(k), "%sm:%lld", cfg.redis_prefix, n);
-    redisReply *m = cmd(c, "HGETALL %s", k);
-    if (m->elements == 0) {
-        fprintf(stderr, "drover-ctl: message %lld not found (never existed, or its retention ended)\n", n);
-        freeReplyObject(m);
-        return 3;
-    }
-    snprintf(k, sizeof(k), "%sh:%lld", cfg.redis_prefix, n);
-    redisReply *h = cmd(c, "LRANGE %s 0 -1", k);
-    printf("{\n  \"id\": %lld,\n", n);
-    for (size_t i = 0; i + 1 < m->elements; i += 2) {
-        if (strcmp(m->element[i]->str, "data") == 0) {
-            printf("  \"data\": %s,\n", m->element[i + 1]->str); /* stored as JSON text */
-            continue;
-        }
-        print_field(m->element[i]->str, m->element[i + 1], 0);
-    }
-    printf("  \"history\": [\n");
-    for (size_t i = 0; i < h->elements; i++)
-        printf("    %s%s\n", h->element[i]->str, i + 1 < h->elements ? "," : "");
-    printf("  ]\n}\n");
-    freeReplyObject(m);
-    freeReplyObject(h);
-    return 0;
+    ctl_t c = {.id = n};
+    return run_store(&c, start_message);
 }
+
+/* ---- metrics and API keys (blocking) --------------------------------------------------------------- */
 
 static int metrics(redisContext *c)
 {
@@ -271,6 +493,27 @@ static int key_revoke(redisContext *c, const char *id)
     return 0;
 }
 
+/* metrics and key commands, on a blocking connection. */
+static int blocking_command(int nargs, char **args)
+{
+    redisContext *c = connect_sync();
+    if (c == NULL)
+        return 2;
+    int rc = 1;
+    if (nargs == 1 && strcmp(args[0], "metrics") == 0)
+        rc = metrics(c);
+    else if (nargs >= 2 && strcmp(args[1], "create") == 0)
+        rc = key_create(c, nargs - 2, args + 2);
+    else if (nargs == 2 && strcmp(args[1], "list") == 0)
+        rc = key_list(c);
+    else if (nargs == 3 && strcmp(args[1], "revoke") == 0)
+        rc = key_revoke(c, args[2]);
+    else
+        fprintf(stderr, "%s", usage);
+    redisFree(c);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     /* Options come first; the command starts at the first word that is not an option. */
@@ -295,39 +538,23 @@ int main(int argc, char **argv)
         dr_settings_dispose(&cfg);
         return 1;
     }
-    struct timeval tv = {.tv_sec = cfg.redis_timeout_ms / 1000, .tv_usec = (cfg.redis_timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(cfg.redis_host, (int)cfg.redis_port, tv);
-    if (c == NULL || c->err) {
-        fprintf(stderr, "drover-ctl: cannot connect to redis at %s:%lld: %s\n", cfg.redis_host,
-                (long long)cfg.redis_port, c ? c->errstr : "out of memory");
-        return 2;
-    }
-    redisSetTimeout(c, tv);
-    if (cfg.redis_password[0])
-        freeReplyObject(cmd(c, "AUTH %s", cfg.redis_password));
+    /* The default level would print the client's "redis_ready" line on every run. */
+    if (dr_log_level == DR_LOG_NOTICE)
+        dr_log_level = DR_LOG_WARNING;
     int rc = 1;
-    if (nargs >= 3 && strcmp(args[0], "device") == 0 && strcmp(args[1], "show") == 0)
-        rc = device_show(c, args[2]);
-    else if (nargs >= 3 && strcmp(args[0], "device") == 0 && strcmp(args[1], "set") == 0)
-        rc = device_set(c, args[2], nargs - 3, args + 3);
-    else if (nargs == 3 && strcmp(args[0], "device") == 0 && strcmp(args[1], "reset") == 0) {
-        char k[512];
-        snprintf(k, sizeof(k), "%sdc:%s", cfg.redis_prefix, args[2]);
-        freeReplyObject(cmd(c, "DEL %s", k));
-        rc = device_show(c, args[2]);
-    } else if (nargs == 3 && strcmp(args[0], "message") == 0 && strcmp(args[1], "show") == 0)
-        rc = message_show(c, args[2]);
-    else if (nargs == 1 && strcmp(args[0], "metrics") == 0)
-        rc = metrics(c);
-    else if (nargs >= 2 && strcmp(args[0], "key") == 0 && strcmp(args[1], "create") == 0)
-        rc = key_create(c, nargs - 2, args + 2);
-    else if (nargs == 2 && strcmp(args[0], "key") == 0 && strcmp(args[1], "list") == 0)
-        rc = key_list(c);
-    else if (nargs == 3 && strcmp(args[0], "key") == 0 && strcmp(args[1], "revoke") == 0)
-        rc = key_revoke(c, args[2]);
+    int is_dev = nargs >= 3 && strcmp(args[0], "device") == 0;
+    if (is_dev && strcmp(args[1], "show") == 0 && nargs == 3)
+        rc = device_show(args[2]);
+    else if (is_dev && strcmp(args[1], "set") == 0)
+        rc = device_set(args[2], nargs - 3, args + 3);
+    else if (is_dev && strcmp(args[1], "reset") == 0 && nargs == 3)
+        rc = device_reset(args[2]);
+    else if (nargs == 3 && strcmp(args[0], "message") == 0 && strcmp(args[1], "show") == 0)
+        rc = message_show(args[2]);
+    else if ((nargs == 1 && strcmp(args[0], "metrics") == 0) || (nargs >= 2 && strcmp(args[0], "key") == 0))
+        rc = blocking_command(nargs, args);
     else
         fprintf(stderr, "%s", usage);
-    redisFree(c);
     dr_settings_dispose(&cfg);
     return rc;
 }

@@ -1,11 +1,18 @@
-/* Dispatch: finds shards with due work and runs the dispatch script for the ones we own, then
- * publishes what the script decided to send.
+/* Dispatch: runs passes over the shards this node holds and publishes what they decided to send.
  *
  * DESIGN
- * The schedule lives in Redis (<prefix>due:<shard> per device, <prefix>dueidx per shard), so a pass
- * costs nothing for devices without work and any owner can pick up where another left off. The scan
- * of dueidx every dispatch.tick_ms is the reconciliation that makes lost NATS wake-ups harmless; the
- * wake-ups only make the next pass start at once. Passes of one shard never overlap.
+ * The schedule is kept in memory per owned shard (due_at, on the monotonic clock): every pass returns
+ * how long until the shard needs the next one, wake-ups from the ingress (NATS) make a shard due at
+ * once, and a new owner starts with a pass. Because a wake-up can be lost, every RECONCILE_MS the
+ * node asks Redis when each of its shards is next due (heads): a lost wake-up delays, never loses.
+ * Passes of one shard never overlap.
+ *
+ * A send is recorded in Redis before it is published, and published only while the lease that
+ * recorded it still holds (a node that stalled past its lease publishes nothing stale; its successor
+ * re-sends). A publish that fails is taken back (unsend), so it does not count as an attempt and the
+ * device does not wait a whole back-off for it. Every status change a pass made (expired, failed) is
+ * published right away (dr/notes.h); the notifications other nodes claimed and never confirmed are
+ * reclaimed every RECLAIM_MS, and the status logs are trimmed every TRIM_MS.
  */
 #define DR_MODULE "dispatcher/dispatch"
 
@@ -21,101 +28,140 @@
 #include "dr/status.h"
 #include "dispatcher.h"
 
+#define RECONCILE_MS 1000   /* ask Redis for every owned shard's next due time */
+#define HEADS_CHUNK 256     /* shards per heads call */
+#define RECLAIM_MS 5000     /* look for notifications left unconfirmed by their node */
+#define RECLAIM_IDLE_MS 5000
+#define RECLAIM_COUNT 200
+#define TRIM_MS 30000       /* trim the status logs */
+#define LOG_KEEP_MS 120000  /* status changes an SSE client can resume from */
+
+/* ---- publishing sends --------------------------------------------------------------------------- */
+
+typedef struct {
+    dispatcher_t *d;
+    uint32_t shard;
+    int64_t epoch, id, attempt;
+} sent_t;
+
+static void on_unsent(void *data, int err, const char *errstr, int64_t result)
+{
+    (void)data;
+    if (err != 0)
+        dr_log(DR_LOG_VERBOSE, "event=unsend_failed error=\"%s\" effect=\"re-sent at its retry time\"", errstr);
+    else if (result == 1)
+        dr_log(DR_LOG_VERBOSE, "event=send_taken_back");
+}
+
+static void take_back(sent_t *s)
+{
+    dispatcher_t *d = s->d;
+    if (d->shards[s->shard].epoch != s->epoch || !dr_redis_ready(d->node.redis))
+        return;
+    if (dr_store_unsend(d->node.redis, &d->store, s->shard, s->epoch, s->id, s->attempt, on_unsent, NULL) == 0)
+        dispatch_wake(d, s->shard);
+}
+
+static void on_published(void *data, int err)
+{
+    sent_t *s = data;
+    if (err != 0) {
+        dr_metrics_inc(DR_M_PUBLISH_FAILED);
+        take_back(s);
+    }
+    free(s);
+}
+
+static void on_refused(void *data, int err, const char *errstr, const dr_store_cancel_res_t *res,
+                       const dr_note_t *notes, size_t nnotes)
+{
+    dispatcher_t *d = data;
+    (void)res;
+    if (err != 0) {
+        dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"%s\" action=retry_at_next_send", errstr);
+        return;
+    }
+    dr_notes_publish(d->notes, notes, nnotes);
+}
+
+static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_store_send_t *m)
+{
+    char topic[256];
+    snprintf(topic, sizeof(topic), "consumer/request/%s", m->dev);
+    char *body = dr_codec_encode_consumer(m->id, m->guarantee, m->command, dr_now_ms(), m->data);
+    sent_t *s = dr_malloc(sizeof(*s));
+    *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt};
+    int rc = dr_mqttc_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_published, s);
+    free(body);
+    if (rc == DR_EINVAL) {
+        /* The device id is no valid topic level (stored before input was checked this strictly): no
+         * broker would take the send, and trying would cost us the connection. The message fails. */
+        free(s);
+        dr_metrics_inc(DR_M_SEND_REFUSED);
+        dr_log(DR_LOG_WARNING, "event=send_refused id=%lld reason=\"device id is not a valid topic level\" action=failed",
+               (long long)m->id);
+        if (dr_store_cancel(d->node.redis, &d->store, m->id, "", "refused", on_refused, d) != 0)
+            dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"redis unavailable\" action=retry_at_next_send");
+        return;
+    }
+    if (rc != 0) {
+        dr_metrics_inc(DR_M_PUBLISH_FAILED);
+        take_back(s);
+        free(s);
+        return;
+    }
+    dr_metrics_inc(m->attempt > 1 ? DR_M_RESENT : DR_M_SENT);
+    dr_log(DR_LOG_VERBOSE, "event=%s id=%lld device=\"%s\" attempt=%lld", m->attempt > 1 ? "resent" : "sent",
+           (long long)m->id, m->dev, (long long)m->attempt);
+}
+
+/* ---- passes -------------------------------------------------------------------------------------- */
+
 typedef struct {
     dispatcher_t *d;
     uint32_t shard;
     int64_t epoch;
 } pass_t;
 
-static void on_published(void *data, int err)
+static void on_pass(void *data, int err, const char *errstr, const dr_store_pass_t *pass)
 {
-    (void)data;
-    if (err != 0)
-        dr_metrics_inc(DR_M_PUBLISH_FAILED); /* the message is re-sent at its retry time */
-}
-
-static void on_refused(dr_redis_t *r, redisReply *reply, int err, void *data)
-{
-    (void)r;
-    (void)data;
-    if (err != 0)
-        dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"%s\" action=retry_at_next_send",
-               reply && reply->str ? reply->str : dr_strerror(err));
-}
-
-/* Ends a message whose send no broker would accept as FAILED (history event "refused"). */
-static void refuse_send(dispatcher_t *d, const char *id)
-{
-    dr_metrics_inc(DR_M_SEND_REFUSED);
-    dr_log(DR_LOG_WARNING, "event=send_refused id=%s reason=\"device id is not a valid topic level\" action=failed", id);
-    const dr_settings_t *cfg = &d->node.cfg;
-    char now_s[24], ret_s[24];
-    dispatcher_base_args(d, now_s, ret_s);
-    const char *argv[] = {cfg->redis_prefix, now_s, ret_s, id, "", "FAILED", "refused"};
-    if (dr_redis_eval(d->node.redis, d->s_cancel, on_refused, NULL, 7, argv, NULL) != 0)
-        dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"redis unavailable\" action=retry_at_next_send");
-}
-
-static void send_one(dispatcher_t *d, const redisReply *const *f)
-{
-    char topic[256];
-    snprintf(topic, sizeof(topic), "consumer/request/%s", f[0]->str);
-    int g = dr_guarantee_parse(f[2]->str, f[2]->len);
-    int64_t id = strtoll(f[1]->str, NULL, 10);
-    long long att = f[5]->type == REDIS_REPLY_INTEGER ? f[5]->integer : strtoll(f[5]->str, NULL, 10);
-    char *body = dr_codec_encode_consumer(id, g, f[3]->str, dr_now_ms(), f[4]->len ? f[4]->str : NULL);
-    int rc = dr_mqtt_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_published, NULL);
-    if (rc == DR_EINVAL) {
-        /* The device id is no valid topic level (stored before input was checked this strictly): no
-         * broker would take the send, and trying would cost us the connection. The message fails. */
-        free(body);
-        refuse_send(d, f[1]->str);
-        return;
-    }
-    if (rc != 0)
-        dr_metrics_inc(DR_M_PUBLISH_FAILED);
-    dr_metrics_inc(att > 1 ? DR_M_RESENT : DR_M_SENT);
-    dr_log(DR_LOG_VERBOSE, "event=%s id=%lld device=\"%s\" attempt=%lld", att > 1 ? "resent" : "sent", (long long)id,
-           f[0]->str, att);
-    free(body);
-}
-
-static void on_pass(dr_redis_t *r, redisReply *reply, int err, void *data)
-{
-    (void)r;
     pass_t *p = data;
     dispatcher_t *d = p->d;
     shard_t *s = &d->shards[p->shard];
+    uint32_t shard = p->shard;
+    int64_t epoch = p->epoch;
+    free(p);
     s->dispatching = 0;
     d->active--;
-    if (err != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+    int64_t now = dr_mono_ms();
+    if (err != 0) {
         dr_metrics_inc(DR_M_REDIS_ERRORS);
-        dr_log(DR_LOG_WARNING, "event=dispatch_failed shard=%u error=\"%s\"", p->shard,
-               reply && reply->str ? reply->str : dr_strerror(err));
-        free(p);
+        dr_log(DR_LOG_WARNING, "event=dispatch_failed shard=%u error=\"%s\"", shard, errstr);
+        s->due_at = now + d->node.cfg.tick_ms; /* try again soon */
         return;
     }
-    if (strcmp(reply->element[0]->str, "FENCED") == 0) {
+    if (pass->fenced) {
         dr_metrics_inc(DR_M_FENCED);
-        dr_log(DR_LOG_NOTICE, "event=fenced shard=%u epoch=%lld action=dropping_shard", p->shard, (long long)p->epoch);
-        if (s->epoch == p->epoch)
+        dr_log(DR_LOG_NOTICE, "event=fenced shard=%u epoch=%lld action=dropping_shard", shard, (long long)epoch);
+        if (s->epoch == epoch)
             s->epoch = 0;
-        free(p);
         return;
     }
-    if (reply->elements >= 5) {
-        dr_metrics_add(DR_M_EXPIRED, reply->element[1]->integer);
-        dr_metrics_add(DR_M_FAILED, reply->element[2]->integer);
-        const redisReply *out = reply->element[4];
-        for (size_t i = 0; out->type == REDIS_REPLY_ARRAY && i + 5 < out->elements; i += 6)
-            send_one(d, (const redisReply *const *)&out->element[i]);
-        if (reply->element[3]->integer)
-            s->again = 1;
-        if (reply->element[1]->integer || reply->element[2]->integer || (out->elements > 0))
-            outbox_drain(d, p->shard);
+    dr_metrics_add(DR_M_EXPIRED, pass->expired);
+    dr_metrics_add(DR_M_FAILED, pass->failed);
+    if (now < d->lease_valid_until && s->epoch == epoch) {
+        for (size_t i = 0; i < pass->nsends; i++)
+            send_one(d, shard, epoch, &pass->sends[i]);
+    } else if (pass->nsends > 0) {
+        /* Our lease may have run out while the pass ran: a successor may already be sending. What was
+         * recorded is re-sent at its retry time by whoever holds the shard then. */
+        dr_log(DR_LOG_NOTICE, "event=sends_withheld shard=%u count=%zu reason=\"lease may have expired\"", shard,
+               pass->nsends);
     }
-    uint32_t shard = p->shard;
-    free(p);
+    dr_notes_publish(d->notes, pass->notes, pass->nnotes);
+    s->due_at = pass->next_in_ms >= 0 ? now + pass->next_in_ms : -1;
+    if (pass->more)
+        s->again = 1;
     if (s->again && s->epoch != 0 && !d->node.stopping)
         dispatch_shard(d, shard);
 }
@@ -123,7 +169,7 @@ static void on_pass(dr_redis_t *r, redisReply *reply, int err, void *data)
 void dispatch_shard(dispatcher_t *d, uint32_t shard)
 {
     shard_t *s = &d->shards[shard];
-    if (s->epoch == 0 || d->node.stopping || !dr_mqtt_connected(d->mqtt))
+    if (s->epoch == 0 || d->node.stopping || !dr_mqttc_connected(d->mqtt))
         return;
     if (s->dispatching) {
         s->again = 1;
@@ -131,27 +177,19 @@ void dispatch_shard(dispatcher_t *d, uint32_t shard)
     }
     s->again = 0;
     const dr_settings_t *cfg = &d->node.cfg;
-    char now_s[24], ret_s[24], sh_s[16], ep_s[24], batch_s[16], win_s[16], iv_s[24], ack_s[24], rmax_s[24],
-        bo_s[32], jit_s[16], seed_s[24];
-    dispatcher_base_args(d, now_s, ret_s);
-    snprintf(sh_s, sizeof(sh_s), "%u", shard);
-    snprintf(ep_s, sizeof(ep_s), "%lld", (long long)s->epoch);
-    snprintf(batch_s, sizeof(batch_s), "%lld", (long long)cfg->batch);
-    snprintf(win_s, sizeof(win_s), "%lld", (long long)cfg->window);
-    snprintf(iv_s, sizeof(iv_s), "%lld", (long long)cfg->interval_ms);
-    snprintf(ack_s, sizeof(ack_s), "%lld", (long long)cfg->ack_timeout_ms);
-    snprintf(rmax_s, sizeof(rmax_s), "%lld", (long long)cfg->retry_max_ms);
-    snprintf(bo_s, sizeof(bo_s), "%.6f", cfg->backoff);
-    snprintf(jit_s, sizeof(jit_s), "%lld", (long long)cfg->jitter_pct);
     d->seed = d->seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    snprintf(seed_s, sizeof(seed_s), "%llu", (unsigned long long)(d->seed >> 33));
-    const char *argv[] = {cfg->redis_prefix, now_s, ret_s, sh_s, ep_s, cfg->node_id, batch_s, win_s,
-                          iv_s, ack_s, rmax_s, bo_s, jit_s, seed_s};
+    dr_store_policy_t pol = {
+        .window = cfg->window,
+        .interval_ms = cfg->interval_ms,
+        .ack_timeout_ms = cfg->ack_timeout_ms,
+        .retry_max_ms = cfg->retry_max_ms,
+        .backoff = cfg->backoff,
+        .jitter_pct = cfg->jitter_pct,
+        .seed = d->seed,
+    };
     pass_t *p = dr_malloc(sizeof(*p));
-    p->d = d;
-    p->shard = shard;
-    p->epoch = s->epoch;
-    if (dr_redis_eval(d->node.redis, d->s_dispatch, on_pass, p, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL) != 0) {
+    *p = (pass_t){.d = d, .shard = shard, .epoch = s->epoch};
+    if (dr_store_dispatch(d->node.redis, &d->store, shard, s->epoch, cfg->batch, &pol, on_pass, p) != 0) {
         free(p);
         return;
     }
@@ -159,28 +197,123 @@ void dispatch_shard(dispatcher_t *d, uint32_t shard)
     d->active++;
 }
 
-static void on_due(dr_redis_t *r, redisReply *reply, int err, void *data)
+void dispatch_wake(dispatcher_t *d, uint32_t shard)
 {
-    (void)r;
-    dispatcher_t *d = data;
-    d->scan_running = 0;
-    if (err != 0 || reply->type != REDIS_REPLY_ARRAY)
+    if (shard >= d->nshards || d->shards[shard].epoch == 0)
         return;
-    for (size_t i = 0; i < reply->elements; i++) {
-        uint32_t sh = (uint32_t)strtoul(reply->element[i]->str, NULL, 10);
-        if (sh < d->nshards)
-            dispatch_shard(d, sh);
+    d->shards[shard].due_at = dr_mono_ms();
+    dispatch_shard(d, shard);
+}
+
+/* ---- reconciliation, reclaim, trim ------------------------------------------------------------------ */
+
+typedef struct {
+    dispatcher_t *d;
+    uint32_t *shards;
+    size_t n;
+} heads_t;
+
+static void on_heads(void *data, int err, const char *errstr, const int64_t *due, size_t n)
+{
+    heads_t *h = data;
+    dispatcher_t *d = h->d;
+    d->heads_running--;
+    if (err != 0) {
+        dr_log(DR_LOG_VERBOSE, "event=reconcile_failed error=\"%s\"", errstr);
+    } else {
+        int64_t now = dr_mono_ms();
+        for (size_t i = 0; i < n && i < h->n; i++) {
+            shard_t *s = &d->shards[h->shards[i]];
+            if (s->epoch == 0 || due[i] < 0)
+                continue;
+            if (s->due_at < 0 || now + due[i] < s->due_at)
+                s->due_at = now + due[i];
+        }
+    }
+    free(h->shards);
+    free(h);
+}
+
+static void reconcile(dispatcher_t *d)
+{
+    heads_t *h = NULL;
+    for (uint32_t sh = 0; sh < d->nshards; sh++) {
+        if (d->shards[sh].epoch == 0)
+            continue;
+        if (h == NULL) {
+            h = dr_calloc(1, sizeof(*h));
+            h->d = d;
+            h->shards = dr_calloc(HEADS_CHUNK, sizeof(uint32_t));
+        }
+        h->shards[h->n++] = sh;
+        if (h->n == HEADS_CHUNK || sh + 1 == d->nshards) {
+            if (dr_store_heads(d->node.redis, &d->store, h->shards, h->n, on_heads, h) == 0) {
+                d->heads_running++;
+            } else {
+                free(h->shards);
+                free(h);
+            }
+            h = NULL;
+        }
+    }
+    if (h != NULL) {
+        if (dr_store_heads(d->node.redis, &d->store, h->shards, h->n, on_heads, h) == 0) {
+            d->heads_running++;
+        } else {
+            free(h->shards);
+            free(h);
+        }
+    }
+}
+
+static void on_reclaimed(void *data, int err, const char *errstr, const dr_note_t *notes, size_t n, int64_t lost)
+{
+    dispatcher_t *d = data;
+    if (err != 0) {
+        dr_log(DR_LOG_VERBOSE, "event=reclaim_failed error=\"%s\"", errstr);
+        return;
+    }
+    if (lost > 0)
+        dr_log(DR_LOG_WARNING, "event=notifications_lost count=%lld reason=\"trimmed before anyone published them\"",
+               (long long)lost);
+    if (n > 0)
+        dr_log(DR_LOG_VERBOSE, "event=notifications_reclaimed count=%zu", n);
+    dr_notes_publish(d->notes, notes, n);
+}
+
+static void reclaim_and_trim(dispatcher_t *d, int64_t now)
+{
+    int reclaim = now >= d->next_reclaim && dr_mqttc_connected(d->mqtt);
+    int trim = now >= d->next_trim;
+    if (reclaim)
+        d->next_reclaim = now + RECLAIM_MS;
+    if (trim)
+        d->next_trim = now + TRIM_MS;
+    if (!reclaim && !trim)
+        return;
+    for (uint32_t sh = 0; sh < d->nshards; sh++) {
+        if (d->shards[sh].epoch == 0)
+            continue;
+        if (reclaim)
+            dr_store_reclaim(d->node.redis, &d->store, sh, RECLAIM_IDLE_MS, RECLAIM_COUNT, on_reclaimed, d);
+        if (trim)
+            dr_store_trim_log(d->node.redis, &d->store, sh, LOG_KEEP_MS, NULL, NULL);
     }
 }
 
 void dispatch_cron(dispatcher_t *d)
 {
-    if (d->scan_running || d->owned == 0 || !dr_redis_ready(d->node.redis) || !dr_mqtt_connected(d->mqtt))
+    if (d->owned == 0 || !dr_redis_ready(d->node.redis) || !dr_mqttc_connected(d->mqtt))
         return;
-    char key[128], now_s[24];
-    snprintf(key, sizeof(key), "%sdueidx", d->node.cfg.redis_prefix);
-    snprintf(now_s, sizeof(now_s), "%lld", (long long)dr_now_ms());
-    const char *argv[] = {"ZRANGEBYSCORE", key, "-inf", now_s};
-    if (dr_redis_cmd(d->node.redis, on_due, d, 4, argv, NULL) == 0)
-        d->scan_running = 1;
+    int64_t now = dr_mono_ms();
+    for (uint32_t sh = 0; sh < d->nshards; sh++) {
+        shard_t *s = &d->shards[sh];
+        if (s->epoch != 0 && s->due_at >= 0 && s->due_at <= now && !s->dispatching)
+            dispatch_shard(d, sh);
+    }
+    if (now >= d->next_reconcile && d->heads_running == 0) {
+        d->next_reconcile = now + RECONCILE_MS;
+        reconcile(d);
+    }
+    reclaim_and_trim(d, now);
 }

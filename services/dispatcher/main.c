@@ -9,16 +9,9 @@
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/mem.h"
-#include "dr/scripts.h"
 #include "dispatcher.h"
 
 static dispatcher_t g;
-
-void dispatcher_base_args(dispatcher_t *d, char now_s[24], char ret_s[24])
-{
-    snprintf(now_s, 24, "%lld", (long long)dr_now_ms());
-    snprintf(ret_s, 24, "%lld", (long long)d->node.cfg.retention_s);
-}
 
 /* NATS wake-up: "<shard>" has new work or a freed window slot. A shortcut only: the cron scan finds
  * the same work a tick later if this message is lost. */
@@ -33,10 +26,16 @@ static void on_wake(void *data, const char *subject, const char *payload, size_t
     buf[len] = '\0';
     char *end;
     unsigned long sh = strtoul(buf, &end, 10);
-    if (*end != '\0' || sh >= d->nshards || d->shards[sh].epoch == 0)
+    if (*end != '\0' || sh >= d->nshards)
         return;
-    dispatch_shard(d, (uint32_t)sh);
-    outbox_drain(d, (uint32_t)sh);
+    dispatch_wake(d, (uint32_t)sh);
+}
+
+static int publish_note(void *ctx, const char *topic, const void *payload, size_t len, void (*done)(void *, int),
+                        void *data)
+{
+    dispatcher_t *d = ctx;
+    return dr_mqttc_publish(d->mqtt, topic, payload, len, (int)d->node.cfg.mqtt_qos, done, data);
 }
 
 static void on_cron(dr_node_t *n, void *data)
@@ -47,15 +46,22 @@ static void on_cron(dr_node_t *n, void *data)
         return;
     lease_cron(d);
     dispatch_cron(d);
-    outbox_cron(d);
+}
+
+static void on_mqtt_stopped(void *data)
+{
+    dispatcher_t *d = data;
+    dr_notes_free(d->notes);
+    d->notes = NULL;
+    dr_mqttc_free(d->mqtt);
+    d->mqtt = NULL;
+    dr_node_close(&d->node);
 }
 
 static void finish_stop_now(void *arg)
 {
     dispatcher_t *d = arg;
-    dr_mqtt_free(d->mqtt);
-    d->mqtt = NULL;
-    dr_node_close(&d->node);
+    dr_mqttc_stop(d->mqtt, on_mqtt_stopped, d);
 }
 
 /* Called from the lease release's Redis callback: leave the callback before closing Redis. */
@@ -70,8 +76,10 @@ static void on_stop_poll(uv_timer_t *t)
     dispatcher_t *d = t->data;
     if (d->releasing)
         return;
-    /* Let running passes finish (their sends are recorded), then hand the shards over. */
-    if (d->active == 0 || dr_mono_ms() >= d->stop_deadline) {
+    /* Let running passes finish (their sends are recorded) and their notifications go out, then hand
+     * the shards over; what is still unpublished at the deadline is published by the successors. */
+    int idle = d->active == 0 && dr_notes_in_flight(d->notes) == 0 && dr_mqttc_pending(d->mqtt) == 0;
+    if (idle || dr_mono_ms() >= d->stop_deadline) {
         uv_timer_stop(t);
         uv_close((uv_handle_t *)t, NULL);
         d->releasing = 1;
@@ -100,22 +108,35 @@ int main(int argc, char **argv)
     d->shards = dr_calloc(d->nshards, sizeof(shard_t));
     d->seed = (uint64_t)dr_now_ms() ^ ((uint64_t)getpid() << 32);
     snprintf(d->status_subject, sizeof(d->status_subject), "%sstatus", cfg->nats_subject_prefix);
-    d->s_dispatch = dr_redis_add_script(d->node.redis, "dispatch", dr_script_dispatch);
-    d->s_lease = dr_redis_add_script(d->node.redis, "lease", dr_script_lease);
-    d->s_outbox = dr_redis_add_script(d->node.redis, "outbox", dr_script_outbox);
-    d->s_cancel = dr_redis_add_script(d->node.redis, "cancel", dr_script_cancel);
+    d->store = (dr_store_t){.prefix = cfg->redis_prefix, .shards = d->nshards, .retention_s = cfg->retention_s,
+                            .node = cfg->node_id};
+    dr_store_register(d->node.redis);
+    for (uint32_t sh = 0; sh < d->nshards; sh++)
+        d->shards[sh].due_at = -1;
 
-    char subject[128];
+    char subject[128], client_id[160], err[DR_ERR_LEN];
+    snprintf(client_id, sizeof(client_id), "drover-dp-%s", cfg->node_id);
     /* Publishes only, so a clean session: everything to re-send is in Redis. */
-    if (dr_node_mqtt_open(&d->node, "dp", 1, &d->mqtt) != 0) {
+    dr_mqttc_options_t mo = {
+        .url = cfg->mqtt_url,
+        .client_id = client_id,
+        .username = cfg->mqtt_username,
+        .password = cfg->mqtt_password,
+        .keepalive_s = (int)cfg->mqtt_keepalive_s,
+        .clean_session = 1,
+    };
+    if (dr_mqttc_open(d->node.loop.uv, &mo, &d->mqtt, err) != 0) {
+        fprintf(stderr, "drover-dispatcher: %s\n", err);
         dr_node_close(&d->node);
+        dr_node_run(&d->node);
         dr_node_dispose(&d->node);
         free(d->shards);
         return 1;
     }
     snprintf(subject, sizeof(subject), "%swake", cfg->nats_subject_prefix);
     dr_bus_subscribe(d->node.bus, subject, on_wake, d);
-    dr_mqtt_start(d->mqtt);
+    d->notes = dr_notes_new(d->node.redis, &d->store, d->node.bus, d->status_subject, publish_note, d);
+    dr_mqttc_start(d->mqtt);
     dr_node_set_callbacks(&d->node, (int)cfg->tick_ms, on_cron, on_stop, d);
 
     dr_node_run(&d->node);

@@ -210,7 +210,7 @@ static int hexval(char c)
 }
 
 /* Percent-decodes len bytes into out (cap bytes, NUL-terminated). Returns the length, or -1 for a
- * malformed escape, an encoded NUL or an overlong result. */
+ * malformed escape, a NUL (encoded or raw: either would cut the C string short) or an overlong result. */
 static ssize_t url_decode(const char *s, size_t len, char *out, size_t cap, int plus_is_space)
 {
     size_t o = 0;
@@ -220,14 +220,14 @@ static ssize_t url_decode(const char *s, size_t len, char *out, size_t cap, int 
             if (i + 2 >= len)
                 return -1;
             int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-            if (h < 0 || l < 0 || (h == 0 && l == 0))
+            if (h < 0 || l < 0)
                 return -1;
             c = (char)(h * 16 + l);
             i += 2;
         } else if (c == '+' && plus_is_space) {
             c = ' ';
         }
-        if (o + 1 >= cap)
+        if (c == '\0' || o + 1 >= cap)
             return -1;
         out[o++] = c;
     }
@@ -467,7 +467,7 @@ static void readyz(hreq_t *hr)
 {
     ingress_t *in = hr->in;
     int redis = dr_redis_ready(in->node.redis), nats = dr_bus_connected(in->node.bus);
-    int mqtt = in->mqtt && dr_mqtt_connected(in->mqtt);
+    int mqtt = in->mqtt && dr_mqttc_connected(in->mqtt);
     char body[160];
     int n = snprintf(body, sizeof(body), "{\"ready\":%s,\"redis\":%s,\"nats\":%s,\"mqtt\":%s}",
                      redis && nats && mqtt ? "true" : "false", redis ? "true" : "false", nats ? "true" : "false",

@@ -1,7 +1,9 @@
-/* Helpers shared by the REST handlers (see rest.h). */
+/* Helpers shared by the REST handlers (see rest.h): request bodies, submitting, loading one message
+ * through the store (dr/store.h) and the rules of who may read and change which message. */
 #define DR_MODULE "ingress/rest"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dr/err.h"
@@ -70,9 +72,7 @@ int rest_parse_ack(hreq_t *hr, dr_ack_t *ack)
 
 void rest_accept(hreq_t *hr, const dr_producer_msg_t *m, store_cb *cb)
 {
-    char token[33];
-    store_new_token(token);
-    accept_req_t a = {.dev = hr->dev, .dev_len = strlen(hr->dev), .msg = m, .token = token, .key_id = hr->who.key_id};
+    accept_req_t a = {.dev = hr->dev, .dev_len = strlen(hr->dev), .msg = m, .key_id = hr->who.key_id};
     store_accept(hr->in, &a, cb, hr);
 }
 
@@ -81,78 +81,86 @@ void rest_store_error(hreq_t *hr, const store_result_t *res)
     if (res->result == RES_CONFLICT)
         http_error(hr, 409, "IDEMPOTENCY_CONFLICT",
                    "the idempotency key was already used for a different command (message %s)", res->id);
+    else if (res->result == RES_TOO_LARGE)
+        http_error(hr, 413, "TOO_LARGE", "the command message is larger than this device takes (%s bytes)", res->id);
     else
         http_error(hr, 500, "INTERNAL", "the message could not be stored; nothing was accepted");
 }
 
-void rest_script(hreq_t *hr, dr_redis_script_t *s, dr_redis_cb *cb, int argc, const char **argv)
+int rest_store_failed(hreq_t *hr, int err, const char *errstr)
 {
-    const dr_settings_t *cfg = &hr->in->node.cfg;
-    const char *av[24];
-    char now_s[24], ret_s[24];
-    snprintf(now_s, sizeof(now_s), "%lld", (long long)dr_now_ms());
-    snprintf(ret_s, sizeof(ret_s), "%lld", (long long)cfg->retention_s);
-    av[0] = cfg->redis_prefix;
-    av[1] = now_s;
-    av[2] = ret_s;
-    for (int i = 0; i < argc && i < 21; i++)
-        av[3 + i] = argv[i];
-    if (dr_redis_eval(hr->in->node.redis, s, cb, hr, argc + 3, av, NULL) != 0) {
-        http_unavailable(hr, DR_EUNAVAIL);
+    if (err == 0)
+        return 0;
+    if (err == DR_EREDIS) {
+        static int64_t last_log;
+        int64_t now = dr_mono_ms();
+        if (now - last_log >= 1000) {
+            last_log = now;
+            h2o_iovec_t path = hr->req ? hr->req->path_normalized : h2o_iovec_init(H2O_STRLIT("-"));
+            dr_log(DR_LOG_WARNING, "event=store_call_failed path=\"%.*s\" error=\"%s\"", (int)path.len, path.base,
+                   errstr ? errstr : "");
+        }
+    }
+    return http_unavailable(hr, err);
+}
+
+/* ---- loading one message ---------------------------------------------------------------------- */
+
+typedef struct {
+    hreq_t *hr;
+    rest_msg_cb *cb;
+} load_t;
+
+static void on_loaded(void *data, int err, const char *errstr, const dr_store_msg_t *msgs, size_t n)
+{
+    load_t *l = data;
+    hreq_t *hr = l->hr;
+    rest_msg_cb *cb = l->cb;
+    free(l);
+    if (rest_store_failed(hr, err, errstr)) {
+        hreq_release(hr);
+        return;
+    }
+    const dr_store_msg_t *m = n == 1 && msgs[0].found ? &msgs[0] : NULL;
+    cb(hr, m != NULL && rest_may_read(hr, m) ? m : NULL);
+}
+
+void rest_load_msg(hreq_t *hr, rest_msg_cb *cb)
+{
+    load_t *l = dr_malloc(sizeof(*l));
+    l->hr = hr;
+    l->cb = cb;
+    int rc = dr_store_get(hr->in->node.redis, &hr->in->store, &hr->id, 1, on_loaded, l);
+    if (rc != 0) {
+        free(l);
+        http_unavailable(hr, rc);
         hreq_release(hr);
     }
 }
 
-void rest_fetch_msg(hreq_t *hr, dr_redis_cb *cb)
-{
-    char key[96];
-    snprintf(key, sizeof(key), "%sm:%lld", hr->in->node.cfg.redis_prefix, (long long)hr->id);
-    const char *argv[] = {"HMGET", key, REST_MSG_FIELDS};
-    if (dr_redis_cmd(hr->in->node.redis, cb, hr, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL) != 0) {
-        http_unavailable(hr, DR_EUNAVAIL);
-        hreq_release(hr);
-    }
-}
+/* ---- who may see and change what --------------------------------------------------------------- */
 
-static const char *str_or_null(const redisReply *r, size_t i)
-{
-    return (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING) ? r->element[i]->str : NULL;
-}
-
-int rest_msg_from_reply(const redisReply *reply, rest_msg_t *m)
-{
-    memset(m, 0, sizeof(*m));
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 13 || str_or_null(reply, 0) == NULL)
-        return -1;
-    m->dev = str_or_null(reply, 0);
-    m->st = str_or_null(reply, 1) ? str_or_null(reply, 1) : "UNKNOWN";
-    m->g = str_or_null(reply, 2) ? str_or_null(reply, 2) : "RECEIPT_CONFIRMATION";
-    m->cmd = str_or_null(reply, 3) ? str_or_null(reply, 3) : "";
-    m->data = str_or_null(reply, 4);
-    m->key = str_or_null(reply, 5);
-    m->tmp = str_or_null(reply, 6);
-    m->pd = str_or_null(reply, 7);
-    m->ext = str_or_null(reply, 8) && strcmp(str_or_null(reply, 8), "1") == 0;
-    m->att = str_or_null(reply, 9) ? strtoll(str_or_null(reply, 9), NULL, 10) : 0;
-    m->ts = str_or_null(reply, 10) ? strtoll(str_or_null(reply, 10), NULL, 10) : 0;
-    m->chg = str_or_null(reply, 11) ? strtoll(str_or_null(reply, 11), NULL, 10) : 0;
-    m->sent = str_or_null(reply, 12) ? strtoll(str_or_null(reply, 12), NULL, 10) : 0;
-    return 0;
-}
-
-int rest_may_read(const hreq_t *hr, const rest_msg_t *m)
+int rest_may_read(const hreq_t *hr, const dr_store_msg_t *m)
 {
     if (!hr->who.authenticated || hr->who.scope == DR_SCOPE_ADMIN)
         return 1;
     if (hr->who.scope == DR_SCOPE_DEVICE)
         return strcmp(m->dev, hr->who.device) == 0;
-    return m->key == NULL || strcmp(m->key, hr->who.key_id) == 0;
+    return m->key_id[0] == '\0' || strcmp(m->key_id, hr->who.key_id) == 0;
 }
 
-const char *rest_status_name(const char *st, int ext, int v1)
+const char *rest_owner(const hreq_t *hr)
 {
-    int s = dr_status_parse(st, strlen(st));
-    if (s < 0)
-        return st;
-    return dr_status_name(ext || v1 ? s : dr_status_for_duster(s));
+    if (hr->who.authenticated && hr->who.scope == DR_SCOPE_ADMIN)
+        return "";
+    /* Never "" for anyone else: that would make the caller an operator. No message is submitted by
+     * key "-" (key ids are hex), so a caller without a key id owns nothing. */
+    return hr->who.key_id[0] != '\0' ? hr->who.key_id : "-";
+}
+
+const char *rest_status_name(int status, int ext, int v1)
+{
+    if (status < 0)
+        return "UNKNOWN";
+    return dr_status_name(ext || v1 ? status : dr_status_for_duster(status));
 }

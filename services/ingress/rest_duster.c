@@ -82,18 +82,14 @@ void duster_ack(hreq_t *hr)
 
 /* ---- GET /consumer/getLastMessage/{deviceId} -------------------------------------------------- */
 
-static void on_peeked(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_peeked(void *data, int err, const char *errstr, const dr_store_send_t *msg)
 {
-    (void)r;
     hreq_t *hr = data;
-    if (!http_unavailable(hr, err ? err : (reply->type != REDIS_REPLY_ARRAY ? DR_EREDIS : 0))) {
-        if (reply->elements < 4) {
+    if (!rest_store_failed(hr, err, errstr)) {
+        if (msg == NULL) {
             http_json(hr, 200, "[]", 2);
         } else {
-            const char *data_json = reply->element[3]->len ? reply->element[3]->str : NULL;
-            int g = dr_guarantee_parse(reply->element[1]->str, reply->element[1]->len);
-            char *one = dr_codec_encode_consumer(strtoll(reply->element[0]->str, NULL, 10), g,
-                                                 reply->element[2]->str, dr_now_ms(), data_json);
+            char *one = dr_codec_encode_consumer(msg->id, msg->guarantee, msg->command, dr_now_ms(), msg->data);
             size_t n = strlen(one);
             char *body = dr_malloc(n + 3);
             body[0] = '[';
@@ -110,32 +106,28 @@ static void on_peeked(dr_redis_t *r, redisReply *reply, int err, void *data)
 
 void duster_peek(hreq_t *hr)
 {
-    rest_script(hr, hr->in->s_peek, on_peeked, 1, (const char *[]){hr->dev});
+    int rc = dr_store_peek(hr->in->node.redis, &hr->in->store, hr->dev, on_peeked, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
+        hreq_release(hr);
+    }
 }
 
 /* ---- GET /producer/getMessageStatus/{messageId} ----------------------------------------------- */
 
-static void on_status(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_status(hreq_t *hr, const dr_store_msg_t *m)
 {
-    (void)r;
-    hreq_t *hr = data;
-    if (!http_unavailable(hr, err)) {
-        rest_msg_t m;
-        if (rest_msg_from_reply(reply, &m) != 0 || !rest_may_read(hr, &m)) {
-            http_error(hr, 404, "NOT_FOUND", "Message not found for id: %lld", (long long)hr->id);
-        } else {
-            int st = dr_status_parse(m.st, strlen(m.st));
-            if (!m.ext)
-                st = dr_status_for_duster(st);
-            char body[96];
-            int n = snprintf(body, sizeof(body), "{\"deliveryStatus\":\"%s\"}", dr_status_name(st));
-            http_json(hr, 200, body, (size_t)n);
-        }
+    if (m == NULL) {
+        http_error(hr, 404, "NOT_FOUND", "Message not found for id: %lld", (long long)hr->id);
+    } else {
+        char body[96];
+        int n = snprintf(body, sizeof(body), "{\"deliveryStatus\":\"%s\"}", rest_status_name(m->status, m->ext, 0));
+        http_json(hr, 200, body, (size_t)n);
     }
     hreq_release(hr);
 }
 
 void duster_status(hreq_t *hr)
 {
-    rest_fetch_msg(hr, on_status);
+    rest_load_msg(hr, on_status);
 }

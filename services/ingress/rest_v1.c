@@ -138,7 +138,10 @@ static void on_bulk_item(void *data, const store_result_t *res)
             message_ref(&b, r->id, bk->dev[i], r->status);
         } else {
             failures++;
-            const char *code = r->err ? "UNAVAILABLE" : (r->result == RES_CONFLICT ? "IDEMPOTENCY_CONFLICT" : "INTERNAL");
+            const char *code = r->err                           ? "UNAVAILABLE"
+                               : r->result == RES_CONFLICT  ? "IDEMPOTENCY_CONFLICT"
+                               : r->result == RES_TOO_LARGE ? "TOO_LARGE"
+                                                            : "INTERNAL";
             buf_add(&b, "{\"device\":", 10);
             buf_str(&b, bk->dev[i]);
             buf_fmt(&b, ",\"error\":{\"code\":\"%s\",\"message\":\"not accepted; retry this device\"}}", code);
@@ -196,10 +199,7 @@ void v1_bulk(hreq_t *hr)
         bulk_item_t *it = dr_malloc(sizeof(*it));
         it->hr = hr;
         it->i = (int)i;
-        char token[33];
-        store_new_token(token);
-        accept_req_t a = {.dev = bk->dev[i], .dev_len = strlen(bk->dev[i]), .msg = &m, .token = token,
-                          .key_id = hr->who.key_id};
+        accept_req_t a = {.dev = bk->dev[i], .dev_len = strlen(bk->dev[i]), .msg = &m, .key_id = hr->who.key_id};
         store_accept(hr->in, &a, on_bulk_item, it);
     }
     m.idem_key = base_key;
@@ -213,199 +213,132 @@ out:
     hreq_release(hr);
 }
 
+
 /* ---- GET /v1/messages/{id} -------------------------------------------------------------------- */
 
-static void write_message(buf_t *b, int64_t id, const rest_msg_t *m)
+static void write_message(buf_t *b, const dr_store_msg_t *m)
 {
-    buf_fmt(b, "{\"id\":%lld,\"device\":", (long long)id);
+    buf_fmt(b, "{\"id\":%lld,\"device\":", (long long)m->id);
     buf_str(b, m->dev);
-    buf_fmt(b, ",\"status\":\"%s\",\"guarantee\":\"%s\",\"command\":", rest_status_name(m->st, m->ext, 1), m->g);
-    buf_str(b, m->cmd);
+    buf_fmt(b, ",\"status\":\"%s\",\"guarantee\":\"%s\",\"command\":", rest_status_name(m->status, m->ext, 1),
+            dr_guarantee_name(m->guarantee));
+    buf_str(b, m->command);
     buf_add(b, ",\"data\":", 8);
     buf_add(b, m->data ? m->data : "null", m->data ? strlen(m->data) : 4);
-    buf_fmt(b, ",\"attempts\":%lld,\"createdAt\":%lld,\"updatedAt\":%lld", m->att, m->ts, m->chg);
-    if (m->sent)
-        buf_fmt(b, ",\"lastSentAt\":%lld", m->sent);
-    if (m->pd) {
+    buf_fmt(b, ",\"attempts\":%lld,\"createdAt\":%lld,\"updatedAt\":%lld", (long long)m->attempts,
+            (long long)m->accepted_ms, (long long)m->changed_ms);
+    if (m->last_send_ms > 0)
+        buf_fmt(b, ",\"lastSentAt\":%lld", (long long)m->last_send_ms);
+    if (m->has_tmp) {
         buf_add(b, ",\"producerDeviseId\":", 20);
         buf_str(b, m->pd);
-        buf_fmt(b, ",\"tmpId\":%s", m->tmp ? m->tmp : "null");
+        buf_fmt(b, ",\"tmpId\":%lld", (long long)m->tmp);
     }
 }
 
-static void on_history(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void write_history(buf_t *b, const dr_store_msg_t *m)
 {
-    (void)r;
-    hreq_t *hr = data;
-    buf_t *b = hr->state;
-    if (!http_unavailable(hr, err)) {
-        buf_add(b, ",\"history\":[", 12);
-        for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
-            if (i)
-                buf_add(b, ",", 1);
-            buf_add(b, reply->element[i]->str, reply->element[i]->len);
-        }
-        buf_add(b, "]}", 2);
-        http_json(hr, 200, b->p, b->len);
+    buf_add(b, ",\"history\":[", 12);
+    for (size_t i = 0; i < m->nhistory; i++) {
+        const dr_store_hist_t *h = &m->history[i];
+        buf_fmt(b, "%s{\"ts\":%lld,\"status\":\"%s\",\"attempt\":%lld,\"event\":", i ? "," : "", (long long)h->ts,
+                rest_status_name(h->status, 1, 1), (long long)h->attempt);
+        buf_str(b, h->event);
+        buf_add(b, "}", 1);
+    }
+    buf_add(b, "]", 1);
+}
+
+static void on_message(hreq_t *hr, const dr_store_msg_t *m)
+{
+    if (m == NULL) {
+        http_error(hr, 404, "NOT_FOUND", "message %lld not found", (long long)hr->id);
+    } else {
+        buf_t b = {0};
+        write_message(&b, m);
+        write_history(&b, m);
+        buf_add(&b, "}", 1);
+        http_json(hr, 200, b.p, b.len);
+        free(b.p);
     }
     hreq_release(hr);
 }
 
-static void buf_free(void *p)
-{
-    buf_t *b = p;
-    free(b->p);
-    free(b);
-}
-
-static void on_message(dr_redis_t *r, redisReply *reply, int err, void *data)
-{
-    hreq_t *hr = data;
-    rest_msg_t m;
-    if (http_unavailable(hr, err)) {
-        hreq_release(hr);
-        return;
-    }
-    if (rest_msg_from_reply(reply, &m) != 0 || !rest_may_read(hr, &m)) {
-        http_error(hr, 404, "NOT_FOUND", "message %lld not found", (long long)hr->id);
-        hreq_release(hr);
-        return;
-    }
-    buf_t *b = dr_calloc(1, sizeof(*b));
-    write_message(b, hr->id, &m);
-    hr->state = b;
-    hr->free_state = buf_free;
-    char key[96];
-    snprintf(key, sizeof(key), "%sh:%lld", hr->in->node.cfg.redis_prefix, (long long)hr->id);
-    const char *argv[] = {"LRANGE", key, "0", "-1"};
-    if (dr_redis_cmd(r, on_history, hr, 4, argv, NULL) != 0) {
-        http_unavailable(hr, DR_EUNAVAIL);
-        hreq_release(hr);
-    }
-}
-
 void v1_get_message(hreq_t *hr)
 {
-    rest_fetch_msg(hr, on_message);
+    rest_load_msg(hr, on_message);
 }
 
 /* ---- GET /v1/devices/{dev}/messages ----------------------------------------------------------- */
 
 typedef struct {
-    buf_t out;
     int status_filter;     /* -1: any */
-    int pending, count, limit;
-    long long last_id;
-    char **ids;
-    int nids;
-    char **rows;           /* formatted row per id, NULL when filtered out */
+    int64_t limit;
+    int64_t last_id;       /* the oldest id of this page, before filtering: the next page's cursor */
+    size_t nids;
 } list_t;
 
-static void list_free(void *p)
-{
-    list_t *l = p;
-    for (int i = 0; i < l->nids; i++) {
-        free(l->ids[i]);
-        free(l->rows[i]);
-    }
-    free(l->ids);
-    free(l->rows);
-    free(l->out.p);
-    free(l);
-}
-
-typedef struct {
-    hreq_t *hr;
-    int i;
-} list_item_t;
-
-static void list_finish(hreq_t *hr)
+static void list_answer(hreq_t *hr, const dr_store_msg_t *msgs, size_t n)
 {
     list_t *l = hr->state;
-    buf_add(&l->out, "{\"messages\":[", 13);
+    buf_t b = {0};
+    buf_add(&b, "{\"messages\":[", 13);
     int first = 1;
-    for (int i = 0; i < l->nids; i++) {
-        if (l->rows[i] == NULL)
+    for (size_t i = 0; i < n; i++) {
+        const dr_store_msg_t *m = &msgs[i];
+        if (!m->found || !rest_may_read(hr, m) || (l->status_filter >= 0 && m->status != l->status_filter))
             continue;
         if (!first)
-            buf_add(&l->out, ",", 1);
+            buf_add(&b, ",", 1);
         first = 0;
-        buf_add(&l->out, l->rows[i], strlen(l->rows[i]));
+        write_message(&b, m);
+        buf_add(&b, "}", 1);
     }
-    buf_add(&l->out, "],\"nextCursor\":", 15);
-    if (l->nids == l->limit)
-        buf_fmt(&l->out, "\"%lld\"}", l->last_id);
+    buf_add(&b, "],\"nextCursor\":", 15);
+    if ((int64_t)l->nids == l->limit)
+        buf_fmt(&b, "\"%lld\"}", (long long)l->last_id);
     else
-        buf_add(&l->out, "null}", 5);
-    http_json(hr, 200, l->out.p, l->out.len);
+        buf_add(&b, "null}", 5);
+    http_json(hr, 200, b.p, b.len);
+    free(b.p);
 }
 
-static void on_list_item(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_list_msgs(void *data, int err, const char *errstr, const dr_store_msg_t *msgs, size_t n)
 {
-    (void)r;
-    list_item_t *it = data;
-    hreq_t *hr = it->hr;
-    list_t *l = hr->state;
-    rest_msg_t m;
-    if (err == 0 && rest_msg_from_reply(reply, &m) == 0 && rest_may_read(hr, &m)) {
-        int st = dr_status_parse(m.st, strlen(m.st));
-        if (l->status_filter < 0 || st == l->status_filter) {
-            buf_t row = {0};
-            write_message(&row, strtoll(l->ids[it->i], NULL, 10), &m);
-            buf_add(&row, "}", 1);
-            l->rows[it->i] = row.p;
-        }
-    }
-    free(it);
-    if (--l->pending == 0) {
-        list_finish(hr);
-        hreq_release(hr);
-    }
+    hreq_t *hr = data;
+    if (!rest_store_failed(hr, err, errstr))
+        list_answer(hr, msgs, n);
+    hreq_release(hr);
 }
 
-static void on_list_ids(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_list_ids(void *data, int err, const char *errstr, const int64_t *ids, size_t n)
 {
     hreq_t *hr = data;
     list_t *l = hr->state;
-    if (http_unavailable(hr, err)) {
+    if (rest_store_failed(hr, err, errstr)) {
         hreq_release(hr);
         return;
     }
-    l->nids = (int)reply->elements;
-    l->ids = dr_calloc(reply->elements + 1, sizeof(char *));
-    l->rows = dr_calloc(reply->elements + 1, sizeof(char *));
-    for (size_t i = 0; i < reply->elements; i++)
-        l->ids[i] = dr_strdup(reply->element[i]->str);
-    if (l->nids == 0) {
-        list_finish(hr);
+    l->nids = n;
+    if (n == 0) {
+        list_answer(hr, NULL, 0);
         hreq_release(hr);
         return;
     }
-    l->last_id = strtoll(l->ids[l->nids - 1], NULL, 10);
-    l->pending = l->nids;
-    for (int i = 0; i < l->nids; i++) {
-        char key[96];
-        snprintf(key, sizeof(key), "%sm:%s", hr->in->node.cfg.redis_prefix, l->ids[i]);
-        const char *argv[] = {"HMGET", key, REST_MSG_FIELDS};
-        list_item_t *it = dr_malloc(sizeof(*it));
-        it->hr = hr;
-        it->i = i;
-        if (dr_redis_cmd(r, on_list_item, it, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL) != 0) {
-            free(it);
-            if (--l->pending == 0) {
-                list_finish(hr);
-                hreq_release(hr);
-            }
-        }
+    l->last_id = ids[n - 1];
+    int rc = dr_store_get(hr->in->node.redis, &hr->in->store, ids, n, on_list_msgs, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
+        hreq_release(hr);
     }
 }
 
 void v1_list_messages(hreq_t *hr)
 {
-    char status[32], cursor[32], limit_s[16];
+    char status[32], cursor_s[32], limit_s[16];
     list_t *l = dr_calloc(1, sizeof(*l));
     hr->state = l;
-    hr->free_state = list_free;
+    hr->free_state = free;
     l->status_filter = -1;
     l->limit = 50;
     if (http_query(hr, "status", status, sizeof(status))) {
@@ -424,52 +357,45 @@ void v1_list_messages(hreq_t *hr)
             hreq_release(hr);
             return;
         }
-        l->limit = (int)v;
+        l->limit = v;
     }
-    char max[40] = "+inf", lim[16], key[320];
-    if (http_query(hr, "cursor", cursor, sizeof(cursor))) {
+    long long cursor = 0;
+    if (http_query(hr, "cursor", cursor_s, sizeof(cursor_s))) {
         char *e;
-        long long c = strtoll(cursor, &e, 10);
-        if (*e != '\0' || c <= 0) {
+        cursor = strtoll(cursor_s, &e, 10);
+        if (*e != '\0' || cursor <= 0) {
             http_error(hr, 400, "BAD_FIELD", "cursor must be the nextCursor of a previous page");
             hreq_release(hr);
             return;
         }
-        snprintf(max, sizeof(max), "(%lld", c);
     }
-    snprintf(lim, sizeof(lim), "%d", l->limit);
-    snprintf(key, sizeof(key), "%sdm:%s", hr->in->node.cfg.redis_prefix, hr->dev);
-    const char *argv[] = {"ZREVRANGEBYSCORE", key, max, "-inf", "LIMIT", "0", lim};
-    if (dr_redis_cmd(hr->in->node.redis, on_list_ids, hr, 7, argv, NULL) != 0) {
-        http_unavailable(hr, DR_EUNAVAIL);
+    int rc = dr_store_list(hr->in->node.redis, &hr->in->store, hr->dev, cursor, l->limit, on_list_ids, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
         hreq_release(hr);
     }
 }
 
 /* ---- POST /v1/messages/{id}/cancel ------------------------------------------------------------ */
 
-static void wake_shard(ingress_t *in, const char *shard)
+static void on_cancelled(void *data, int err, const char *errstr, const dr_store_cancel_res_t *res,
+                         const dr_note_t *notes, size_t nnotes)
 {
-    char subject[96];
-    snprintf(subject, sizeof(subject), "%swake", in->node.cfg.nats_subject_prefix);
-    if (dr_bus_publish(in->node.bus, subject, shard, strlen(shard)) != 0)
-        dr_metrics_inc(DR_M_BUS_DROPPED);
-}
-
-static void on_cancelled(dr_redis_t *r, redisReply *reply, int err, void *data)
-{
-    (void)r;
     hreq_t *hr = data;
-    if (!http_unavailable(hr, err)) {
-        const char *what = reply->type == REDIS_REPLY_ARRAY && reply->elements ? reply->element[0]->str : "";
-        if (strcmp(what, "OK") == 0) {
-            wake_shard(hr->in, reply->element[1]->str);
+    if (err == 0) {
+        /* Publish and wake whether or not the client is still there: the change is committed. */
+        ingress_after_commit(hr->in, notes, nnotes);
+        if (res->code == DR_STORE_CANCEL_OK)
+            ingress_wake(hr->in, res->shard);
+    }
+    if (!rest_store_failed(hr, err, errstr)) {
+        if (res->code == DR_STORE_CANCEL_OK) {
             char body[96];
             int n = snprintf(body, sizeof(body), "{\"id\":%lld,\"status\":\"CANCELLED\"}", (long long)hr->id);
             http_json(hr, 200, body, (size_t)n);
-        } else if (strcmp(what, "CONFLICT") == 0) {
+        } else if (res->code == DR_STORE_CANCEL_CONFLICT) {
             http_error(hr, 409, "NOT_CANCELLABLE", "message %lld is %s and can no longer be cancelled",
-                       (long long)hr->id, reply->element[1]->str);
+                       (long long)hr->id, rest_status_name(res->status, 1, 1));
         } else {
             http_error(hr, 404, "NOT_FOUND", "message %lld not found", (long long)hr->id);
         }
@@ -477,58 +403,70 @@ static void on_cancelled(dr_redis_t *r, redisReply *reply, int err, void *data)
     hreq_release(hr);
 }
 
+/* A producer key cancels only what it submitted itself (not what came over MQTT without a key); an
+ * admin key anything. A message the caller may not cancel is answered as unknown (404). */
 void v1_cancel(hreq_t *hr)
 {
-    char id[24];
-    snprintf(id, sizeof(id), "%lld", (long long)hr->id);
-    const char *caller = hr->who.scope == DR_SCOPE_ADMIN ? "" : hr->who.key_id;
-    rest_script(hr, hr->in->s_cancel, on_cancelled, 2, (const char *[]){id, caller});
+    int rc = dr_store_cancel(hr->in->node.redis, &hr->in->store, hr->id, rest_owner(hr), NULL, on_cancelled, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
+        hreq_release(hr);
+    }
 }
 
 /* ---- DELETE /v1/devices/{dev}/messages -------------------------------------------------------- */
 
+#define PURGE_STEP 500
+
 typedef struct {
-    long long purged;
-    char shard[16];
+    int64_t purged;
+    char cursor[64];   /* last queue entry scanned */
 } purge_t;
 
 static void purge_step(hreq_t *hr);
 
-static void on_purged(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_purged(void *data, int err, const char *errstr, int64_t purged, int more, const char *cursor,
+                      const dr_note_t *notes, size_t nnotes)
 {
-    (void)r;
     hreq_t *hr = data;
     purge_t *p = hr->state;
-    if (http_unavailable(hr, err) || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
-        hreq_release(hr);
-        return;
+    if (err == 0) {
+        ingress_after_commit(hr->in, notes, nnotes);
+        p->purged += purged;
+        snprintf(p->cursor, sizeof(p->cursor), "%s", cursor);
+        if (more && hr->req != NULL) {
+            purge_step(hr);
+            return;
+        }
     }
-    p->purged += reply->element[1]->integer;
-    if (reply->element[2]->integer && hr->req != NULL) {
-        purge_step(hr);
-        return;
+    if (err == 0 || p->purged > 0)
+        ingress_wake(hr->in, dr_shard_of(hr->dev, strlen(hr->dev), hr->in->store.shards));
+    if (!rest_store_failed(hr, err, errstr)) {
+        buf_t b = {0};
+        buf_add(&b, "{\"device\":", 10);
+        buf_str(&b, hr->dev);
+        buf_fmt(&b, ",\"purged\":%lld}", (long long)p->purged);
+        http_json(hr, 200, b.p, b.len);
+        free(b.p);
     }
-    wake_shard(hr->in, p->shard);
-    buf_t b = {0};
-    buf_add(&b, "{\"device\":", 10);
-    buf_str(&b, hr->dev);
-    buf_fmt(&b, ",\"purged\":%lld}", p->purged);
-    http_json(hr, 200, b.p, b.len);
-    free(b.p);
     hreq_release(hr);
 }
 
 static void purge_step(hreq_t *hr)
 {
     purge_t *p = hr->state;
-    rest_script(hr, hr->in->s_purge, on_purged, 3, (const char *[]){hr->dev, p->shard, "500"});
+    int rc = dr_store_purge(hr->in->node.redis, &hr->in->store, hr->dev, PURGE_STEP, rest_owner(hr), p->cursor,
+                            on_purged, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
+        hreq_release(hr);
+    }
 }
 
+/* A producer key purges only the messages it submitted itself; an admin key every pending message. */
 void v1_purge(hreq_t *hr)
 {
     purge_t *p = dr_calloc(1, sizeof(*p));
-    snprintf(p->shard, sizeof(p->shard), "%u",
-             dr_shard_of(hr->dev, strlen(hr->dev), (uint32_t)hr->in->node.cfg.shards));
     hr->state = p;
     hr->free_state = free;
     purge_step(hr);
@@ -536,34 +474,34 @@ void v1_purge(hreq_t *hr)
 
 /* ---- GET /v1/devices/{dev} and PUT /v1/devices/{dev}/pacing ----------------------------------- */
 
-static void num_or_null(buf_t *b, const char *name, const redisReply *v, long long dflt, int has_dflt)
+/* v < 0: null, or the default dflt when has_dflt. */
+static void num_or_null(buf_t *b, const char *name, int64_t v, long long dflt, int has_dflt)
 {
-    if (v->type == REDIS_REPLY_STRING && v->len > 0)
-        buf_fmt(b, ",\"%s\":%s", name, v->str);
+    if (v >= 0)
+        buf_fmt(b, ",\"%s\":%lld", name, (long long)v);
     else if (has_dflt)
         buf_fmt(b, ",\"%s\":%lld", name, dflt);
     else
         buf_fmt(b, ",\"%s\":null", name);
 }
 
-static void on_devinfo(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_devinfo(void *data, int err, const char *errstr, const dr_store_devinfo_t *d)
 {
-    (void)r;
     hreq_t *hr = data;
     const dr_settings_t *cfg = &hr->in->node.cfg;
-    if (!http_unavailable(hr, err) && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 9) {
+    if (!rest_store_failed(hr, err, errstr)) {
         buf_t b = {0};
         buf_add(&b, "{\"device\":", 10);
         buf_str(&b, hr->dev);
-        buf_fmt(&b, ",\"queued\":%lld,\"inFlight\":%lld,\"scheduled\":%lld", reply->element[0]->integer,
-                reply->element[1]->integer, reply->element[2]->integer);
-        num_or_null(&b, "nextSendAllowedAt", reply->element[3], 0, 0);
-        num_or_null(&b, "lastSentAt", reply->element[4], 0, 0);
-        num_or_null(&b, "lastAckAt", reply->element[5], 0, 0);
-        num_or_null(&b, "intervalMs", reply->element[6], cfg->interval_ms, 1);
-        num_or_null(&b, "window", reply->element[7], cfg->window, 1);
-        buf_fmt(&b, ",\"mode\":\"%s\",\"shard\":%u}", reply->element[8]->len ? reply->element[8]->str : "mqtt",
-                dr_shard_of(hr->dev, strlen(hr->dev), (uint32_t)cfg->shards));
+        buf_fmt(&b, ",\"queued\":%lld,\"inFlight\":%lld,\"scheduled\":%lld", (long long)d->queued,
+                (long long)d->in_flight, (long long)d->scheduled);
+        num_or_null(&b, "nextSendAllowedAt", d->next_ms, 0, 0);
+        num_or_null(&b, "lastSentAt", d->last_send_ms, 0, 0);
+        num_or_null(&b, "lastAckAt", d->last_ack_ms, 0, 0);
+        num_or_null(&b, "intervalMs", d->interval_ms, cfg->interval_ms, 1);
+        num_or_null(&b, "window", d->window, cfg->window, 1);
+        buf_fmt(&b, ",\"mode\":\"%s\",\"shard\":%u}", strcmp(d->mode, "pull") == 0 ? "pull" : "mqtt",
+                dr_shard_of(hr->dev, strlen(hr->dev), hr->in->store.shards));
         http_json(hr, 200, b.p, b.len);
         free(b.p);
     }
@@ -572,27 +510,42 @@ static void on_devinfo(dr_redis_t *r, redisReply *reply, int err, void *data)
 
 void v1_device(hreq_t *hr)
 {
-    rest_script(hr, hr->in->s_devinfo, on_devinfo, 1, (const char *[]){hr->dev});
+    int rc = dr_store_devinfo(hr->in->node.redis, &hr->in->store, hr->dev, on_devinfo, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
+        hreq_release(hr);
+    }
 }
 
-static void on_release_only(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_pacing_set(void *data, int err, const char *errstr, int64_t result)
 {
-    (void)r;
-    (void)reply;
-    (void)err;
-    hreq_release(data);
-}
-
-static void on_pacing_set(dr_redis_t *r, redisReply *reply, int err, void *data)
-{
-    (void)r;
-    (void)reply;
+    (void)result;
     hreq_t *hr = data;
-    if (http_unavailable(hr, err)) {
+    if (rest_store_failed(hr, err, errstr)) {
         hreq_release(hr);
         return;
     }
-    v1_device(hr);
+    v1_device(hr); /* the same connection answers in order: the summary shows the new values */
+}
+
+/* Reads one optional override: absent leaves it (-1), null removes it (DR_STORE_UNSET). Answers 400
+ * and returns -1 when the value is out of range. */
+static int pacing_field(hreq_t *hr, json_t *root, const char *name, long long min, long long max, int64_t *out)
+{
+    json_t *v = json_object_get(root, name);
+    *out = -1;
+    if (v == NULL)
+        return 0;
+    if (json_is_null(v)) {
+        *out = DR_STORE_UNSET;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        http_error(hr, 400, "BAD_FIELD", "%s must be an integer in [%lld, %lld] or null", name, min, max);
+        return -1;
+    }
+    *out = (int64_t)json_integer_value(v);
+    return 0;
 }
 
 void v1_pacing(hreq_t *hr)
@@ -611,93 +564,51 @@ void v1_pacing(hreq_t *hr)
         return;
     }
     /* null removes an override; absent leaves it as it is */
-    static const struct {
-        const char *json, *field;
-        long long min, max;
-    } nums[] = {{"intervalMs", "iv", 0, 86400000}, {"window", "win", 1, 64}};
-    const char *argv[16];
-    char vals[2][24];
-    int n = 0, ndel = 0;
-    const char *del[4];
-    char key[320];
-    snprintf(key, sizeof(key), "%sdc:%s", hr->in->node.cfg.redis_prefix, hr->dev);
-    argv[n++] = "HSET";
-    argv[n++] = key;
-    for (int i = 0; i < 2; i++) {
-        json_t *v = json_object_get(root, nums[i].json);
-        if (v == NULL)
-            continue;
-        if (json_is_null(v)) {
-            del[ndel++] = nums[i].field;
-            continue;
-        }
-        if (!json_is_integer(v) || json_integer_value(v) < nums[i].min || json_integer_value(v) > nums[i].max) {
-            http_error(hr, 400, "BAD_FIELD", "%s must be an integer in [%lld, %lld] or null", nums[i].json,
-                       nums[i].min, nums[i].max);
-            json_decref(root);
-            hreq_release(hr);
-            return;
-        }
-        snprintf(vals[i], sizeof(vals[i]), "%lld", (long long)json_integer_value(v));
-        argv[n++] = nums[i].field;
-        argv[n++] = vals[i];
+    int64_t interval, window;
+    if (pacing_field(hr, root, "intervalMs", 0, 86400000, &interval) != 0 ||
+        pacing_field(hr, root, "window", 1, 64, &window) != 0) {
+        json_decref(root);
+        hreq_release(hr);
+        return;
     }
-    json_t *mode = json_object_get(root, "mode");
-    if (mode != NULL) {
-        const char *mv = json_is_string(mode) ? json_string_value(mode) : "";
-        if (strcmp(mv, "mqtt") != 0 && strcmp(mv, "pull") != 0) {
+    const char *mode = NULL; /* NULL: leave; "": MQTT delivery (the default, so no override) */
+    json_t *mv = json_object_get(root, "mode");
+    if (mv != NULL) {
+        const char *s = json_is_string(mv) ? json_string_value(mv) : "";
+        if (strcmp(s, "mqtt") != 0 && strcmp(s, "pull") != 0) {
             http_error(hr, 400, "BAD_FIELD", "mode must be \"mqtt\" or \"pull\"");
             json_decref(root);
             hreq_release(hr);
             return;
         }
-        argv[n++] = "mode";
-        argv[n++] = strcmp(mv, "pull") == 0 ? "pull" : "mqtt";
+        mode = strcmp(s, "pull") == 0 ? "pull" : "";
     }
-    /* One connection answers in order: the HDEL (if any) completes before the final command, and
-     * only the final command's callback answers the request. */
-    dr_redis_t *r = hr->in->node.redis;
-    int rc = 0;
-    if (ndel > 0) {
-        const char *dv[6] = {"HDEL", key};
-        for (int i = 0; i < ndel; i++)
-            dv[2 + i] = del[i];
-        hr->refs++;
-        rc = dr_redis_cmd(r, on_release_only, hr, 2 + ndel, dv, NULL);
-        if (rc != 0)
-            hr->refs--;
-    }
-    if (rc == 0) {
-        const char *ping[] = {"PING"};
-        rc = n > 2 ? dr_redis_cmd(r, on_pacing_set, hr, n, argv, NULL) : dr_redis_cmd(r, on_pacing_set, hr, 1, ping, NULL);
-    }
+    int rc = dr_store_devset(hr->in->node.redis, &hr->in->store, hr->dev, interval, window, mode, -1,
+                             on_pacing_set, hr);
+    json_decref(root);
     if (rc != 0) {
-        http_unavailable(hr, DR_EUNAVAIL);
+        http_unavailable(hr, rc);
         hreq_release(hr);
     }
-    json_decref(root);
 }
 
 /* ---- POST /v1/devices/{dev}/next and .../messages/{id}/ack ------------------------------------ */
 
-static void on_pulled(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_pulled(void *data, int err, const char *errstr, const dr_store_send_t *msg, int64_t due_in_ms,
+                      const dr_note_t *notes, size_t nnotes)
 {
-    (void)r;
     hreq_t *hr = data;
-    if (!http_unavailable(hr, err) && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
-        if (strcmp(reply->element[0]->str, "MSG") == 0 && reply->elements >= 6) {
-            int g = dr_guarantee_parse(reply->element[2]->str, reply->element[2]->len);
-            long long att = reply->element[5]->integer;
-            dr_metrics_inc(att > 1 ? DR_M_RESENT : DR_M_SENT);
-            char *body = dr_codec_encode_consumer(strtoll(reply->element[1]->str, NULL, 10), g,
-                                                  reply->element[3]->str, dr_now_ms(),
-                                                  reply->element[4]->len ? reply->element[4]->str : NULL);
+    if (err == 0)
+        ingress_after_commit(hr->in, notes, nnotes); /* what the pass expired or failed on the way */
+    if (!rest_store_failed(hr, err, errstr)) {
+        if (msg != NULL) {
+            dr_metrics_inc(msg->attempt > 1 ? DR_M_RESENT : DR_M_SENT);
+            char *body = dr_codec_encode_consumer(msg->id, msg->guarantee, msg->command, dr_now_ms(), msg->data);
             http_json(hr, 200, body, strlen(body));
             free(body);
         } else {
             /* Nothing may go now: say when to ask again (pacing, window, or nothing queued). */
-            long long due = reply->element[1]->len ? strtoll(reply->element[1]->str, NULL, 10) : 0;
-            long long wait = due > 0 ? (due - dr_now_ms() + 999) / 1000 : 0;
+            long long wait = due_in_ms > 0 ? (long long)(due_in_ms + 999) / 1000 : 0;
             char ra[24];
             snprintf(ra, sizeof(ra), "%lld", wait < 1 ? 1 : wait);
             http_add_header(hr, "retry-after", ra);
@@ -709,17 +620,13 @@ static void on_pulled(dr_redis_t *r, redisReply *reply, int err, void *data)
 
 void v1_pull(hreq_t *hr)
 {
-    const dr_settings_t *cfg = &hr->in->node.cfg;
-    char sh[16], win[16], iv[24], ack[24], rmax[24], bo[32], jit[16], seed[24];
-    snprintf(sh, sizeof(sh), "%u", dr_shard_of(hr->dev, strlen(hr->dev), (uint32_t)cfg->shards));
-    snprintf(win, sizeof(win), "%lld", (long long)cfg->window);
-    snprintf(iv, sizeof(iv), "%lld", (long long)cfg->interval_ms);
-    snprintf(ack, sizeof(ack), "%lld", (long long)cfg->ack_timeout_ms);
-    snprintf(rmax, sizeof(rmax), "%lld", (long long)cfg->retry_max_ms);
-    snprintf(bo, sizeof(bo), "%.6f", cfg->backoff);
-    snprintf(jit, sizeof(jit), "%lld", (long long)cfg->jitter_pct);
-    snprintf(seed, sizeof(seed), "%lld", (long long)(dr_mono_ms() ^ (int64_t)(uintptr_t)hr) & 0x7fffffff);
-    rest_script(hr, hr->in->s_pull, on_pulled, 9, (const char *[]){hr->dev, sh, win, iv, ack, rmax, bo, jit, seed});
+    dr_store_policy_t pol;
+    ingress_policy(hr->in, &pol);
+    int rc = dr_store_pull(hr->in->node.redis, &hr->in->store, hr->dev, &pol, on_pulled, hr);
+    if (rc != 0) {
+        http_unavailable(hr, rc);
+        hreq_release(hr);
+    }
 }
 
 static void on_v1_acked(void *data, const store_result_t *res)

@@ -41,7 +41,7 @@ def lease_owners(stack, shards):
     def read(r):
         out = {}
         for sh in range(shards):
-            v = r.get("%slease:%d" % (stack.prefix, sh))
+            v = r.get("%s{%d}lease" % (stack.prefix, sh))
             out[sh] = v.split(" ")[0] if v else None
         return out
     return stack.redis_call(read)
@@ -336,16 +336,13 @@ class Workload:
         return res, report
 
     def idem_index(self):
-        prefix = self.stack.prefix
-
-        def read(r):
-            out = {}
-            for k in r.scan_iter(match=prefix + "m:*", count=1000):
-                idk = r.hget(k, "idk")
-                if idk and ("%s-p" % self.name) in idk:
-                    out.setdefault(idk, set()).add(int(k[len(prefix) + 2:]))
-            return out
-        return self.stack.redis_call(read)
+        """idempotency key -> ids stored with it (this run's keys only), from the records in Redis."""
+        out = {}
+        for mid, m in self.stack.msgs(self.stack.message_ids()).items():
+            idk = m.get("idk")
+            if idk and ("%s-p" % self.name) in idk:
+                out.setdefault(idk, set()).add(mid)
+        return out
 
     def rest_answers(self, t_from, t_to):
         """REST exchanges sent at or after t_from and answered before t_to: (status list)."""

@@ -22,7 +22,8 @@ stack = _integration.stack
 pytest_runtest_makereport = _integration.pytest_runtest_makereport
 
 # One marker per scenario (pytest -m R4); tests/CMakeLists.txt makes one ctest entry of each.
-SCENARIOS = ("R1", "R2", "R3", "R4", "R5", "R6", "R8", "R10", "R11", "R11b", "R16", "R17", "R19", "R20")
+SCENARIOS = ("R1", "R2", "R3", "R4", "R5", "R6", "R8", "R10", "R11", "R11b", "R16", "R17", "R19", "R20", "R21",
+             "R22", "R23", "R24", "R25", "R26", "R27")
 
 
 def pytest_configure(config):

@@ -29,7 +29,7 @@ NATS_SERVER = os.environ.get("DROVER_NATS_SERVER", "/usr/sbin/nats-server")
 MOSQUITTO = os.environ.get("DROVER_MOSQUITTO", "/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = os.environ.get("DROVER_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer")
 
 # Test-friendly defaults for both services (the stack fixture applies them; tests override per key).
 TEST_DEFAULTS = {
@@ -296,6 +296,9 @@ class RedisServer(Proc):
                 'save ""',
                 "requirepass %s" % self.password,
                 "maxmemory-policy noeviction",
+                # the memory settings every Redis we ship has (deploy/local/redis-common.conf)
+                "hash-max-listpack-value 1024",
+                "stream-node-max-bytes 512",
                 'logfile ""',
             ]) + "\n")
 
@@ -447,7 +450,7 @@ class MosquittoServer(Proc):
                 "persistence true",
                 "persistence_location %s/" % self.dir,
                 "max_queued_messages 100000",
-                "max_inflight_messages 100",
+                "max_inflight_messages 1000",
                 "log_dest stderr",
                 "log_type error",
                 "log_type warning",
@@ -1066,22 +1069,74 @@ class Stack:
                     raise
                 time.sleep(0.1)
 
+    # Layout 2 (common/lua/drover.lua): message ids carry their shard (id % cluster.shards), records
+    # live in bucket hashes <prefix>{<shard>}m:<n div 64>, read through the library's "get" function.
+    BUCKET = 64
+
+    @property
+    def shards(self):
+        return int(self.overrides.get("cluster.shards", TEST_DEFAULTS["cluster.shards"]))
+
     def seq(self):
-        v = self.redis_call(lambda r: r.get(self.prefix + "seq"))
-        return int(v) if v else 0
+        """Ids handed out so far (the sum of the per-shard counters; no wrap-around in tests)."""
+        def read(r):
+            return sum(int(r.get(k) or 0) for k in r.scan_iter(match=self.prefix + "{*}seq", count=1000))
+        return self.redis_call(read)
+
+    def _fcall_get(self, ids):
+        p = self.prefix
+        keys = sorted({"%s{%d}" % (p, int(i) % self.shards) for i in ids}) or ["%s{0}" % p]
+        return self.redis_call(lambda r: r.fcall("get", len(keys), *keys, p, self.shards, 3600, "test",
+                                                 *[str(i) for i in ids]))
+
+    @staticmethod
+    def _msg_dict(o):
+        if not o:
+            return {}
+        names = ["id", "dev", "g", "cmd", "data", "st", "ts", "chg", "att", "tmp", "pd", "ttl", "max", "nb", "ext",
+                 "idk", "key", "sent", "due"]
+        m = {n: v for n, v in zip(names, o[:19])}
+        m["history"] = [{"event": o[19][i], "status": o[19][i + 1], "ts": int(o[19][i + 2]),
+                         "attempt": int(o[19][i + 3])} for i in range(0, len(o[19]), 4)]
+        return m
 
     def msg(self, mid):
-        return self.redis_call(lambda r: r.hgetall("%sm:%s" % (self.prefix, mid)))
+        return self._msg_dict(self._fcall_get([mid])[0])
+
+    def msgs(self, ids):
+        """id -> message dict (as msg()) for every id that exists."""
+        out = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for mid, o in zip(chunk, self._fcall_get(chunk)):
+                if o:
+                    out[int(mid)] = self._msg_dict(o)
+        return out
 
     def status(self, mid):
         return self.msg(mid).get("st")
 
     def history(self, mid):
-        raw = self.redis_call(lambda r: r.lrange("%sh:%s" % (self.prefix, mid), 0, -1))
-        return [json.loads(x) for x in raw]
+        return self.msg(mid).get("history", [])
+
+    def message_ids(self):
+        """Every message id that has a record."""
+        p, S, B = self.prefix, self.shards, self.BUCKET
+
+        def read(r):
+            ids = set()
+            for k in r.scan_iter(match=p + "{*}m:*", count=1000):
+                sh = int(k[len(p) + 1:k.index("}", len(p))])
+                b = int(k[k.rindex(":") + 1:])
+                for f in r.hkeys(k):
+                    if f != "#":
+                        ids.add((b * B + int(f)) * S + sh)
+            return ids
+        return self.redis_call(read)
 
     def message_keys(self):
-        return set(self.redis_call(lambda r: list(r.scan_iter(match=self.prefix + "m:*", count=1000))))
+        return self.message_ids()
 
     def metrics(self):
         """Sum of every node's counters."""

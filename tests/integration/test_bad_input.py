@@ -9,7 +9,9 @@ import pytest
 
 from harness import stays_true, wait_until
 
-pytestmark = pytest.mark.drover_config({"ingress.max_payload": 1024,
+# device.max_message 0: these tests are about the ingress's own payload limit (test_device_limits.py
+# covers the device's).
+pytestmark = pytest.mark.drover_config({"ingress.max_payload": 1024, "device.max_message": 0,
                                         "dispatch.ack_timeout_ms": 10000, "dispatch.retry_max_ms": 20000})
 
 PD = "bad-pd"

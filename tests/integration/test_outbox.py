@@ -1,33 +1,56 @@
-"""The notification outbox: status changes queued while no dispatcher runs are all published once one
-starts, in order, however many there are, and the outbox ends empty.
-
-With one shard every notification of the test lands in one outbox stream, so the owner has to work
-through more than one batch (the dispatcher reads 100 entries at a time).
+"""The status log as outbox: the node that made a change publishes it right after Redis committed it,
+and what such a node claimed but never confirmed (it died, or its broker connection failed) is
+published by the shard's owner, however much there is, in log order, and the log ends with nothing
+unconfirmed.
 """
+import harness
 from harness import wait_until
 
-N = 250
+N = 450  # more than two reclaim batches (200 each)
 
 
-def outbox_len(stack):
-    return stack.redis_call(lambda r: r.xlen(stack.prefix + "nt:0"))
+def unconfirmed(stack, shard):
+    log = "%s{%d}log" % (stack.prefix, shard)
+    return stack.redis_call(lambda r: r.xpending(log, "pub")["pending"] if r.exists(log) else 0)
 
 
-def test_outbox_backlog_larger_than_a_batch_is_published(stack_factory):
+def test_receipts_need_no_dispatcher(stack_factory):
+    """Receipts come from the ingress that stored the message: they do not wait for a dispatcher."""
     s = stack_factory({"cluster.shards": 1}, start=False)
     s.start()
     s.dispatcher.stop()
     prod = s.producer("ob")
-    tmps = [prod.send("dev-ob-%d" % (i % 5), command="c%d" % i, data={"i": i}) for i in range(N)]
-    # stored while no dispatcher runs: every receipt waits in the outbox
-    wait_until(lambda: outbox_len(s) >= N, 30, msg=lambda: "outbox has %d entries" % outbox_len(s))
-    assert not any(prod.for_tmp(t) for t in tmps), "receipts published without a dispatcher"
-    s.dispatcher.start()
-    ids = [prod.receipt_id(t, timeout=60) for t in tmps]
-    assert len(set(ids)) == N
-    # in order per device: receipts follow acceptance, ids grow per device
+    tmps = [prod.send("dev-ob-%d" % (i % 5), command="c%d" % i, data={"i": i}) for i in range(20)]
+    ids = [prod.receipt_id(t, timeout=30) for t in tmps]
+    assert len(set(ids)) == 20
     for d in range(5):
         got = [i for k, i in enumerate(ids) if k % 5 == d]
         assert got == sorted(got), "device %d: receipts out of order %s" % (d, got)
-    wait_until(lambda: outbox_len(s) == 0, 30, msg=lambda: "outbox still has %d entries" % outbox_len(s))
-    assert not s.redis_call(lambda r: r.sismember(s.prefix + "ntidx", "0")), "shard 0 still marked in ntidx"
+    wait_until(lambda: unconfirmed(s, 0) == 0, 10, msg=lambda: "%d receipts unconfirmed" % unconfirmed(s, 0))
+
+
+def test_changes_a_dead_node_claimed_are_published_by_the_owner(stack_factory):
+    s = stack_factory({"cluster.shards": 1})
+    prod = s.producer("ob2")
+    log = "%s{0}log" % s.prefix
+
+    def inject(r):
+        if not r.exists(log):
+            r.xgroup_create(log, "pub", id="$", mkstream=True)
+        pipe = r.pipeline()
+        for k in range(N):
+            pipe.xadd(log, {"i": str(100000 + k), "d": "dev-dead", "s": "NOT_DELIVERED", "t": str(k),
+                            "p": "ob2", "x": "0", "k": ""})
+        pipe.execute()
+        r.xreadgroup("pub", "node-that-died", {log: ">"}, count=N)
+    s.redis_call(inject)
+    assert unconfirmed(s, 0) == N
+    wait_until(lambda: len({n.msg["tmpId"] for n in prod.responses}) >= N, 60,
+               msg=lambda: "%d of %d published" % (len({n.msg["tmpId"] for n in prod.responses}), N))
+    tmps = [n.msg["tmpId"] for n in prod.responses if n.msg.get("id", 0) >= 100000]
+    firsts = []
+    for t in tmps:
+        if t not in firsts:
+            firsts.append(t)
+    assert firsts == list(range(N)), "not published in log order: %s" % firsts[:20]
+    wait_until(lambda: unconfirmed(s, 0) == 0, 20, msg=lambda: "%d still unconfirmed" % unconfirmed(s, 0))

@@ -4,6 +4,7 @@ Every request goes through curl (a real HTTP client) against a real stack.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -57,7 +58,7 @@ class Api:
 
 def ctl(stack, *args):
     env = dict(os.environ, DR_REDIS_PORT=str(stack.redis.port), DR_REDIS_PASSWORD=stack.redis.password,
-               DR_REDIS_PREFIX=stack.prefix)
+               DR_REDIS_PREFIX=stack.prefix, DR_CLUSTER_SHARDS=str(stack.shards))
     out = subprocess.run([os.path.join(harness.BIN_DIR, "drover-ctl")] + list(args), env=env, capture_output=True,
                          timeout=20)
     assert out.returncode == 0, out.stderr.decode()
@@ -357,6 +358,43 @@ def test_cancel_and_purge(rest):
     assert st == 200 and s["queued"] == 0 and s["inFlight"] == 0
 
 
+def test_producer_cannot_cancel_a_message_submitted_over_mqtt(rest):
+    """A message submitted over MQTT has no owner key: producer keys may read it, but only an admin may
+    cancel it (a producer key gets 404, as for an unknown id, and nothing changes)."""
+    rest.call("PUT", "/v1/devices/offline-m/pacing", rest.admin, {"mode": "pull"})  # stays NOT_DELIVERED
+    prod = rest.stack.producer("pd-cancel")
+    mid = prod.receipt_id(prod.send("offline-m", command="viaMqtt"))
+    st, _, m = rest.call("GET", "/v1/messages/%d" % mid, rest.producer)
+    assert st == 200 and m["status"] == "NOT_DELIVERED"
+    for key in (rest.producer, rest.producer2):
+        st, _, b = rest.call("POST", "/v1/messages/%d/cancel" % mid, key)
+        assert st == 404 and error_code(b) == "NOT_FOUND", (st, b)
+    assert rest.stack.status(mid) == "NOT_DELIVERED"
+    st, _, b = rest.call("POST", "/v1/messages/%d/cancel" % mid, rest.admin)
+    assert (st, b) == (200, {"id": mid, "status": "CANCELLED"})
+    prod.wait_status(mid, "CANCELLED", 10)
+
+
+def test_purge_is_scoped_to_the_producer_key(rest):
+    """A producer key purges only the messages it submitted; an admin key purges every pending one,
+    including those of other keys and those submitted over MQTT."""
+    rest.call("PUT", "/v1/devices/offline-s/pacing", rest.admin, {"mode": "pull"})
+    mine = [submit(rest, "offline-s", command="a%d" % i) for i in range(3)]
+    theirs = [submit(rest, "offline-s", key=rest.producer2, command="b%d" % i) for i in range(2)]
+    prod = rest.stack.producer("pd-purge")
+    via_mqtt = prod.receipt_id(prod.send("offline-s", command="viaMqtt"))
+    st, _, b = rest.call("DELETE", "/v1/devices/offline-s/messages", rest.producer)
+    assert st == 200 and b == {"device": "offline-s", "purged": 3}, b
+    assert [rest.stack.status(i) for i in mine] == ["PURGED"] * 3
+    assert [rest.stack.status(i) for i in theirs + [via_mqtt]] == ["NOT_DELIVERED"] * 3
+    st, _, s = rest.call("GET", "/v1/devices/offline-s", rest.producer)
+    assert st == 200 and s["queued"] == 3
+    st, _, b = rest.call("DELETE", "/v1/devices/offline-s/messages", rest.admin)
+    assert st == 200 and b == {"device": "offline-s", "purged": 3}, b
+    assert [rest.stack.status(i) for i in theirs + [via_mqtt]] == ["PURGED"] * 3
+    prod.wait_status(via_mqtt, "CANCELLED", 10)  # PURGED is shown as CANCELLED to Duster producers
+
+
 def test_cancel_racing_a_delivery(rest):
     """Either the cancel wins (200, the device's ack changes nothing) or the delivery wins (409); the final
     status always agrees with what the cancel call said, over many races."""
@@ -453,6 +491,8 @@ def test_sse_streams_every_change_in_order_and_resumes(rest):
     wait_until(lambda: first.statuses(mid) == ["NOT_DELIVERED", "DELIVERED"], 10,
                msg=lambda: "events: %s" % first.events)
     last_id = first.events[-1]["id"]
+    assert all(re.fullmatch(r"\d+:\d+-\d+", e["id"]) for e in first.events), first.events
+    assert int(last_id.split(":")[0]) == mid % rest.stack.shards  # <shard>:<log entry id>
     first.close()
     # changes while nobody listens are delivered on resume, in order, and nothing before last_id again
     dev.ack(mid, "COMPLETED")
@@ -463,6 +503,15 @@ def test_sse_streams_every_change_in_order_and_resumes(rest):
     assert all(e["data"]["device"] == "sse-d" for e in second.events)
     assert other not in [e["data"]["id"] for e in second.events]
     second.close()
+    # an id without a shard (data layout 1) restarts every shard from its millisecond: events of that
+    # millisecond may come again, nothing later is lost
+    old_style = SseReader(rest, "?device=sse-d", rest.admin, last_id=last_id.split(":", 1)[1])
+    wait_until(lambda: "COMPLETED" in old_style.statuses(mid), 10, msg=lambda: "events: %s" % old_style.events)
+    assert set(old_style.statuses(mid)) <= {"DELIVERED", "COMPLETED"}
+    old_style.close()
+    for bad in ("x", "1:2", "a:1-2", "1:1-2-3"):
+        st, _, b = rest.call("GET", "/v1/events", rest.admin, headers=["Last-Event-ID: " + bad])
+        assert st == 400 and error_code(b) == "BAD_FIELD", (bad, st, b)
     # a device key sees only its own device, whatever it asks for
     third = SseReader(rest, "?device=sse-d", rest.device, last_id=first.events[0]["id"])
     mine = submit(rest, "rest-dev")

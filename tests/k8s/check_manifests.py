@@ -641,8 +641,6 @@ class Checker:
                 self.err(lw, f"{key} is a secret: it comes from the Secret through {env_name(key)}, not a ConfigMap")
             if key == "node.id":
                 self.err(lw, "node.id must not be in the shared file: each pod sets its own (DR_NODE_ID)")
-            if key == "ingress.lane":
-                self.err(lw, "ingress.lane is set by the ingress itself")
             if o["type"] == "STR" and not (o["min"] <= len(value.encode()) <= o["max"]):
                 self.err(lw, f"{key}: length {len(value)} outside [{o['min']:.0f}, {o['max']:.0f}]")
             elif o["type"] in ("INT", "DBL"):
@@ -672,11 +670,10 @@ class Checker:
             self.err(w, "http.bind is loopback: neither the Service nor the probes could reach the REST API")
         if v.get("http.duster_open") == "1":
             self.err(w, "http.duster_open = 1 is allowed only on loopback")
-        lanes = int(self.num("ingress.mqtt_lanes")) if self.num("ingress.mqtt_lanes") == self.num("ingress.mqtt_lanes") else 1
         for f, wl, c, b in dcs:
             replicas = int(wl.get("spec", {}).get("replicas", 1) or 1)
             longest = f"{name_of(wl)}-{max(replicas - 1, 0)}"
-            limit = 60 if (b == "drover-ingress" and lanes > 1) else 64
+            limit = 64
             if len(longest) > limit - 3:  # room for ordinals up to 999
                 self.err(f"{f}: {name_of(wl)}", f"pod names are too long for node.id (at most {limit} characters)")
             if re.search(r"[ /+#]", longest):
@@ -728,7 +725,7 @@ class Checker:
 
     def check_grace(self, where, w, c):
         """SIGTERM hand-over: a preStop pause, then up to redis.timeout_ms for work in flight and again for
-        the lease release or the lanes' exit; Kubernetes must not SIGKILL before that."""
+        the lease release; Kubernetes must not SIGKILL before that."""
         timeout_ms = 5000.0
         for _, cm in self.m.of_kind("ConfigMap"):
             for _, key, value in parse_drover_conf((cm.get("data") or {}).get("drover.conf", "")):
@@ -1017,7 +1014,7 @@ class Checker:
         if not runtime.lower().startswith("debian:12"):
             self.err(where, "the runtime stage is not Debian 12")
         if not re.search(r'(?m)^ENTRYPOINT\s+\[\s*"/usr/bin/tini"', runtime):
-            self.err(where, "ENTRYPOINT must be tini: the ingress must not be PID 1 (services/ingress/lanes.c)")
+            self.err(where, "ENTRYPOINT must be tini: it reaps and forwards signals, so a service is never PID 1")
         m = re.search(r"(?m)^USER\s+(\d+)", runtime)
         if not m or m.group(1) == "0":
             self.err(where, "the runtime stage must switch to a numeric non-root USER")

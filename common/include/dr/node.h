@@ -11,7 +11,6 @@
 #include <uv.h>
 
 #include "dr/bus.h"
-#include "dr/mqtt.h"
 #include "dr/loop.h"
 #include "dr/redis.h"
 #include "dr/settings.h"
@@ -45,11 +44,6 @@ int dr_node_init(dr_node_t *n, const char *service, int argc, char **argv);
 
 /* on_cron runs every period_ms on the loop; on_stop runs once on the first SIGTERM/SIGINT. */
 void dr_node_set_callbacks(dr_node_t *n, int period_ms, dr_node_cb *on_cron, dr_node_cb *on_stop, void *data);
-
-/* Creates the node's MQTT client "drover-<role>-<node.id>" from the settings. A persistent session
- * (clean_session 0) makes the broker keep our share of messages while the process restarts.
- * Returns 0, or 1 after printing why to stderr. */
-int dr_node_mqtt_open(dr_node_t *n, const char *role, int clean_session, dr_mqtt_t **out);
 
 /* Runs the loop until dr_node_close() has closed everything. */
 void dr_node_run(dr_node_t *n);

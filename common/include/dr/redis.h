@@ -35,9 +35,9 @@ typedef struct {
 /* Creates a client and starts connecting. Strings in opt are copied. */
 dr_redis_t *dr_redis_new(dr_loop_t *loop, const dr_redis_options_t *opt);
 
-/* Registers a Lua script (body borrowed; must outlive r) to load on every connection. Call before the
- * first connection is READY. Returns the handle used by dr_redis_eval. */
-dr_redis_script_t *dr_redis_add_script(dr_redis_t *r, const char *name, const char *body);
+/* Registers a Redis function library (body borrowed; must outlive r), loaded with FUNCTION LOAD
+ * REPLACE on every connection before the client reports READY. Call before the first READY. */
+void dr_redis_add_library(dr_redis_t *r, const char *name, const char *body);
 
 void dr_redis_on_state(dr_redis_t *r, dr_redis_state_cb *cb, void *data);
 
@@ -48,10 +48,11 @@ int dr_redis_ready(const dr_redis_t *r);
  * not READY (cb not called). argv is copied before returning. */
 int dr_redis_cmd(dr_redis_t *r, dr_redis_cb *cb, void *data, int argc, const char **argv, const size_t *lens);
 
-/* EVALSHA script 0 argv... Same contract as dr_redis_cmd. A NOSCRIPT reply (script cache flushed
- * behind our back) makes the client reload its scripts; the caller sees DR_EREDIS and retries. */
-int dr_redis_eval(dr_redis_t *r, dr_redis_script_t *s, dr_redis_cb *cb, void *data, int argc, const char **argv,
-                  const size_t *lens);
+/* FCALL fn nkeys keys... args... (args binary safe when arglens is given). Same contract as
+ * dr_redis_cmd. A "Function not found" reply (the library was flushed behind our back) makes the
+ * client reconnect and reload it; the caller sees DR_EREDIS and retries. */
+int dr_redis_fcall(dr_redis_t *r, dr_redis_cb *cb, void *data, const char *fn, int nkeys, const char **keys, int nargs,
+                   const char **args, const size_t *arglens);
 
 /* Closes the connection; pending callbacks get DR_ECLOSED. Frees r. */
 void dr_redis_free(dr_redis_t *r);

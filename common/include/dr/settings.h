@@ -32,9 +32,6 @@ typedef struct {
     /* ingress */
     int64_t ingress_max_payload;
     int64_t ingress_max_device_id;
-    int64_t ingress_mqtt_lanes;     /* MQTT consumer processes of one ingress (lanes.c) */
-    int64_t ingress_lane;           /* 0: the process an operator started; k > 0: a lane it started */
-    int64_t ingress_lane_parent;    /* in a lane: pid of the lane 0 that started it */
     /* REST API (ingress) */
     int64_t http_port;      /* 0: no HTTP listener */
     char *http_bind;
@@ -47,6 +44,8 @@ typedef struct {
     /* cluster and dispatch */
     int64_t shards;
     int64_t window;
+    int64_t default_ttl_ms;         /* deliver-by of messages without one; 0: none */
+    int64_t device_max_message;     /* largest message a device takes (bytes); 0: any */
     int64_t interval_ms;
     int64_t ack_timeout_ms;
     int64_t retry_max_ms;

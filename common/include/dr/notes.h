@@ -1,0 +1,46 @@
+/* Publishing status changes: the node that made a change publishes it right after Redis committed it.
+ *
+ * Every Redis function that changes a status appends the change to the shard's status log and
+ * claims the entry for the calling node (dr_note_t). dr_notes_publish sends each change as a NATS
+ * status event (at most once, a shortcut for other nodes and tools) and, when the producer gave a
+ * birth certificate, as {"id","tmpId","deliveryStatus"} on producer/response/{producerDeviseId}
+ * (Drover-only outcomes only to producers that used Drover-only fields). Entries whose MQTT publish
+ * the broker confirmed are acknowledged in the log (XACK); the others stay claimed and the shard's
+ * owner publishes them again after notify reclaim time (dr_store_reclaim), so a crash or a broker
+ * outage delays a notification but never loses it. A notification to a producer id that no broker
+ * accepts in a topic (data stored before input was checked this strictly) is counted
+ * (notify_refused), acknowledged and skipped, so it can never stall anything.
+ *
+ * Loop thread only.
+ */
+#ifndef DR_NOTES_H
+#define DR_NOTES_H
+
+#include <stddef.h>
+
+#include "dr/bus.h"
+#include "dr/store.h"
+
+/* Publishes one MQTT message; returns 0 (done is then called exactly once with 0 when the broker
+ * confirmed it, or an error), DR_EINVAL for a topic the broker would refuse, or another error when
+ * it cannot be sent now (done not called). payload is copied. */
+typedef int dr_notes_publish_fn(void *ctx, const char *topic, const void *payload, size_t len,
+                                void (*done)(void *data, int err), void *data);
+
+typedef struct dr_notes dr_notes_t;
+
+/* Creates a publisher. st, bus and r are borrowed and must outlive it; subject is copied. */
+dr_notes_t *dr_notes_new(dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus, const char *status_subject,
+                         dr_notes_publish_fn *pub, void *pub_ctx);
+
+/* Publishes n notes (copied) as described above. */
+void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n);
+
+/* Notes whose publication has not settled yet. */
+size_t dr_notes_in_flight(const dr_notes_t *p);
+
+/* Frees p once every publish it started has completed (their callbacks still arrive); nothing
+ * more is published. NULL is fine. */
+void dr_notes_free(dr_notes_t *p);
+
+#endif

@@ -1,0 +1,1055 @@
+#!lua name=drover
+-- Drover's Redis function library (data layout 2), loaded once per connection with FUNCTION LOAD.
+--
+-- DESIGN
+-- Every key of a device or a message lives in its shard's hash slot: names are
+-- <prefix>{<shard>}<kind>..., and a message id carries its shard (id mod S = shard), so any node
+-- finds a message from its id alone and every function touches the slots of the KEYS it declares
+-- (one key, <prefix>{<shard>}, per shard involved). Batch functions take many shards at once; on
+-- Redis Cluster a caller splits its batches by slot. docs/architecture.md §3 lists every key.
+--
+-- A message is one msgpack array (fields R_*) in a bucket hash <prefix>{s}m:<n div 64>, field
+-- n mod 64, where n = id div S. The bucket counts its live (still to be delivered) messages in
+-- field '#'; when that count drops to 0 the bucket expires after the retention period, so a finished
+-- message costs its record and nothing else. History is a short array inside the record: one entry
+-- per status change, the first send and the latest re-send.
+--
+-- Per device: a stream <prefix>{s}q:<dev> (group 'g', consumer 's<shard>') in acceptance order, each
+-- entry carrying the id, the guarantee and the command; entries up to the group's last-delivered id
+-- are exactly the messages in flight (an entry is acknowledged and deleted together when its message
+-- leaves the queue). A hash <prefix>{s}d:<dev> holds pacing state and operator overrides.
+--
+-- Every status change is appended to the shard's status log <prefix>{s}log, which is both the event
+-- history SSE clients resume from and the notification outbox: the function that made a change
+-- claims its log entries for the calling node (group 'pub'); the node publishes them right after the
+-- reply and acknowledges them (XACK); the shard owner claims what a dead node left (XAUTOCLAIM).
+--
+-- Time comes from Redis (TIME), never from the caller, so every node paces by the same clock.
+
+local GROUP, PUB = 'g', 'pub'
+local BUCKET = 64
+
+local ST = {NOT_DELIVERED = 0, UNKNOWN = 1, DELIVERED = 2, COMPLETED = 3, COMPLETED_WITH_ERROR = 4,
+            CANCELLED = 5, EXPIRED = 6, FAILED = 7, PURGED = 8}
+local STN = {[0] = 'NOT_DELIVERED', [1] = 'UNKNOWN', [2] = 'DELIVERED', [3] = 'COMPLETED', [4] = 'COMPLETED_WITH_ERROR',
+             [5] = 'CANCELLED', [6] = 'EXPIRED', [7] = 'FAILED', [8] = 'PURGED'}
+-- Forward-only state machine (mirrored by common/src/status.c).
+local RANK = {[0] = 0, [1] = 0, [2] = 1, [3] = 2, [4] = 2, [5] = 3, [6] = 3, [7] = 3, [8] = 3}
+local FINAL = {[3] = true, [4] = true, [5] = true, [6] = true, [7] = true, [8] = true}
+local GC = {NO = 'N', RECEIPT_CONFIRMATION = 'R', ONLY_LAST = 'L'}
+local GN = {N = 'NO', R = 'RECEIPT_CONFIRMATION', L = 'ONLY_LAST'}
+local EV = {accepted = 1, sent = 2, resent = 3, ack = 4, superseded = 5, deadline = 6, max_attempts = 7,
+            cancelled = 8, purged = 9, refused = 10, unsent = 11, shown = 12}
+local EVN = {'accepted', 'sent', 'resent', 'ack', 'superseded', 'deadline', 'max_attempts', 'cancelled', 'purged',
+             'refused', 'unsent', 'shown'}
+
+-- Record fields (positions in the msgpack array). Absent strings are '', absent numbers 0.
+local R_DEV, R_G, R_CMD, R_DATA, R_ST, R_TS, R_CHG, R_ATT, R_TMP, R_PD = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local R_TTL, R_MAX, R_NB, R_EXT, R_IDK, R_KEY, R_SID, R_SHOWN, R_DUE, R_SENT = 11, 12, 13, 14, 15, 16, 17, 18, 19, 20
+local R_HIST, R_LIVE, R_HASPD, R_NOTE = 21, 22, 23, 24
+
+-- ---- call context ------------------------------------------------------------------------------
+
+-- Every function starts with ARGV[1] = key prefix, ARGV[2] = shard count, ARGV[3] = retention (s),
+-- ARGV[4] = calling node (log consumer name); its own arguments follow.
+local function ctx(args)
+  local t = redis.call('TIME')
+  return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), node = args[4],
+          now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+          logged = {}, earlier = {}, qready = {}}
+end
+
+local function s(n) return string.format('%d', n) end
+local function key(c, sh, name) return c.P .. '{' .. sh .. '}' .. name end
+
+-- ---- records -----------------------------------------------------------------------------------
+
+local function locate(c, id)
+  local sh = id % c.S
+  local n = (id - sh) / c.S
+  return sh, key(c, sh, 'm:' .. s(math.floor(n / BUCKET))), s(n % BUCKET)
+end
+
+-- Loads message id (a number) as {id, sh, bk, f, r = record array}, or nil.
+local function load(c, id)
+  if not id or id < 1 or id ~= math.floor(id) then return nil end
+  local sh, bk, f = locate(c, id)
+  local v = redis.call('HGET', bk, f)
+  if not v then return nil end
+  return {id = id, sh = sh, bk = bk, f = f, r = cmsgpack.unpack(v)}
+end
+
+local function save(m)
+  redis.call('HSET', m.bk, m.f, cmsgpack.pack(m.r))
+end
+
+local function attempts(m) return m.r[R_ATT] end
+
+-- History: {event, status, ms since accepted, attempt} per entry; a re-send replaces the previous
+-- re-send entry, so a stuck message's history stays short.
+local function hist(c, m, ev)
+  local h, r = m.r[R_HIST], m.r
+  local n = #h
+  if ev == EV.resent and n >= 4 and h[n - 3] == EV.resent then
+    h[n - 2], h[n - 1], h[n] = r[R_ST], c.now - r[R_TS], r[R_ATT]
+    return
+  end
+  h[n + 1], h[n + 2], h[n + 3], h[n + 4] = ev, r[R_ST], c.now - r[R_TS], r[R_ATT]
+end
+
+-- ---- status log / notifications ----------------------------------------------------------------
+
+-- The status log's group is created by the first claim that finds none (see claim), so writing a
+-- change costs no existence check.
+local function log_key(c, sh) return key(c, sh, 'log') end
+
+-- True when Redis answered a redis.pcall with an error (for example NOGROUP).
+local function failed(r) return type(r) == 'table' and r.err ~= nil end
+
+-- Appends one note (8 strings, see claim) from a log entry {id, fields} of shard sh to out.
+local function add_note(out, sh, e)
+  local f = e[2]
+  out[#out + 1] = s(sh); out[#out + 1] = e[1]
+  out[#out + 1] = f[2]; out[#out + 1] = f[4]; out[#out + 1] = f[6]; out[#out + 1] = f[8]
+  out[#out + 1] = f[10]; out[#out + 1] = f[12]
+end
+
+-- Logs m's change to st. A message's notifications must reach its producer in order, but each is
+-- published by the node that made the change. So when the message's previous change is still
+-- unconfirmed (its node died, lost the reply that claimed it, or has not confirmed it yet), this call
+-- takes it over and returns it before the new one: the producer may see it twice, never after a
+-- later status. (When it is the calling node's own, still on its way to the broker, the node knows
+-- and does not publish it again: common/src/notes.c.)
+-- from: the status the previous change logged (a repeat of it, as for an idempotent retry, simply
+-- replaces a previous entry that is still unconfirmed).
+local function notify(c, m, st, from)
+  local r = m.r
+  local lk = log_key(c, m.sh)
+  local prev = r[R_NOTE]
+  if prev and prev ~= '' then
+    local p = redis.pcall('XPENDING', lk, PUB, prev, prev, 1)
+    if not failed(p) and p[1] and from == st then
+      redis.call('XACK', lk, PUB, prev)
+    elseif not failed(p) and p[1] then
+      local e
+      if p[1][2] ~= c.node then
+        e = redis.call('XCLAIM', lk, PUB, c.node, 0, prev)[1]
+      else
+        e = redis.call('XRANGE', lk, prev, prev)[1]
+      end
+      if e then add_note(c.earlier, m.sh, e) end
+    end
+  end
+  r[R_NOTE] = redis.call('XADD', lk, '*', 'i', s(m.id), 'd', r[R_DEV], 's', STN[st], 't',
+                         r[R_HASPD] == 1 and s(r[R_TMP]) or '', 'p', r[R_PD], 'x', s(r[R_EXT]), 'k', r[R_KEY])
+  c.logged[m.sh] = (c.logged[m.sh] or 0) + 1
+end
+
+-- Claims this call's log entries for the calling node and appends them to out as flat groups of
+-- 8: shard, log entry id, message id, device, status, tmpId, producerDeviseId, ext. Earlier changes
+-- taken over by notify come first.
+local function claim(c, out)
+  for _, v in ipairs(c.earlier) do out[#out + 1] = v end
+  for sh, n in pairs(c.logged) do
+    local lk = key(c, sh, 'log')
+    local r = redis.pcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+    if failed(r) then
+      -- A new log (or one whose group was lost): what it holds was written by this call.
+      redis.call('XGROUP', 'CREATE', lk, PUB, '0')
+      r = redis.call('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+    end
+    if r then
+      for _, e in ipairs(r[1][2]) do add_note(out, sh, e) end
+    end
+  end
+  return out
+end
+
+-- ---- queue and schedule helpers ----------------------------------------------------------------
+
+local function qkey(c, sh, dev) return key(c, sh, 'q:' .. dev) end
+local function dkey(c, sh, dev) return key(c, sh, 'd:' .. dev) end
+
+-- An empty device queue keeps its group for an hour, so a device with steady work never re-creates it.
+local QUEUE_IDLE_S = 3600
+
+-- The queue's group is created by the first dispatch that finds none (see inflight_of).
+local function enqueue(c, m)
+  local r = m.r
+  local q = qkey(c, m.sh, r[R_DEV])
+  r[R_SID] = redis.call('XADD', q, '*', 'i', s(m.id), 'g', r[R_G], 'c', r[R_CMD])
+  if not c.qready[q] then
+    redis.call('PERSIST', q) -- it may have been empty and expiring
+    c.qready[q] = true
+  end
+end
+
+-- Removes a queue entry that is done with; returns the entries left.
+local function drop_entry(c, q, sid)
+  redis.pcall('XACK', q, GROUP, sid) -- no group yet: the entry was never read
+  redis.call('XDEL', q, sid)
+  local left = redis.call('XLEN', q)
+  if left == 0 then redis.call('EXPIRE', q, QUEUE_IDLE_S) end
+  return left
+end
+
+-- Entries of q in flight (read by the group, not yet acknowledged); creates the group if needed.
+local function inflight_of(q)
+  local p = redis.pcall('XPENDING', q, GROUP)
+  if failed(p) then
+    redis.call('XGROUP', 'CREATE', q, GROUP, '0')
+    return 0
+  end
+  return p[1]
+end
+
+-- Makes a device due no later than t.
+local function wake(c, sh, dev, t)
+  redis.call('ZADD', key(c, sh, 'due'), 'LT', t, dev)
+end
+
+-- Takes a message out of its device queue (stream entry, or the not-before schedule).
+local function unqueue(c, m)
+  local r = m.r
+  if r[R_SID] ~= '' then
+    m.qlen = drop_entry(c, qkey(c, m.sh, r[R_DEV]), r[R_SID])
+    r[R_SID] = ''
+  elseif r[R_NB] > 0 then
+    if redis.call('ZREM', key(c, m.sh, 'sc:' .. r[R_DEV]), s(m.id)) == 1 then
+      redis.call('HINCRBY', dkey(c, m.sh, r[R_DEV]), 'sc', -1)
+    end
+  end
+end
+
+-- The message no longer needs delivery: it stops counting as live in its bucket, which expires
+-- retention seconds after its last live message retired.
+local function retire(c, m)
+  local r = m.r
+  if r[R_LIVE] == 1 then
+    r[R_LIVE] = 0
+    if redis.call('HINCRBY', m.bk, '#', -1) <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
+    if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.ret) end
+    if r[R_TTL] > 0 then redis.call('ZREM', key(c, m.sh, 'exp'), s(m.id)) end
+  else
+    redis.call('EXPIRE', m.bk, c.ret, 'GT') -- a later change extends an expiring bucket
+  end
+end
+
+local function pending(r) return r[R_ST] == 0 or (r[R_ST] == 1 and r[R_ATT] == 0) end
+
+-- Moves m to status st (the caller checked the transition), records it, logs it, frees the queue
+-- slot when the message leaves the pending statuses, and saves the record.
+local function transition(c, m, st, ev)
+  local r = m.r
+  local was_pending = pending(r)
+  local from = r[R_ST]
+  r[R_ST] = st
+  r[R_CHG] = c.now
+  hist(c, m, ev)
+  notify(c, m, st, from)
+  if was_pending then unqueue(c, m) end
+  retire(c, m)
+  save(m)
+end
+
+-- ---- sending (dispatch and REST pull) ----------------------------------------------------------
+
+-- Park-Miller generator seeded by the caller: the jitter must not depend on Redis's randomness.
+local function rand(pol)
+  pol.seed = (pol.seed * 16807) % 2147483647
+  return pol.seed / 2147483647
+end
+
+local function retry_delay(pol, att)
+  local d = pol.ack_to * (pol.backoff ^ (att - 1))
+  if d > pol.retry_max then d = pol.retry_max end
+  local j = d * pol.jitter / 100
+  return math.floor(d - j + 2 * j * rand(pol))
+end
+
+local function policy(args, i)
+  return {win = tonumber(args[i]), iv = tonumber(args[i + 1]), ack_to = tonumber(args[i + 2]),
+          retry_max = tonumber(args[i + 3]), backoff = tonumber(args[i + 4]), jitter = tonumber(args[i + 5]),
+          seed = tonumber(args[i + 6]) % 2147483646 + 1}
+end
+
+-- One decision for one device: promote due scheduled messages, fail or pick re-sends, take the next
+-- entry when the window (or guarantee NO) allows, and, when pacing allows, record the send. Keeps the
+-- device's entry in the shard schedule up to date. Returns the message sent (or nil) and counts.
+-- allow_send: true (REST pull), or 'mqtt' (the dispatcher: devices in pull mode only get bookkeeping).
+local function send_step(c, sh, dev, allow_send, pol, stats)
+  local q, dk = qkey(c, sh, dev), dkey(c, sh, dev)
+  local dv = redis.call('HMGET', dk, 'n', 'iv', 'win', 'cfg', 'sc', 'mode')
+  -- Devices in pull mode fetch their messages over REST; the dispatcher only keeps their schedule.
+  if allow_send == 'mqtt' then allow_send = dv[6] ~= 'pull' end
+  local nxt = tonumber(dv[1]) or 0
+  local iv = tonumber(dv[2]) or pol.iv
+  local win = tonumber(dv[3]) or pol.win
+  local scheduled = tonumber(dv[5]) or 0
+
+  if scheduled > 0 then
+    local sck = key(c, sh, 'sc:' .. dev)
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', sck, '-inf', c.now, 'LIMIT', 0, 100)) do
+      redis.call('ZREM', sck, id)
+      scheduled = redis.call('HINCRBY', dk, 'sc', -1)
+      local m = load(c, tonumber(id))
+      if m and pending(m.r) then
+        enqueue(c, m)
+        save(m)
+      end
+    end
+  end
+
+  -- In flight: the entries up to the group's last-delivered id (see DESIGN), oldest first.
+  local inflight_n, entries = 0, {}
+  local qlen = redis.call('XLEN', q)
+  local dirty = scheduled > 0 -- the queue may change below; its length is read again at the end
+  if qlen > 0 then
+    inflight_n = inflight_of(q)
+    entries = redis.call('XRANGE', q, '-', '+', 'COUNT', inflight_n + 1)
+  end
+  local inflight, retry, soonest = 0, nil, nil
+  for i = 1, inflight_n do
+    local e = entries[i]
+    if not e then break end
+    local m = load(c, tonumber(e[2][2]))
+    if not m or not pending(m.r) then
+      drop_entry(c, q, e[1]) -- finished elsewhere; nothing left to send
+      dirty = true
+    else
+      local r = m.r
+      if r[R_TTL] > 0 and r[R_TTL] <= c.now then
+        dirty = true
+        transition(c, m, ST.EXPIRED, EV.deadline)
+        stats.expired = stats.expired + 1
+      elseif r[R_DUE] <= c.now and r[R_MAX] > 0 and r[R_ATT] >= r[R_MAX] then
+        dirty = true
+        transition(c, m, ST.FAILED, EV.max_attempts)
+        stats.failed = stats.failed + 1
+      else
+        inflight = inflight + 1
+        if r[R_DUE] <= c.now and not retry then
+          retry = m
+        elseif not soonest or r[R_DUE] < soonest then
+          soonest = r[R_DUE]
+        end
+      end
+    end
+  end
+  local nexte = entries[inflight_n + 1]
+  local unread = 0
+  if nexte then unread = 1 end
+
+  local sent = nil
+  if allow_send and c.now >= nxt then
+    local m = retry
+    if not m then
+      for _ = 1, 64 do
+        if not nexte or (inflight >= win and nexte[2][4] ~= 'N') then break end
+        local rd = redis.call('XREADGROUP', 'GROUP', GROUP, 's' .. sh, 'COUNT', 1, 'STREAMS', q, '>')
+        if not rd then nexte = nil; break end
+        local e = rd[1][2][1]
+        local cand = load(c, tonumber(e[2][2]))
+        nexte = nil
+        if cand and pending(cand.r) then
+          if cand.r[R_TTL] > 0 and cand.r[R_TTL] <= c.now then
+            dirty = true
+            transition(c, cand, ST.EXPIRED, EV.deadline)
+            stats.expired = stats.expired + 1
+          else
+            m = cand
+            if cand.r[R_G] ~= 'N' then inflight = inflight + 1 end
+          end
+        else
+          drop_entry(c, q, e[1])
+          dirty = true
+        end
+        if m then break end
+        -- look at the following entry
+        local nx = redis.call('XRANGE', q, '(' .. e[1], '+', 'COUNT', 1)
+        nexte = nx[1]
+      end
+    end
+    if m then
+      local r = m.r
+      local sid = r[R_SID]
+      r[R_ATT] = r[R_ATT] + 1
+      r[R_SENT] = c.now
+      r[R_DUE] = c.now + retry_delay(pol, r[R_ATT])
+      hist(c, m, r[R_ATT] == 1 and EV.sent or EV.resent)
+      if r[R_G] == 'N' then
+        -- Fire and forget: sent once, when pacing allows (Duster dropped these instead).
+        dirty = true
+        unqueue(c, m)
+        retire(c, m)
+      elseif not soonest or r[R_DUE] < soonest then
+        soonest = r[R_DUE]
+      end
+      save(m)
+      nxt = c.now + iv
+      redis.call('HSET', dk, 'n', s(nxt), 'l', s(c.now))
+      if not dv[4] then redis.call('EXPIRE', dk, c.ret) end
+      sent = m
+      if m ~= retry and nexte == nil and sid ~= '' then
+        local nx = redis.call('XRANGE', q, '(' .. sid, '+', 'COUNT', 1)
+        nexte = nx[1]
+      end
+    end
+  end
+
+  -- When does this device need attention next? Nothing queued: it leaves the schedule.
+  if dirty then qlen = redis.call('XLEN', q) end
+  if qlen == 0 and scheduled <= 0 then
+    redis.call('ZREM', key(c, sh, 'due'), dev)
+    return sent
+  end
+  local due = nil
+  local function consider(t) if not due or t < due then due = t end end
+  local can_take = nexte ~= nil and (inflight < win or nexte[2][4] == 'N')
+  if allow_send then
+    if (retry and not sent) or can_take then consider(math.max(c.now, nxt)) end
+    if soonest then consider(math.max(soonest, nxt)) end
+  end
+  if scheduled > 0 then
+    local first = redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), 0, 0, 'WITHSCORES')
+    if first[2] then consider(tonumber(first[2])) end
+  end
+  if not due then due = c.now + pol.retry_max end
+  redis.call('ZADD', key(c, sh, 'due'), s(due), dev)
+  return sent
+end
+
+local function send_out(m)
+  local r = m.r
+  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT])}
+end
+
+-- How long until the shard needs a pass (ms from now, 0 when due): the earliest due device or
+-- deadline, or -1 when nothing is scheduled. Relative, so callers schedule by their own monotonic
+-- clock and never compare Redis time with theirs.
+local function shard_head(c, sh)
+  local best = -1
+  local a = redis.call('ZRANGE', key(c, sh, 'due'), 0, 0, 'WITHSCORES')
+  if a[2] then best = tonumber(a[2]) end
+  local b = redis.call('ZRANGE', key(c, sh, 'exp'), 0, 0, 'WITHSCORES')
+  if b[2] and (best < 0 or tonumber(b[2]) < best) then best = tonumber(b[2]) end
+  if best < 0 then return -1 end
+  return math.max(0, best - c.now)
+end
+
+-- ---- accept ------------------------------------------------------------------------------------
+
+local A_FIELDS = 16 -- per message: dev, shard, guarantee, command, data, tmpId, producerDeviseId,
+                    -- ttl ms, deliver-by, max attempts, not-before, idempotency key, fingerprint, ext,
+                    -- API key id, size of the message as the device receives it (bytes)
+
+-- Allocates the next id of shard sh: id = n * S + sh, n = 1..nmax (the largest with id <= idmax),
+-- from the shard's counter, which only grows: past nmax it wraps, and an id is then reused only when
+-- no record with it exists (its message retired and its retention ended).
+local function next_id(c, sh, idmax)
+  local sk = key(c, sh, 'seq')
+  local nmax = math.floor((idmax - sh) / c.S)
+  if nmax < 1 then return nil end
+  for _ = 1, 1000 do
+    local raw = redis.call('INCR', sk)
+    local id = ((raw - 1) % nmax + 1) * c.S + sh
+    if raw <= nmax then return id end
+    local _, bk, f = locate(c, id)
+    if redis.call('HEXISTS', bk, f) == 0 then return id end
+  end
+  return nil
+end
+
+-- ONLY_LAST supersedes every pending message with the same (device, command), whatever its
+-- guarantee, as Duster did; their producers are told CANCELLED. The device's queue is scanned
+-- (entries carry the command), so this costs the queue's length, and nothing for other guarantees.
+local function supersede(c, sh, dev, cmd)
+  local n = 0
+  local q = qkey(c, sh, dev)
+  if redis.call('EXISTS', q) == 1 then
+    for _, e in ipairs(redis.call('XRANGE', q, '-', '+')) do
+      if e[2][6] == cmd then
+        local m = load(c, tonumber(e[2][2]))
+        if m and m.r[R_ST] == 0 then
+          transition(c, m, ST.CANCELLED, EV.superseded)
+          n = n + 1
+        end
+      end
+    end
+  end
+  local dv = redis.call('HGET', dkey(c, sh, dev), 'sc')
+  if dv and tonumber(dv) > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
+      local m = load(c, tonumber(id))
+      if m and m.r[R_ST] == 0 and m.r[R_CMD] == cmd then
+        transition(c, m, ST.CANCELLED, EV.superseded)
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
+local function accept_one(c, a, i, idmax, out)
+  local dev, sh, g, cmd, data = a[i], tonumber(a[i + 1]), a[i + 2], a[i + 3], a[i + 4]
+  local tmp, pd, ttl_ms, dby, mx = a[i + 5], a[i + 6], tonumber(a[i + 7]), tonumber(a[i + 8]), tonumber(a[i + 9])
+  local nb, idk, fp, ext, akey = tonumber(a[i + 10]), a[i + 11], a[i + 12], tonumber(a[i + 13]), a[i + 14]
+  local size = tonumber(a[i + 15])
+
+  -- Firmware has small input buffers: a command its device cannot take would never be acknowledged
+  -- and would block the device's queue, so it is refused here (device override 'maxm', else default).
+  local limit = tonumber(redis.call('HGET', dkey(c, sh, dev), 'maxm')) or c.max_message
+  if limit > 0 and size > limit then
+    out[#out + 1] = 'TOO_LARGE'; out[#out + 1] = ''; out[#out + 1] = ''; out[#out + 1] = limit
+    return
+  end
+
+  if idk ~= '' then
+    local v = redis.call('GET', key(c, sh, 'ik:' .. idk))
+    if v then
+      local sp = string.find(v, ' ', 1, true)
+      local oid = tonumber(string.sub(v, sp + 1))
+      local om = load(c, oid)
+      if om then
+        if string.sub(v, 1, sp - 1) ~= fp then
+          out[#out + 1] = 'CONFLICT'; out[#out + 1] = s(oid); out[#out + 1] = ''; out[#out + 1] = 0
+          return
+        end
+        notify(c, om, om.r[R_ST], om.r[R_ST]) -- repeat the receipt, with the original id
+        out[#out + 1] = 'DUP'; out[#out + 1] = s(oid); out[#out + 1] = STN[om.r[R_ST]]; out[#out + 1] = 0
+        return
+      end
+    end
+  end
+
+  local id = next_id(c, sh, idmax)
+  if not id then
+    out[#out + 1] = 'FULL'; out[#out + 1] = ''; out[#out + 1] = ''; out[#out + 1] = 0
+    return
+  end
+  local st = (g == 'NO') and ST.UNKNOWN or ST.NOT_DELIVERED
+  local cancelled = 0
+  if g == 'ONLY_LAST' then cancelled = supersede(c, sh, dev, cmd) end
+
+  local deadline = 0
+  if ttl_ms > 0 then deadline = c.now + ttl_ms end
+  if dby > 0 and (deadline == 0 or dby < deadline) then deadline = dby end
+  -- Nothing blocks a queue forever unless asked for: without a deadline of its own a message gets
+  -- the default one (0: none).
+  if deadline == 0 and c.default_ttl > 0 then deadline = math.max(c.now, nb) + c.default_ttl end
+  local _, bk, f = locate(c, id)
+  local m = {id = id, sh = sh, bk = bk, f = f, r = {
+    dev, GC[g], cmd, data, st, c.now, c.now, 0, tonumber(tmp) or 0, pd, deadline, mx, nb, ext, idk, akey,
+    '', 0, 0, 0, {}, 1, pd ~= '' and 1 or 0, ''}}
+  hist(c, m, EV.accepted)
+  if redis.call('HINCRBY', bk, '#', 1) == 1 then redis.call('PERSIST', bk) end
+
+  if nb > c.now then
+    local dk = dkey(c, sh, dev)
+    redis.call('ZADD', key(c, sh, 'sc:' .. dev), nb, s(id))
+    redis.call('HINCRBY', dk, 'sc', 1)
+    if not redis.call('HGET', dk, 'cfg') then redis.call('EXPIRE', dk, c.ret) end
+    wake(c, sh, dev, nb)
+  else
+    m.r[R_NB] = 0
+    enqueue(c, m)
+    wake(c, sh, dev, c.now)
+  end
+  if deadline > 0 then redis.call('ZADD', key(c, sh, 'exp'), deadline, s(id)) end
+  notify(c, m, st, nil)
+  save(m)
+  local dm = key(c, sh, 'dm:' .. dev)
+  redis.call('ZADD', dm, id, s(id))
+  if ((id - sh) / c.S) % 32 == 0 then
+    -- now and then: bound the per-device listing to the newest 10,000 and let it expire when idle
+    redis.call('ZREMRANGEBYRANK', dm, 0, -10001)
+    redis.call('EXPIRE', dm, c.ret)
+  end
+  if idk ~= '' then redis.call('SET', key(c, sh, 'ik:' .. idk), fp .. ' ' .. s(id)) end
+  out[#out + 1] = 'OK'; out[#out + 1] = s(id); out[#out + 1] = STN[st]; out[#out + 1] = cancelled
+end
+
+-- accept_batch: stores producer messages atomically, in order.
+-- KEYS: <prefix>{<shard>} of every shard in the batch (the first also holds the batch token).
+-- ARGV[5..]: largest id, batch token ('' = none), token ttl (s), default deliver-by (ms after
+-- acceptance or not-before; 0 = none), default largest device message (bytes; 0 = no limit), count,
+-- then count x A_FIELDS.
+-- The token makes the caller's own retries safe: a call whose reply was lost may have run, and its
+-- retry must get the same answer, not store the batch again.
+-- Returns {results, notes}: results = 4 per message {code, id, status, cancelled}, code OK | DUP |
+-- CONFLICT | FULL | TOO_LARGE (then the 4th value is the device's limit); notes as claim().
+local function accept_batch(keys, args)
+  local c = ctx(args)
+  local idmax, token, tttl = tonumber(args[5]), args[6], tonumber(args[7])
+  c.default_ttl, c.max_message = tonumber(args[8]), tonumber(args[9])
+  local n = tonumber(args[10])
+  local tk = nil
+  if token ~= '' then
+    tk = keys[1] .. 'rq:' .. token
+    local prev = redis.call('GET', tk)
+    if prev then
+      -- The first call ran and its reply was lost: the same answer, and the notifications it claimed
+      -- (still ours, never published) so they go out now rather than after a reclaim.
+      -- Only those still ours: another node may have taken one over (see notify) and published it.
+      -- Claiming again resets their idle time, so nobody takes them over while we publish them.
+      local v = cmsgpack.unpack(prev)
+      local notes = {}
+      for i = 1, #v[2], 2 do
+        local lk, id = key(c, v[2][i], 'log'), v[2][i + 1]
+        local p = redis.call('XPENDING', lk, PUB, id, id, 1)
+        if p[1] and p[1][2] == c.node then
+          local e = redis.call('XCLAIM', lk, PUB, c.node, 0, id)[1]
+          if e then add_note(notes, v[2][i], e) end
+        end
+      end
+      return {v[1], notes}
+    end
+  end
+  local out = {}
+  for k = 0, n - 1 do accept_one(c, args, 11 + k * A_FIELDS, idmax, out) end
+  local notes = claim(c, {})
+  if tk then
+    local ids = {}
+    for i = 1, #notes, 8 do ids[#ids + 1] = tonumber(notes[i]); ids[#ids + 1] = notes[i + 1] end
+    redis.call('SET', tk, cmsgpack.pack({out, ids}), 'EX', tttl)
+  end
+  return {out, notes}
+end
+
+-- ---- acks --------------------------------------------------------------------------------------
+
+local function ack_one(c, dev, id, new, out)
+  local m = load(c, id)
+  if not m then out[#out + 1] = 'UNKNOWN_ID'; out[#out + 1] = ''; return end
+  local r = m.r
+  if r[R_DEV] ~= dev then out[#out + 1] = 'WRONG_DEVICE'; out[#out + 1] = ''; return end
+  local st = ST[new]
+  if not st or FINAL[r[R_ST]] or RANK[st] <= RANK[r[R_ST]] or (r[R_ATT] == 0 and r[R_SHOWN] == 0) then
+    -- a message never sent (nor shown by a REST poll) cannot be acknowledged: no device saw its id
+    out[#out + 1] = 'IGNORED'; out[#out + 1] = STN[r[R_ST]]
+    return
+  end
+  transition(c, m, st, EV.ack)
+  local dk = dkey(c, m.sh, dev)
+  local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg')
+  redis.call('HSET', dk, 'a', s(c.now))
+  if not dv[3] then redis.call('EXPIRE', dk, c.ret) end
+  -- The freed window slot lets the next message go as soon as pacing allows, not at the next scan;
+  -- a device with nothing left leaves the schedule now rather than at its last re-send time.
+  local left = m.qlen or redis.call('XLEN', qkey(c, m.sh, dev))
+  if (tonumber(dv[2]) or 0) > 0 or left > 0 then
+    wake(c, m.sh, dev, math.max(c.now, tonumber(dv[1]) or 0))
+  else
+    redis.call('ZREM', key(c, m.sh, 'due'), dev)
+  end
+  out[#out + 1] = 'OK'; out[#out + 1] = new
+end
+
+-- ack_batch: applies device acks in order. KEYS: <prefix>{<shard>} per shard involved.
+-- ARGV[5..]: count, then count x (device, message id, status).
+-- Returns {results, notes}: results = 2 per ack {code, status}, code OK | IGNORED | WRONG_DEVICE |
+-- UNKNOWN_ID (status: the new one, or the current one when ignored).
+local function ack_batch(keys, args)
+  local c = ctx(args)
+  local n = tonumber(args[5])
+  local out = {}
+  for k = 0, n - 1 do
+    local i = 6 + k * 3
+    ack_one(c, args[i], tonumber(args[i + 1]), args[i + 2], out)
+  end
+  return {out, claim(c, {})}
+end
+
+-- ---- dispatch ----------------------------------------------------------------------------------
+
+local function fenced(c, sh, epoch)
+  return redis.call('GET', key(c, sh, 'lease')) ~= c.node .. ' ' .. epoch
+end
+
+-- dispatch: one pass over a shard the caller owns. Expires overdue messages, then, for each due
+-- device, decides what may be sent now and records the send before it happens, so a crash after
+-- this call means a re-send with the same id, never a loss.
+-- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, epoch, batch, then the send policy (window, interval,
+-- ack timeout, longest retry wait, back-off, jitter %, seed).
+-- Returns {'FENCED'} or {'OK', expired, failed, more, next pass in ms (-1: none), sends, notes}; sends are
+-- 6 per message {id, device, guarantee, command, data, attempt}.
+local function dispatch(keys, args)
+  local c = ctx(args)
+  local sh, epoch, batch = tonumber(args[5]), args[6], tonumber(args[7])
+  if fenced(c, sh, epoch) then return {'FENCED'} end
+  local pol = policy(args, 8)
+  local stats = {expired = 0, failed = 0}
+  local out = {}
+
+  -- Deadlines first, so an expired message is never sent.
+  local ek = key(c, sh, 'exp')
+  local ids = redis.call('ZRANGEBYSCORE', ek, '-inf', c.now, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', ek, id)
+    local m = load(c, tonumber(id))
+    if m and pending(m.r) then
+      transition(c, m, ST.EXPIRED, EV.deadline)
+      stats.expired = stats.expired + 1
+      wake(c, sh, m.r[R_DEV], c.now)
+    end
+  end
+
+  local devs = redis.call('ZRANGEBYSCORE', key(c, sh, 'due'), '-inf', c.now, 'LIMIT', 0, batch)
+  for _, dev in ipairs(devs) do
+    local m = send_step(c, sh, dev, 'mqtt', pol, stats)
+    if m then
+      for _, v in ipairs(send_out(m)) do out[#out + 1] = v end
+    end
+  end
+  local more = 0
+  if #devs >= batch or #ids >= batch then more = 1 end
+  return {'OK', stats.expired, stats.failed, more, shard_head(c, sh), out, claim(c, {})}
+end
+
+-- unsend: a send the dispatcher recorded but could not publish does not count as an attempt: the
+-- attempt is taken back and the message is due again at once (pacing still applies).
+-- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, epoch, message id, attempt recorded.
+-- Returns 1 when undone, 0 when the message moved on (acknowledged, finished, sent again), or
+-- {'FENCED'}.
+local function unsend(keys, args)
+  local c = ctx(args)
+  local sh, epoch, id, att = tonumber(args[5]), args[6], tonumber(args[7]), tonumber(args[8])
+  if fenced(c, sh, epoch) then return {'FENCED'} end
+  local m = load(c, id)
+  if not m or m.r[R_ATT] ~= att or not pending(m.r) or m.r[R_G] == 'N' then return 0 end
+  m.r[R_ATT] = att - 1
+  m.r[R_DUE] = c.now
+  hist(c, m, EV.unsent)
+  save(m)
+  wake(c, sh, m.r[R_DEV], c.now)
+  return 1
+end
+
+-- heads: ms until each shard needs a pass (-1: nothing scheduled). KEYS: <prefix>{<shard>} per shard.
+-- ARGV[5..]: shards.
+local function heads(keys, args)
+  local c = ctx(args)
+  local out = {}
+  for i = 5, #args do out[#out + 1] = shard_head(c, tonumber(args[i])) end
+  return out
+end
+
+-- reclaim: notifications another node claimed and never acknowledged (it died, or its publish
+-- failed) for longer than min idle ms move to the caller. KEYS: <prefix>{<shard>}.
+-- ARGV[5..]: shard, min idle (ms), count. Returns notes as claim(), plus the number of entries that
+-- were trimmed from the log before anybody published them (lost notifications, counted).
+local function reclaim(keys, args)
+  local c = ctx(args)
+  local sh, idle, count = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
+  local lk = key(c, sh, 'log')
+  local r = redis.pcall('XAUTOCLAIM', lk, PUB, c.node, idle, '0-0', 'COUNT', count)
+  if failed(r) then return {{}, 0} end -- no log (or no group) yet
+  local out = {}
+  for _, e in ipairs(r[2]) do add_note(out, sh, e) end
+  local lost = r[3] and #r[3] or 0
+  return {out, lost}
+end
+
+-- trim_log: keeps the status log to what SSE clients may still resume from (keep ms), but never drops
+-- an entry that is claimed and not yet published. KEYS: <prefix>{<shard>}. ARGV[5..]: shard, keep ms.
+local function trim_log(keys, args)
+  local c = ctx(args)
+  local sh, keep = tonumber(args[5]), tonumber(args[6])
+  local lk = key(c, sh, 'log')
+  local minid = s(math.max(0, c.now - keep)) .. '-0'
+  local p = redis.pcall('XPENDING', lk, PUB)
+  if failed(p) then return 0 end -- no log (or no group) yet
+  if p[1] > 0 then
+    local oldest = p[2]
+    local ms = tonumber(string.match(oldest, '^(%d+)-'))
+    if ms * 1 < c.now - keep then minid = oldest end
+  end
+  return redis.call('XTRIM', lk, 'MINID', '~', minid)
+end
+
+-- ---- leases ------------------------------------------------------------------------------------
+
+-- lease: membership heartbeat and shard leases for one dispatcher. KEYS: none (it reads every
+-- shard's lease; on Redis Cluster it would run once per slot owner).
+-- ARGV[5..]: lease ttl (ms), release ('1' = give everything back and leave).
+-- Each node aims at ceil(shards / live nodes) shards: it renews what it holds, hands surplus shards
+-- back so newcomers can take them, and takes free shards (a dead node's leases simply expire).
+-- Taking a shard increments its epoch; the epoch fences every write of the previous holder.
+-- Returns {shard, epoch, ...} of the shards now held.
+local function lease(keys, args)
+  local c = ctx(args)
+  local ttl, release = tonumber(args[5]), args[6] == '1'
+  local nodes = c.P .. 'nodes'
+  local tag = c.node .. ' '
+  local mine, free = {}, {}
+  for sh = 0, c.S - 1 do
+    local v = redis.call('GET', key(c, sh, 'lease'))
+    if not v then
+      free[#free + 1] = sh
+    elseif string.sub(v, 1, #tag) == tag then
+      mine[#mine + 1] = {sh, string.sub(v, #tag + 1)}
+    end
+  end
+  if release then
+    redis.call('ZREM', nodes, c.node)
+    for _, e in ipairs(mine) do redis.call('DEL', key(c, e[1], 'lease')) end
+    return {}
+  end
+  redis.call('ZADD', nodes, c.now + ttl, c.node)
+  redis.call('ZREMRANGEBYSCORE', nodes, '-inf', c.now)
+  local target = math.ceil(c.S / redis.call('ZCARD', nodes))
+  while #mine > target do
+    local e = table.remove(mine)
+    redis.call('DEL', key(c, e[1], 'lease'))
+  end
+  for _, e in ipairs(mine) do redis.call('PEXPIRE', key(c, e[1], 'lease'), ttl) end
+  for _, sh in ipairs(free) do
+    if #mine >= target then break end
+    local ep = redis.call('INCR', key(c, sh, 'epoch'))
+    redis.call('SET', key(c, sh, 'lease'), tag .. s(ep), 'PX', ttl)
+    mine[#mine + 1] = {sh, s(ep)}
+  end
+  local out = {}
+  for _, e in ipairs(mine) do
+    out[#out + 1] = s(e[1])
+    out[#out + 1] = e[2]
+  end
+  return out
+end
+
+-- ---- REST and operator calls -------------------------------------------------------------------
+
+-- cancel: a producer or operator withdraws a message that was not delivered yet; the dispatcher
+-- also uses it to fail a message no broker would accept (its device id is not a valid topic level).
+-- KEYS: <prefix>{<shard of id>}. ARGV[5..]: message id, caller's API key id ('' for an operator: any
+-- message), and optionally the outcome 'FAILED' with its history event (default CANCELLED).
+-- Returns {{'OK', shard, device} | {'CONFLICT', status} | {'NOT_FOUND'}, notes}.
+local function cancel(keys, args)
+  local c = ctx(args)
+  local m = load(c, tonumber(args[5]))
+  local caller = args[6] or ''
+  local st, ev = ST.CANCELLED, EV.cancelled
+  if args[7] == 'FAILED' then st, ev = ST.FAILED, EV[args[8]] or EV.refused end
+  -- A producer may cancel what it submitted; an operator (caller '') anything.
+  if not m or (caller ~= '' and m.r[R_KEY] ~= caller) then return {{'NOT_FOUND'}, {}} end
+  if pending(m.r) then
+    transition(c, m, st, ev)
+    wake(c, m.sh, m.r[R_DEV], c.now) -- its window slot may be free now
+    return {{'OK', s(m.sh), m.r[R_DEV]}, claim(c, {})}
+  end
+  return {{'CONFLICT', STN[m.r[R_ST]]}, {}}
+end
+
+-- purge: every pending message of a device becomes PURGED (shown as CANCELLED to producers that
+-- did not use Drover-only fields), in bounded steps; the caller repeats with the returned cursor
+-- while more is returned. Each step scans up to step queue entries, whoever submitted them, so a
+-- scoped purge reaches its own messages behind any number of others.
+-- KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard, step, caller's API key id ('' = operator: all
+-- messages; otherwise only the caller's own), cursor ('' to start: also the not-before schedule).
+-- Returns {{'OK', purged, more, cursor}, notes}.
+local function purge(keys, args)
+  local c = ctx(args)
+  local dev, sh, step, caller, cursor = args[5], tonumber(args[6]), tonumber(args[7]), args[8] or '', args[9] or ''
+  local n = 0
+  local function one(m)
+    if caller ~= '' and m.r[R_KEY] ~= caller then return end
+    transition(c, m, ST.PURGED, EV.purged)
+    n = n + 1
+  end
+  if cursor == '' then
+    for _, id in ipairs(redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
+      local m = load(c, tonumber(id))
+      if m and pending(m.r) then one(m) end
+    end
+  end
+  local q = qkey(c, sh, dev)
+  local more = 0
+  if redis.call('EXISTS', q) == 1 then
+    local from = cursor == '' and '-' or '(' .. cursor
+    local entries = redis.call('XRANGE', q, from, '+', 'COUNT', step)
+    for _, e in ipairs(entries) do
+      local m = load(c, tonumber(e[2][2]))
+      if not m or not pending(m.r) then
+        drop_entry(c, q, e[1]) -- an entry whose message already finished goes too
+      else
+        one(m)
+      end
+      cursor = e[1]
+    end
+    if #entries >= step then more = 1 end
+  end
+  wake(c, sh, dev, c.now)
+  return {{'OK', n, more, cursor}, claim(c, {})}
+end
+
+-- pull: a device asks for its next message over REST. The same decision as an MQTT send (order,
+-- window, pacing, re-sends with the same id), so a device may mix both ways.
+-- KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard, then the send policy (as dispatch).
+-- Returns {{'MSG', id, guarantee, command, data, attempt} | {'NONE', ms until it is due or ''}, notes}.
+local function pull(keys, args)
+  local c = ctx(args)
+  local dev, sh = args[5], tonumber(args[6])
+  local pol = policy(args, 7)
+  local m = send_step(c, sh, dev, true, pol, {expired = 0, failed = 0})
+  local notes = claim(c, {})
+  if m then
+    local o = send_out(m)
+    return {{'MSG', o[1], o[3], o[4], o[5], o[6]}, notes}
+  end
+  local due = redis.call('ZSCORE', key(c, sh, 'due'), dev)
+  if due then due = s(math.max(0, tonumber(due) - c.now)) end
+  return {{'NONE', due or ''}, notes}
+end
+
+-- peek: Duster's GET /consumer/getLastMessage: the oldest NOT_DELIVERED message of a device,
+-- without touching pacing or attempts (as Duster did). It is marked as shown so the device may
+-- acknowledge it. KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard.
+-- Returns {} or {id, guarantee, command, data}.
+local function peek(keys, args)
+  local c = ctx(args)
+  local dev, sh = args[5], tonumber(args[6])
+  local q = qkey(c, sh, dev)
+  if redis.call('EXISTS', q) == 0 then return {} end
+  for _, e in ipairs(redis.call('XRANGE', q, '-', '+', 'COUNT', 100)) do
+    local m = load(c, tonumber(e[2][2]))
+    if m and m.r[R_ST] == 0 then
+      if m.r[R_SHOWN] == 0 then
+        m.r[R_SHOWN] = 1
+        save(m)
+      end
+      return {s(m.id), GN[m.r[R_G]], m.r[R_CMD], m.r[R_DATA]}
+    end
+  end
+  return {}
+end
+
+-- devinfo: a device's queue and pacing. KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard.
+-- Returns {queued, in flight, scheduled, next, last send, last ack, interval, window, mode, max
+-- message} with '' for values never set.
+local function devinfo(keys, args)
+  local c = ctx(args)
+  local dev, sh = args[5], tonumber(args[6])
+  local q = qkey(c, sh, dev)
+  local len, pel = 0, 0
+  if redis.call('EXISTS', q) == 1 then
+    len = redis.call('XLEN', q)
+    local p = redis.pcall('XPENDING', q, GROUP)
+    if not failed(p) then pel = p[1] end
+  end
+  local d = redis.call('HMGET', dkey(c, sh, dev), 'n', 'l', 'a', 'iv', 'win', 'mode', 'maxm')
+  return {len - pel, pel, redis.call('ZCARD', key(c, sh, 'sc:' .. dev)), d[1] or '', d[2] or '', d[3] or '',
+          d[4] or '', d[5] or '', d[6] or '', d[7] or ''}
+end
+
+-- devset: operator overrides of one device (interval ms, window, mode, largest message in bytes; ''
+-- leaves a value, '-' removes it). A device with overrides keeps its hash; one without expires with
+-- its state. KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard, interval, window, mode, max message.
+-- Returns 1.
+local function devset(keys, args)
+  local c = ctx(args)
+  local dev, sh = args[5], tonumber(args[6])
+  local dk = dkey(c, sh, dev)
+  local names = {'iv', 'win', 'mode', 'maxm'}
+  for i, f in ipairs(names) do
+    local v = args[6 + i]
+    if v == '-' then redis.call('HDEL', dk, f) elseif v and v ~= '' then redis.call('HSET', dk, f, v) end
+  end
+  local left = redis.call('HMGET', dk, 'iv', 'win', 'mode', 'maxm')
+  if left[1] or left[2] or left[3] or left[4] then
+    redis.call('HSET', dk, 'cfg', '1')
+    redis.call('PERSIST', dk)
+  else
+    redis.call('HDEL', dk, 'cfg')
+    if redis.call('EXISTS', dk) == 1 then redis.call('EXPIRE', dk, c.ret) end
+  end
+  wake(c, sh, dev, c.now) -- a new interval or window may let something go now
+  return 1
+end
+
+-- get: messages by id, each as {id, device, guarantee, command, data, status, accepted ms, last
+-- change ms, attempts, tmpId or '', producerDeviseId, deliver-by, max attempts, not-before, ext,
+-- idempotency key, API key id, last send ms, next re-send ms, history}, or {} for an unknown id;
+-- history is flat {event, status, ms, attempt, ...}. KEYS: <prefix>{<shard>} per shard involved.
+-- ARGV[5..]: ids.
+local function get(keys, args)
+  local c = ctx(args)
+  local out = {}
+  for i = 5, #args do
+    local m = load(c, tonumber(args[i]))
+    if not m then
+      out[#out + 1] = {}
+    else
+      local r = m.r
+      local h = {}
+      for j = 1, #r[R_HIST], 4 do
+        h[#h + 1] = EVN[r[R_HIST][j]] or '?'
+        h[#h + 1] = STN[r[R_HIST][j + 1]]
+        h[#h + 1] = s(r[R_TS] + r[R_HIST][j + 2])
+        h[#h + 1] = s(r[R_HIST][j + 3])
+      end
+      out[#out + 1] = {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], STN[r[R_ST]], s(r[R_TS]), s(r[R_CHG]),
+                       s(r[R_ATT]), r[R_HASPD] == 1 and s(r[R_TMP]) or '', r[R_PD], s(r[R_TTL]), s(r[R_MAX]),
+                       s(r[R_NB]), s(r[R_EXT]), r[R_IDK], r[R_KEY], s(r[R_SENT]), s(r[R_DUE]), h}
+    end
+  end
+  return out
+end
+
+-- list: ids of a device's messages, newest first, below a cursor (0 = from the newest), at most
+-- limit; ids whose record is gone are dropped from the listing. KEYS: <prefix>{<shard>}.
+-- ARGV[5..]: device, shard, cursor, limit. Returns {id, ...}.
+local function list(keys, args)
+  local c = ctx(args)
+  local dev, sh, cursor, limit = args[5], tonumber(args[6]), tonumber(args[7]), tonumber(args[8])
+  local dm = key(c, sh, 'dm:' .. dev)
+  local out = {}
+  local hi = '+inf'
+  if cursor > 0 then hi = '(' .. s(cursor) end
+  for _ = 1, 10 do
+    local ids = redis.call('ZRANGE', dm, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit - #out)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local _, bk, f = locate(c, tonumber(id))
+      if redis.call('HEXISTS', bk, f) == 1 then out[#out + 1] = id else redis.call('ZREM', dm, id) end
+      hi = '(' .. id
+    end
+    if #out >= limit then break end
+  end
+  return out
+end
+
+-- layout: the data layout and shard count this Redis holds, recorded by the first node that runs;
+-- every node and tool checks that they are its own before touching anything, because a different
+-- shard count would put a device's keys in another shard. KEYS: none.
+-- ARGV[5..]: layout version. Returns 'OK' or an error naming what is stored.
+local function layout(keys, args)
+  local c = ctx(args)
+  local want = args[5] .. ' ' .. s(c.S)
+  local k = c.P .. 'layout'
+  local have = redis.call('GET', k)
+  if not have then
+    redis.call('SET', k, want)
+    return 'OK'
+  end
+  if have == want then return 'OK' end
+  return redis.error_reply('LAYOUT this Redis holds data layout and shard count "' .. have ..
+                           '", this node uses "' .. want .. '"')
+end
+
+redis.register_function('layout', layout)
+redis.register_function('accept_batch', accept_batch)
+redis.register_function('ack_batch', ack_batch)
+redis.register_function('dispatch', dispatch)
+redis.register_function('unsend', unsend)
+redis.register_function('heads', heads)
+redis.register_function('reclaim', reclaim)
+redis.register_function('trim_log', trim_log)
+redis.register_function('lease', lease)
+redis.register_function('cancel', cancel)
+redis.register_function('purge', purge)
+redis.register_function('pull', pull)
+redis.register_function{function_name = 'peek', callback = peek}
+redis.register_function{function_name = 'devinfo', callback = devinfo, flags = {'no-writes'}}
+redis.register_function('devset', devset)
+redis.register_function{function_name = 'get', callback = get, flags = {'no-writes'}}
+redis.register_function('list', list)

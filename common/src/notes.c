@@ -1,0 +1,264 @@
+/* Publishing status changes (see dr/notes.h). */
+#define DR_MODULE "common/notes"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dr/codec.h"
+#include "dr/err.h"
+#include "dr/log.h"
+#include "dr/mem.h"
+#include "dr/metrics.h"
+#include "dr/notes.h"
+#include "dr/shard.h"
+#include "dr/status.h"
+
+/* Log entries this node handed to the broker recently. A function that logs a change takes over the
+ * message's previous change when it is still unconfirmed, and that may be one of ours still in flight
+ * (confirmed in a moment): publishing it again would only repeat it, so it is skipped. Entries of
+ * ours that are not here were never published (their call's reply was lost) and do go out. */
+#define SEEN_SLOTS 32768
+struct dr_notes {
+    dr_redis_t *redis;
+    const dr_store_t *st;
+    dr_bus_t *bus;
+    char *subject;
+    dr_notes_publish_fn *pub;
+    void *pub_ctx;
+    size_t in_flight;
+    int refs;              /* 1 for the owner, 1 per unsettled batch */
+    int closed;
+    uint64_t *seen;        /* open addressing, 0 = empty; SEEN_SLOTS entries */
+    uint64_t *ring;        /* insertion order, for eviction */
+    size_t ring_at, seen_n;
+};
+
+static uint64_t seen_key(const dr_note_t *n)
+{
+    uint64_t h = dr_fnv1a64(n->log_id, strlen(n->log_id), 0x9e3779b97f4a7c15ULL ^ n->shard);
+    return h ? h : 1;
+}
+
+static size_t seen_find(const dr_notes_t *p, uint64_t k)
+{
+    size_t i = k & (SEEN_SLOTS * 2 - 1);
+    while (p->seen[i] != 0 && p->seen[i] != k)
+        i = (i + 1) & (SEEN_SLOTS * 2 - 1);
+    return i;
+}
+
+static int seen_has(const dr_notes_t *p, uint64_t k)
+{
+    return p->seen[seen_find(p, k)] == k;
+}
+
+static void seen_del(dr_notes_t *p, uint64_t k)
+{
+    /* backward-shift deletion keeps probe chains intact */
+    size_t mask = SEEN_SLOTS * 2 - 1, i = seen_find(p, k);
+    if (p->seen[i] != k)
+        return;
+    p->seen[i] = 0;
+    for (size_t j = (i + 1) & mask; p->seen[j] != 0; j = (j + 1) & mask) {
+        size_t home = p->seen[j] & mask;
+        if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+            p->seen[i] = p->seen[j];
+            p->seen[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static void seen_add(dr_notes_t *p, uint64_t k)
+{
+    if (seen_has(p, k))
+        return;
+    if (p->seen_n == SEEN_SLOTS) {
+        seen_del(p, p->ring[p->ring_at]);
+        p->seen_n--;
+    }
+    p->seen[seen_find(p, k)] = k;
+    p->ring[p->ring_at] = k;
+    p->ring_at = (p->ring_at + 1) % SEEN_SLOTS;
+    p->seen_n++;
+}
+
+typedef struct {
+    dr_notes_t *p;
+    size_t n, pending;
+    dr_note_t *notes;      /* strings owned (copied) */
+    char *ok;              /* per note: published or skipped, may be acknowledged */
+} batch_t;
+
+typedef struct {
+    batch_t *b;
+    size_t i;
+} ref_t;
+
+static void unref(dr_notes_t *p)
+{
+    if (--p->refs == 0) {
+        free(p->subject);
+        free(p->seen);
+        free(p->ring);
+        free(p);
+    }
+}
+
+static void batch_free(batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free((char *)b->notes[i].log_id);
+        free((char *)b->notes[i].dev);
+        free((char *)b->notes[i].pd);
+    }
+    free(b->notes);
+    free(b->ok);
+    free(b);
+}
+
+static void settle(batch_t *b)
+{
+    dr_notes_t *p = b->p;
+    /* Acknowledge what went out (or can never go out); the rest stays claimed for the owner's reclaim. */
+    dr_note_t *done = dr_calloc(b->n, sizeof(*done));
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->ok[i])
+            done[k++] = b->notes[i]; /* shallow: dr_store_notes_done copies what it sends */
+    if (k > 0 && !p->closed && dr_redis_ready(p->redis))
+        dr_store_notes_done(p->redis, p->st, done, k, NULL, NULL);
+    free(done);
+    p->in_flight -= b->n;
+    batch_free(b);
+    unref(p);
+}
+
+static void on_published(void *data, int err)
+{
+    ref_t *r = data;
+    batch_t *b = r->b;
+    if (err == 0) {
+        b->ok[r->i] = 1;
+        dr_metrics_inc(DR_M_NOTIFIED);
+    } else {
+        dr_metrics_inc(DR_M_PUBLISH_FAILED);
+        if (!b->p->closed)
+            seen_del(b->p, seen_key(&b->notes[r->i])); /* not published: a takeover must publish it */
+    }
+    free(r);
+    if (--b->pending == 0)
+        settle(b);
+}
+
+static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
+{
+    const dr_note_t *n = &b->notes[i];
+    uint64_t k = seen_key(n);
+    if (seen_has(p, k)) {
+        b->ok[i] = 1; /* ours, already handed to the broker (see SEEN_SLOTS) */
+        return;
+    }
+    char ev[512];
+    char *qdev = dr_codec_json_string(n->dev);
+    const char *ms_end = strchr(n->log_id, '-');
+    int len = snprintf(ev, sizeof(ev), "{\"id\":%lld,\"device\":%s,\"status\":\"%s\",\"ts\":%.*s}", (long long)n->id,
+                       qdev, dr_status_name(n->status), ms_end ? (int)(ms_end - n->log_id) : 1,
+                       ms_end ? n->log_id : "0");
+    free(qdev);
+    if (len > 0 && (size_t)len < sizeof(ev) && dr_bus_publish(p->bus, p->subject, ev, (size_t)len) != 0)
+        dr_metrics_inc(DR_M_BUS_DROPPED);
+
+    int status = n->status;
+    if (!n->has_tmp || n->pd[0] == '\0' || status < 0) {
+        b->ok[i] = 1;
+        return;
+    }
+    if (!n->ext) {
+        status = dr_status_for_duster(status);
+        if (dr_status_is_extended(status)) {
+            b->ok[i] = 1; /* only producers that used Drover-only fields meet these */
+            return;
+        }
+    }
+    char topic[256];
+    snprintf(topic, sizeof(topic), "producer/response/%s", n->pd);
+    dr_log(DR_LOG_DEBUG, "event=notify id=%lld status=%s log=%u:%s", (long long)n->id, dr_status_name(status),
+           n->shard, n->log_id);
+    char *body = dr_codec_encode_producer(n->id, 1, n->tmp, status);
+    ref_t *r = dr_malloc(sizeof(*r));
+    r->b = b;
+    r->i = i;
+    b->pending++;
+    int rc = p->pub(p->pub_ctx, topic, body, strlen(body), on_published, r);
+    free(body);
+    if (rc == 0) {
+        seen_add(p, k);
+        return;
+    }
+    free(r);
+    b->pending--;
+    if (rc == DR_EINVAL) {
+        b->ok[i] = 1;
+        dr_metrics_inc(DR_M_NOTIFY_REFUSED);
+        dr_log(DR_LOG_WARNING,
+               "event=notification_refused id=%lld reason=\"producer id is not a valid topic level\" action=skipped",
+               (long long)n->id);
+    } else {
+        dr_metrics_inc(DR_M_PUBLISH_FAILED); /* stays claimed: the shard owner publishes it later */
+    }
+}
+
+dr_notes_t *dr_notes_new(dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus, const char *status_subject,
+                         dr_notes_publish_fn *pub, void *pub_ctx)
+{
+    dr_notes_t *p = dr_calloc(1, sizeof(*p));
+    p->redis = r;
+    p->st = st;
+    p->bus = bus;
+    p->subject = dr_strdup(status_subject);
+    p->pub = pub;
+    p->pub_ctx = pub_ctx;
+    p->refs = 1;
+    p->seen = dr_calloc(SEEN_SLOTS * 2, sizeof(uint64_t));
+    p->ring = dr_calloc(SEEN_SLOTS, sizeof(uint64_t));
+    return p;
+}
+
+void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n)
+{
+    if (n == 0 || p->closed)
+        return;
+    batch_t *b = dr_calloc(1, sizeof(*b));
+    b->p = p;
+    b->n = n;
+    b->notes = dr_calloc(n, sizeof(*b->notes));
+    b->ok = dr_calloc(n, 1);
+    for (size_t i = 0; i < n; i++) {
+        b->notes[i] = notes[i];
+        b->notes[i].log_id = dr_strdup(notes[i].log_id);
+        b->notes[i].dev = dr_strdup(notes[i].dev);
+        b->notes[i].pd = dr_strdup(notes[i].pd);
+    }
+    p->refs++;
+    p->in_flight += n;
+    b->pending = 1; /* held while publishing */
+    for (size_t i = 0; i < n; i++)
+        publish_one(p, b, i);
+    if (--b->pending == 0)
+        settle(b);
+}
+
+size_t dr_notes_in_flight(const dr_notes_t *p)
+{
+    return p->in_flight;
+}
+
+void dr_notes_free(dr_notes_t *p)
+{
+    if (p == NULL)
+        return;
+    p->closed = 1;
+    unref(p);
+}

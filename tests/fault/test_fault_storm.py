@@ -1,0 +1,87 @@
+"""R27: broker restart with 10,000 connected devices (reconnect storm), measuring the time to full delivery.
+
+10,000 devices (swarm.Swarm: one thread, minimal MQTT; clean sessions, every third one subscribed at QoS 1)
+stay connected while a checker.Workload sends commands to the first 1,000 of them through MQTT producers.
+Mosquitto is killed (-9) mid-load and restarted 2 s later on the same port and persistence file; every device,
+node and producer reconnects at once. Figures: the time from the restart until all 10,000 devices are
+subscribed again, and until every accepted command was delivered and its producer saw DELIVERED. Asserted:
+the history checker's properties over the whole run, and that the storm settled (every device back).
+DROVER_STORM_DEVICES overrides the device count (e.g. 2000 for a quick look).
+"""
+import os
+import resource
+import time
+
+import pytest
+
+from harness import wait_until
+
+from checker import Workload, assert_clean, summary
+from swarm import FD_FLOOR, Swarm
+from test_fault import build
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.mark.R27
+def test_r27_broker_restart_reconnect_storm(stack_factory):
+    n = int(os.environ.get("DROVER_STORM_DEVICES", "10000"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = FD_FLOOR + n + 1024
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.fail("RLIMIT_NOFILE hard limit %d < %d needed for %d devices" % (hard, need, n))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))  # Mosquitto inherits it
+    s = build(stack_factory, ingress=1, dispatchers=1)
+    swarm = Swarm(s.mqtt, ["r27-d%05d" % i for i in range(n)])
+    t0 = time.time()
+    swarm.start()
+    try:
+        wait_until(lambda: swarm.connected() == n, 180, interval=0.2,
+                   msg=lambda: "%d/%d devices connected" % (swarm.connected(), n))
+        connect_s = time.time() - t0
+        w = Workload(s, "r27", transports=("mqtt",) * 4, rate=150, retry_s=5.0,
+                     devices_list=swarm.devices[:1000])
+        marks = {}
+
+        def kill():
+            marks["t_kill"] = time.time()
+            s.mqtt.kill()
+
+        def restart():
+            s.mqtt.start()
+            marks["t_restart"] = time.time()
+
+        w.run_for(16, events=[(7, kill), (9, restart)])
+        wait_until(lambda: swarm.connected() == n, 180, interval=0.1,
+                   msg=lambda: "%d/%d devices back after the restart" % (swarm.connected(), n))
+        reconnect_s = time.time() - marks["t_restart"]
+        w.finish(receipt_timeout=120, drain_s=180)
+        drained = not w._undrained()
+        res, report = w.check()
+        # full delivery: the last DELIVERED notification of a command first sent before the restart (queued
+        # in Drover or held by a producer while the broker was down), counted from the restart
+        t_r = marks["t_restart"]
+        before = [c for c in w.accepted() if c.first_sent < t_r]
+        done = []
+        for c in before:
+            ts = [r.t for r in c.prod.notes() if r.msg.get("id") == c.rid and r.msg.get("deliveryStatus") == "DELIVERED"]
+            done.append(min(ts) if ts else float("inf"))
+        full_s = max(done) - t_r if done else -1
+        # accepted before the kill and not yet at their device then: what Drover had queued
+        first = {}
+        for d in w.devices:
+            for r in d.arrivals():
+                if isinstance(r.msg, dict) and "id" in r.msg:
+                    first.setdefault(r.msg["id"], r.t)
+        tk = marks["t_kill"]
+        queued = sum(1 for c in w.accepted() if c.t_receipt < tk and first.get(c.rid, float("inf")) > tk)
+        in_flight = sum(1 for c in w.accepted() if c.first_sent < tk <= c.t_receipt)
+        summary("R27 broker restart with %d devices" % n, res, devices=n, initial_connect_s=round(connect_s, 1),
+                all_devices_back_s=round(reconnect_s, 1), full_delivery_after_restart_s=round(full_s, 1),
+                queued_at_kill=queued, unreceipted_at_kill=in_flight, sent_before_restart=len(before),
+                device_reconnects=sum(d.connects for d in swarm.devices) - n)
+        assert_clean(res, report, 200)
+        assert drained, "not every accepted command was delivered and notified after the restart"
+    finally:
+        swarm.stop()

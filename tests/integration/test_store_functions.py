@@ -1,0 +1,278 @@
+"""The Redis function library (common/lua/drover.lua) on its own, against a real redis-server: the key
+layout, id scheme, group commit answers, bounded history, retention and the status log as outbox.
+Each test calls the functions exactly as common/src/store.c does.
+"""
+import os
+import time
+
+import pytest
+
+import harness
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+P, S, RET, NODE = "t:", 16, 600, "n1"
+POLICY = [1, 100, 1000, 60000, 2, 0, 42]  # window, interval, ack timeout, retry max, back-off, jitter, seed
+
+
+@pytest.fixture
+def r(tmp_path):
+    srv = harness.RedisServer(str(tmp_path))
+    srv.start()
+    c = srv.client()
+    with open(os.path.join(ROOT, "common", "lua", "drover.lua")) as f:
+        c.function_load(f.read(), replace=True)
+    yield c
+    c.close()
+    srv.stop()
+
+
+def shard(dev):
+    return harness_shard(dev)
+
+
+def harness_shard(dev):
+    h = 0xcbf29ce484222325
+    for b in dev.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h % S
+
+
+def tag(sh):
+    return "%s{%d}" % (P, sh)
+
+
+def msg_fields(dev, g="RECEIPT_CONFIRMATION", cmd="c", data="", tmp="", pd="", ttl=0, dby=0, mx=0, nb=0, idk="",
+               fp="fp", ext=0, key="", size=None):
+    size = size if size is not None else 110 + len(cmd) + len(data)
+    return [dev, shard(dev), g, cmd, data, tmp, pd, ttl, dby, mx, nb, idk, fp, ext, key, size]
+
+
+def accept(r, msgs, token="", default_ttl=0, max_message=0):
+    shards = []
+    for m in msgs:
+        if m[1] not in shards:
+            shards.append(m[1])
+    args = [P, S, RET, NODE, 2147483647, token, 60, default_ttl, max_message, len(msgs)]
+    for m in msgs:
+        args += m
+    return r.fcall("accept_batch", len(shards), *[tag(s) for s in shards], *args)
+
+
+def ack(r, acks):
+    keys = sorted({tag(int(a[1]) % S) for a in acks})
+    args = [P, S, RET, NODE, len(acks)]
+    for a in acks:
+        args += list(a)
+    return r.fcall("ack_batch", len(keys), *keys, *args)
+
+
+def confirm(r, notes):
+    """What a node does once the broker confirmed its publishes: XACK each note in its shard's log."""
+    for i in range(0, len(notes), 8):
+        r.xack("%s{%s}log" % (P, notes[i]), "pub", notes[i + 1])
+
+
+def take_lease(r, sh):
+    r.set("%slease" % tag(sh), "%s 1" % NODE)
+
+
+def dispatch(r, sh):
+    return r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *POLICY)
+
+
+def get(r, mid):
+    return r.fcall("get", 1, tag(mid % S), P, S, RET, NODE, mid)[0]
+
+
+def test_ids_carry_their_shard_and_keys_their_tag(r):
+    res, notes = accept(r, [msg_fields("dev-a"), msg_fields("dev-b"), msg_fields("dev-a")])
+    ids = [int(res[i + 1]) for i in range(0, len(res), 4)]
+    assert [res[i] for i in range(0, len(res), 4)] == ["OK"] * 3
+    assert ids[0] % S == shard("dev-a") and ids[1] % S == shard("dev-b") and ids[2] % S == shard("dev-a")
+    assert ids[2] == ids[0] + S, "per-shard counter: the next id of the same shard"
+    for k in r.keys(P + "*"):
+        assert k.startswith(P + "{"), "key without its shard's hash tag: %s" % k
+    # every change is logged and claimed for the caller, 8 fields each
+    assert len(notes) == 3 * 8 and notes[4] == "NOT_DELIVERED"
+
+
+def test_batch_token_makes_a_retry_return_the_first_answer(r):
+    first, notes1 = accept(r, [msg_fields("dev-t"), msg_fields("dev-u")], token="tok-1")
+    again, notes = accept(r, [msg_fields("dev-t"), msg_fields("dev-u")], token="tok-1")
+    # the same answer, and the notifications the first call claimed (its reply was lost, so they were
+    # never published)
+    assert again == first and notes == notes1
+    assert sum(int(v) for k in r.keys(P + "{*}seq") for v in [r.get(k)]) == 2, "the retry stored again"
+
+
+def test_idempotency_key_dup_and_conflict(r):
+    res, _ = accept(r, [msg_fields("dev-i", idk="k1", fp="A")])
+    mid = res[1]
+    dup, notes = accept(r, [msg_fields("dev-i", idk="k1", fp="A")])
+    assert dup[:3] == ["DUP", mid, "NOT_DELIVERED"] and len(notes) == 8, "receipt repeated with the original id"
+    conflict, _ = accept(r, [msg_fields("dev-i", idk="k1", fp="B")])
+    assert conflict[:2] == ["CONFLICT", mid]
+
+
+def test_only_last_supersedes_pending_messages_of_the_same_command(r):
+    res, n1 = accept(r, [msg_fields("dev-o", cmd="set"), msg_fields("dev-o", cmd="other"),
+                         msg_fields("dev-o", g="RECEIPT_CONFIRMATION", cmd="set")])
+    confirm(r, n1)
+    a, b, c = int(res[1]), int(res[5]), int(res[9])
+    res2, notes = accept(r, [msg_fields("dev-o", g="ONLY_LAST", cmd="set")])
+    assert res2[0] == "OK" and int(res2[3]) == 2
+    assert get(r, a)[5] == "CANCELLED" and get(r, c)[5] == "CANCELLED" and get(r, b)[5] == "NOT_DELIVERED"
+    statuses = [notes[i + 4] for i in range(0, len(notes), 8)]
+    assert statuses == ["CANCELLED", "CANCELLED", "NOT_DELIVERED"]
+    # the queue holds only what is still pending
+    assert r.xlen("%sq:dev-o" % tag(shard("dev-o"))) == 2
+
+
+def test_an_unconfirmed_earlier_change_is_published_before_a_later_one(r):
+    """A node stored a message and died before publishing its receipt; the node that applies the ack
+    takes the receipt over and returns it first, so the producer never sees DELIVERED before
+    NOT_DELIVERED."""
+    sh = shard("dev-n")
+    take_lease(r, sh)
+    res, notes = accept(r, [msg_fields("dev-n", pd="p", tmp="1")])  # claimed by NODE, never confirmed
+    mid = int(res[1])
+    dispatch(r, sh)
+    time.sleep(0.25)
+    keys = [tag(sh)]
+    out, notes2 = r.fcall("ack_batch", 1, *keys, P, S, RET, "other-node", 1, "dev-n", mid, "DELIVERED")
+    assert out == ["OK", "DELIVERED"]
+    assert [notes2[i + 4] for i in range(0, len(notes2), 8)] == ["NOT_DELIVERED", "DELIVERED"], notes2
+    assert notes2[1] == notes[1], "not the same log entry"
+    pend = r.xpending_range("%slog" % tag(sh), "pub", "-", "+", 10)
+    assert {p["consumer"] for p in pend} == {"other-node"}, pend
+
+
+def test_device_message_size_limit_and_default_deadline(r):
+    res, _ = accept(r, [msg_fields("dev-z", size=1025), msg_fields("dev-z", size=1024)], max_message=1024)
+    assert res[0:4] == ["TOO_LARGE", "", "", 1024] and res[4] == "OK"
+    sh = shard("dev-z")
+    r.fcall("devset", 1, tag(sh), P, S, RET, NODE, "dev-z", sh, "", "", "", 4096)
+    res, _ = accept(r, [msg_fields("dev-z", size=4000)], max_message=1024)
+    assert res[0] == "OK", "the device's own limit applies"
+    assert r.fcall("devinfo", 1, tag(sh), P, S, RET, NODE, "dev-z", sh)[9] == "4096"
+    # without a deadline of its own a message gets the default one
+    res, _ = accept(r, [msg_fields("dev-y"), msg_fields("dev-y", ttl=5000)], default_ttl=60000)
+    a, b = get(r, int(res[1])), get(r, int(res[5]))
+    assert 59000 < int(a[11]) - int(a[6]) <= 60000 and 4000 < int(b[11]) - int(b[6]) <= 5000, (a[11], b[11])
+
+
+def test_dispatch_is_fenced_without_the_lease(r):
+    accept(r, [msg_fields("dev-f")])
+    assert dispatch(r, shard("dev-f")) == ["FENCED"]
+    take_lease(r, shard("dev-f"))
+    out = dispatch(r, shard("dev-f"))
+    assert out[0] == "OK" and len(out[5]) == 6 and out[5][1] == "dev-f"
+
+
+def test_send_ack_and_retirement(r):
+    sh = shard("dev-s")
+    take_lease(r, sh)
+    res, notes = accept(r, [msg_fields("dev-s", data='{"x":1}')])
+    mid = int(res[1])
+    r.xack("%slog" % tag(sh), "pub", notes[1])  # the node published the receipt
+    out = dispatch(r, sh)
+    assert out[5][0] == str(mid) and out[5][4] == '{"x":1}' and out[5][5] == "1"
+    bucket = "%sm:%d" % (tag(sh), (mid // S) // 64)
+    assert r.ttl(bucket) == -1, "a bucket with a live message must not expire"
+    assert ack(r, [("dev-x", mid, "DELIVERED")])[0] == ["WRONG_DEVICE", ""]
+    res_ack, notes = ack(r, [("dev-s", mid, "DELIVERED")])
+    assert res_ack == ["OK", "DELIVERED"] and notes[4] == "DELIVERED"
+    assert 0 < r.ttl(bucket) <= RET, "the bucket expires once its last live message retired"
+    assert r.xlen("%sq:dev-s" % tag(sh)) == 0 and 0 < r.ttl("%sq:dev-s" % tag(sh)) <= 3600
+    assert ack(r, [("dev-s", mid, "DELIVERED")])[0] == ["IGNORED", "DELIVERED"]
+    assert ack(r, [("dev-s", mid, "COMPLETED")])[0] == ["OK", "COMPLETED"]
+    events = get(r, mid)[19][0::4]
+    assert events == ["accepted", "sent", "ack", "ack"], events
+
+
+def test_history_stays_short_however_often_a_message_is_resent(r):
+    sh = shard("dev-h")
+    take_lease(r, sh)
+    res, _ = accept(r, [msg_fields("dev-h")])
+    mid = int(res[1])
+    pol = [1, 0, 1, 1, 1, 0, 42]  # re-send after 1 ms, no pacing
+    for _ in range(30):
+        r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)
+        time.sleep(0.003)
+    m = get(r, mid)
+    assert int(m[8]) >= 10, "expected many attempts, got %s" % m[8]
+    assert len(m[19]) // 4 == 3, "history grew with re-sends: %s" % m[19]
+
+
+def test_unsend_takes_the_attempt_back(r):
+    sh = shard("dev-u1")
+    take_lease(r, sh)
+    res, _ = accept(r, [msg_fields("dev-u1")])
+    mid = int(res[1])
+    dispatch(r, sh)
+    assert get(r, mid)[8] == "1"
+    assert r.fcall("unsend", 1, tag(sh), P, S, RET, NODE, sh, 1, mid, 1) == 1
+    assert get(r, mid)[8] == "0"
+    assert r.fcall("unsend", 1, tag(sh), P, S, RET, NODE, sh, 1, mid, 1) == 0, "only the recorded attempt"
+    r.set("%slease" % tag(sh), "other 2")
+    assert r.fcall("unsend", 1, tag(sh), P, S, RET, NODE, sh, 1, mid, 0) == ["FENCED"]
+
+
+def test_reclaim_and_trim_never_lose_an_unconfirmed_change(r):
+    sh = shard("dev-r")
+    _, notes = accept(r, [msg_fields("dev-r", pd="p1", tmp="5")])
+    log = "%slog" % tag(sh)
+    assert r.xpending(log, "pub")["pending"] == 1
+    # trimming everything older than 0 ms keeps the unconfirmed entry
+    r.fcall("trim_log", 1, tag(sh), P, S, RET, "owner", sh, 0)
+    assert r.xlen(log) >= 1
+    time.sleep(0.05)
+    got, lost = r.fcall("reclaim", 1, tag(sh), P, S, RET, "owner", sh, 10, 100)
+    assert lost == 0 and got[2] == notes[2] and got[6] == "p1" and got[5] == "5"
+    r.xack(log, "pub", got[1])
+    r.fcall("trim_log", 1, tag(sh), P, S, RET, "owner", sh, 0)
+    assert r.xpending(log, "pub")["pending"] == 0
+
+
+def test_heads_report_time_until_due(r):
+    sh = shard("dev-hd")
+    assert r.fcall("heads", 1, tag(sh), P, S, RET, NODE, sh) == [-1]
+    accept(r, [msg_fields("dev-hd")])
+    assert r.fcall("heads", 1, tag(sh), P, S, RET, NODE, sh) == [0]
+    accept(r, [msg_fields("dev-hd2", nb=int(time.time() * 1000) + 60000)])
+    d = r.fcall("heads", 1, tag(shard("dev-hd2")), P, S, RET, NODE, shard("dev-hd2"))[0]
+    assert d == 0 or 55000 < d <= 60000
+
+
+def test_cancel_and_purge_are_scoped_by_key(r):
+    res, _ = accept(r, [msg_fields("dev-c", key="k-a"), msg_fields("dev-c", key="k-b"), msg_fields("dev-c")])
+    a, b, mqtt = int(res[1]), int(res[5]), int(res[9])
+    sh = shard("dev-c")
+    assert r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, b, "k-a")[0] == ["NOT_FOUND"]
+    assert r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, mqtt, "k-a")[0] == ["NOT_FOUND"]
+    assert r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, a, "k-a")[0][0] == "OK"
+    out, _ = r.fcall("purge", 1, tag(sh), P, S, RET, NODE, "dev-c", sh, 100, "k-b")
+    assert out[:2] == ["OK", 1]
+    assert get(r, mqtt)[5] == "NOT_DELIVERED", "a producer key purged a message it did not submit"
+    out, _ = r.fcall("purge", 1, tag(sh), P, S, RET, NODE, "dev-c", sh, 100, "")
+    assert out[:2] == ["OK", 1] and get(r, mqtt)[5] == "PURGED"
+
+
+def test_memory_per_queued_and_finished_message(r):
+    """Not a benchmark: a guard that the layout stays lean (docs/benchmarks.md has the measured figures)."""
+    data = '{"pinNumber":13,"pinValue":true,"pad":"%s"}' % ("x" * 50)  # 84-byte payload
+    before = r.info("memory")["used_memory"]
+    n = 2000
+    for i in range(0, n, 200):
+        accept(r, [msg_fields("dev-m%d" % (k % 100), cmd="digitalWrite", data=data, pd="p", tmp=str(k))
+                   for k in range(i, i + 200)])
+    for sh in range(S):
+        log = "%slog" % tag(sh)
+        if r.exists(log):
+            ids = [e[0] for e in r.xrange(log)]
+            r.xack(log, "pub", *ids)
+            r.xtrim(log, minid="9999999999999")
+    used = r.info("memory")["used_memory"] - before
+    per = used / n - len(data)
+    print("memory: %.0f bytes per queued message beyond its payload" % per)
+    assert per < 600, "%.0f bytes per queued message beyond its payload" % per
