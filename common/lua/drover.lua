@@ -106,30 +106,41 @@ local function log_key(c, sh) return key(c, sh, 'log') end
 -- True when Redis answered a redis.pcall with an error (for example NOGROUP).
 local function failed(r) return type(r) == 'table' and r.err ~= nil end
 
--- Appends one note (8 strings, see claim) from a log entry {id, fields} of shard sh to out.
+-- Appends one note (9 strings, see claim) from a log entry {id, fields} of shard sh to out.
 local function add_note(out, sh, e)
   local f = e[2]
   out[#out + 1] = s(sh); out[#out + 1] = e[1]
   out[#out + 1] = f[2]; out[#out + 1] = f[4]; out[#out + 1] = f[6]; out[#out + 1] = f[8]
-  out[#out + 1] = f[10]; out[#out + 1] = f[12]
+  out[#out + 1] = f[10]; out[#out + 1] = f[12]; out[#out + 1] = f[16] or ''
 end
+
+-- Another node's unconfirmed note younger than this is probably on its way to the broker: the next
+-- change of the same message waits for it (see notify) instead of overtaking it.
+local FRESH_MS = 3000
 
 -- Logs m's change to st. A message's notifications must reach its producer in order, but each is
 -- published by the node that made the change. So when the message's previous change is still
--- unconfirmed (its node died, lost the reply that claimed it, or has not confirmed it yet), this call
--- takes it over and returns it before the new one: the producer may see it twice, never after a
--- later status. (When it is the calling node's own, still on its way to the broker, the node knows
--- and does not publish it again: common/src/notes.c.)
+-- unconfirmed:
+--  - ours: it is returned again before the new one (if it is on its way to the broker already, the
+--    node knows and does not publish it twice: common/src/notes.c);
+--  - another node's, for FRESH_MS or longer (the node died, or lost the reply that claimed it): this
+--    call takes it over and returns it before the new one;
+--  - another node's, younger: that node is publishing it now; the new entry names it ('a'), and the
+--    calling node publishes the new one only once that one is confirmed or has gone stale.
+-- A producer may see a status twice, never an older one after a newer one.
 -- from: the status the previous change logged (a repeat of it, as for an idempotent retry, simply
 -- replaces a previous entry that is still unconfirmed).
 local function notify(c, m, st, from)
   local r = m.r
   local lk = log_key(c, m.sh)
   local prev = r[R_NOTE]
+  local after = ''
   if prev and prev ~= '' then
     local p = redis.pcall('XPENDING', lk, PUB, prev, prev, 1)
     if not failed(p) and p[1] and from == st then
       redis.call('XACK', lk, PUB, prev)
+    elseif not failed(p) and p[1] and p[1][2] ~= c.node and p[1][3] < FRESH_MS then
+      after = prev
     elseif not failed(p) and p[1] then
       local e
       if p[1][2] ~= c.node then
@@ -141,13 +152,14 @@ local function notify(c, m, st, from)
     end
   end
   r[R_NOTE] = redis.call('XADD', lk, '*', 'i', s(m.id), 'd', r[R_DEV], 's', STN[st], 't',
-                         r[R_HASPD] == 1 and s(r[R_TMP]) or '', 'p', r[R_PD], 'x', s(r[R_EXT]), 'k', r[R_KEY])
+                         r[R_HASPD] == 1 and s(r[R_TMP]) or '', 'p', r[R_PD], 'x', s(r[R_EXT]), 'k', r[R_KEY],
+                         'a', after)
   c.logged[m.sh] = (c.logged[m.sh] or 0) + 1
 end
 
 -- Claims this call's log entries for the calling node and appends them to out as flat groups of
--- 8: shard, log entry id, message id, device, status, tmpId, producerDeviseId, ext. Earlier changes
--- taken over by notify come first.
+-- 9: shard, log entry id, message id, device, status, tmpId, producerDeviseId, ext, and the entry it
+-- must wait for ('' for none). Earlier changes taken over by notify come first.
 local function claim(c, out)
   for _, v in ipairs(c.earlier) do out[#out + 1] = v end
   for sh, n in pairs(c.logged) do
@@ -419,9 +431,11 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   return sent
 end
 
+-- What a send needs; the time it was recorded (Redis's clock) becomes the message's currentTimestamp,
+-- so consecutive sends to a device show the pacing whichever node published them.
 local function send_out(m)
   local r = m.r
-  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT])}
+  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT]), s(r[R_SENT])}
 end
 
 -- How long until the shard needs a pass (ms from now, 0 when due): the earliest due device or
@@ -610,7 +624,7 @@ local function accept_batch(keys, args)
   local notes = claim(c, {})
   if tk then
     local ids = {}
-    for i = 1, #notes, 8 do ids[#ids + 1] = tonumber(notes[i]); ids[#ids + 1] = notes[i + 1] end
+    for i = 1, #notes, 9 do ids[#ids + 1] = tonumber(notes[i]); ids[#ids + 1] = notes[i + 1] end
     redis.call('SET', tk, cmsgpack.pack({out, ids}), 'EX', tttl)
   end
   return {out, notes}
@@ -672,7 +686,7 @@ end
 -- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, epoch, batch, then the send policy (window, interval,
 -- ack timeout, longest retry wait, back-off, jitter %, seed).
 -- Returns {'FENCED'} or {'OK', expired, failed, more, next pass in ms (-1: none), sends, notes}; sends are
--- 6 per message {id, device, guarantee, command, data, attempt}.
+-- 7 per message {id, device, guarantee, command, data, attempt, send time}.
 local function dispatch(keys, args)
   local c = ctx(args)
   local sh, epoch, batch = tonumber(args[5]), args[6], tonumber(args[7])
@@ -748,6 +762,24 @@ local function reclaim(keys, args)
   for _, e in ipairs(r[2]) do add_note(out, sh, e) end
   local lost = r[3] and #r[3] or 0
   return {out, lost}
+end
+
+-- note_wait: the state of a log entry a note waits for (see notify): 1 when it is confirmed, 0 while
+-- its node may still be publishing it, or, once it has been unconfirmed for stale ms, the entry
+-- itself, taken over by the caller (a note, as claim() returns them), to publish first.
+-- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, entry id, stale ms.
+local function note_wait(keys, args)
+  local c = ctx(args)
+  local sh, id, stale = tonumber(args[5]), args[6], tonumber(args[7])
+  local lk = key(c, sh, 'log')
+  local p = redis.pcall('XPENDING', lk, PUB, id, id, 1)
+  if failed(p) or not p[1] then return 1 end
+  if p[1][2] ~= c.node and p[1][3] < stale then return 0 end
+  local e = redis.call('XCLAIM', lk, PUB, c.node, 0, id)[1]
+  if not e then return 1 end
+  local out = {}
+  add_note(out, sh, e)
+  return out
 end
 
 -- trim_log: keeps the status log to what SSE clients may still resume from (keep ms), but never drops
@@ -885,7 +917,8 @@ end
 -- pull: a device asks for its next message over REST. The same decision as an MQTT send (order,
 -- window, pacing, re-sends with the same id), so a device may mix both ways.
 -- KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard, then the send policy (as dispatch).
--- Returns {{'MSG', id, guarantee, command, data, attempt} | {'NONE', ms until it is due or ''}, notes}.
+-- Returns {{'MSG', id, guarantee, command, data, attempt, send time} | {'NONE', ms until it is due or ''},
+-- notes}.
 local function pull(keys, args)
   local c = ctx(args)
   local dev, sh = args[5], tonumber(args[6])
@@ -894,7 +927,7 @@ local function pull(keys, args)
   local notes = claim(c, {})
   if m then
     local o = send_out(m)
-    return {{'MSG', o[1], o[3], o[4], o[5], o[6]}, notes}
+    return {{'MSG', o[1], o[3], o[4], o[5], o[6], o[7]}, notes}
   end
   local due = redis.call('ZSCORE', key(c, sh, 'due'), dev)
   if due then due = s(math.max(0, tonumber(due) - c.now)) end
@@ -904,7 +937,7 @@ end
 -- peek: Duster's GET /consumer/getLastMessage: the oldest NOT_DELIVERED message of a device,
 -- without touching pacing or attempts (as Duster did). It is marked as shown so the device may
 -- acknowledge it. KEYS: <prefix>{<shard>}. ARGV[5..]: device, shard.
--- Returns {} or {id, guarantee, command, data}.
+-- Returns {} or {id, guarantee, command, data, Redis time (its currentTimestamp)}.
 local function peek(keys, args)
   local c = ctx(args)
   local dev, sh = args[5], tonumber(args[6])
@@ -917,7 +950,7 @@ local function peek(keys, args)
         m.r[R_SHOWN] = 1
         save(m)
       end
-      return {s(m.id), GN[m.r[R_G]], m.r[R_CMD], m.r[R_DATA]}
+      return {s(m.id), GN[m.r[R_G]], m.r[R_CMD], m.r[R_DATA], s(c.now)}
     end
   end
   return {}
@@ -1044,6 +1077,7 @@ redis.register_function('unsend', unsend)
 redis.register_function('heads', heads)
 redis.register_function('reclaim', reclaim)
 redis.register_function('trim_log', trim_log)
+redis.register_function('note_wait', note_wait)
 redis.register_function('lease', lease)
 redis.register_function('cancel', cancel)
 redis.register_function('purge', purge)

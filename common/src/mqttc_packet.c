@@ -257,7 +257,7 @@ static const char *decode_suback(rd_t *r, dr_mqttc_packet_t *p)
 
 static const char *decode_body(rd_t *r, dr_mqttc_packet_t *p)
 {
-    unsigned v, rc;
+    unsigned v = 0, rc = 0;
     switch (p->type) {
     case DR_MQTTC_PUBLISH:
         return decode_publish(r, p);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "dr/codec.h"
 #include "dr/err.h"
@@ -29,6 +30,8 @@ struct dr_notes {
     size_t in_flight;
     int refs;              /* 1 for the owner, 1 per unsettled batch */
     int closed;
+    uv_loop_t *loop;
+    LIST_HEAD(, hold) holds; /* notes waiting for another node's earlier note (dr_note_t.after) */
     uint64_t *seen;        /* open addressing, 0 = empty; SEEN_SLOTS entries */
     uint64_t *ring;        /* insertion order, for eviction */
     size_t ring_at, seen_n;
@@ -96,6 +99,19 @@ typedef struct {
     size_t i;
 } ref_t;
 
+/* A note that waits until the message's earlier change, which another node is publishing, is
+ * confirmed (or has gone stale and is taken over): published after it, never before. */
+#define HOLD_POLL_MS 20
+#define HOLD_STALE_MS 3000
+
+struct hold {
+    batch_t *b;
+    size_t i;
+    uv_timer_t timer;
+    int checking;          /* a note_wait call is running */
+    LIST_ENTRY(hold) link;
+};
+
 static void unref(dr_notes_t *p)
 {
     if (--p->refs == 0) {
@@ -112,6 +128,7 @@ static void batch_free(batch_t *b)
         free((char *)b->notes[i].log_id);
         free((char *)b->notes[i].dev);
         free((char *)b->notes[i].pd);
+        free((char *)b->notes[i].after);
     }
     free(b->notes);
     free(b->ok);
@@ -210,10 +227,80 @@ static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
     }
 }
 
-dr_notes_t *dr_notes_new(dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus, const char *status_subject,
-                         dr_notes_publish_fn *pub, void *pub_ctx)
+/* ---- notes that wait for another node's earlier one ------------------------------------------------ */
+
+static void hold_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* The hold is over (its note published, or dropped while closing): settle its share of the batch. */
+static void hold_end(struct hold *hd)
+{
+    batch_t *b = hd->b;
+    LIST_REMOVE(hd, link);
+    hd->timer.data = hd;
+    uv_close((uv_handle_t *)&hd->timer, hold_closed);
+    if (--b->pending == 0)
+        settle(b);
+}
+
+static void hold_check(uv_timer_t *t);
+
+static void on_hold_state(void *data, int err, const char *errstr, int result, const dr_note_t *taken)
+{
+    (void)errstr;
+    struct hold *hd = data;
+    dr_notes_t *p = hd->b->p;
+    hd->checking = 0;
+    if (p->closed) {
+        hold_end(hd); /* stays claimed: the shard owner publishes it later */
+        return;
+    }
+    if (err == 0 && result == 2 && taken != NULL)
+        dr_notes_publish(p, taken, 1); /* the earlier change first: its node died or lost it */
+    if (err == 0 && result != 0) {
+        publish_one(p, hd->b, hd->i);
+        hold_end(hd);
+        return;
+    }
+    uv_timer_start(&hd->timer, hold_check, HOLD_POLL_MS, 0);
+}
+
+static void hold_check(uv_timer_t *t)
+{
+    struct hold *hd = t->data;
+    dr_notes_t *p = hd->b->p;
+    dr_note_t probe = hd->b->notes[hd->i];
+    if (!p->closed && dr_store_note_wait(p->redis, p->st, &probe, HOLD_STALE_MS, on_hold_state, hd) == 0) {
+        hd->checking = 1;
+        return;
+    }
+    if (p->closed) {
+        hold_end(hd);
+        return;
+    }
+    uv_timer_start(&hd->timer, hold_check, HOLD_POLL_MS, 0); /* Redis unavailable: try again */
+}
+
+static void hold_start(dr_notes_t *p, batch_t *b, size_t i)
+{
+    struct hold *hd = dr_calloc(1, sizeof(*hd));
+    hd->b = b;
+    hd->i = i;
+    b->pending++;
+    uv_timer_init(p->loop, &hd->timer);
+    hd->timer.data = hd;
+    LIST_INSERT_HEAD(&p->holds, hd, link);
+    hold_check(&hd->timer);
+}
+
+dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus,
+                         const char *status_subject, dr_notes_publish_fn *pub, void *pub_ctx)
 {
     dr_notes_t *p = dr_calloc(1, sizeof(*p));
+    p->loop = loop;
+    LIST_INIT(&p->holds);
     p->redis = r;
     p->st = st;
     p->bus = bus;
@@ -240,12 +327,17 @@ void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n)
         b->notes[i].log_id = dr_strdup(notes[i].log_id);
         b->notes[i].dev = dr_strdup(notes[i].dev);
         b->notes[i].pd = dr_strdup(notes[i].pd);
+        b->notes[i].after = dr_strdup(notes[i].after ? notes[i].after : "");
     }
     p->refs++;
     p->in_flight += n;
     b->pending = 1; /* held while publishing */
-    for (size_t i = 0; i < n; i++)
-        publish_one(p, b, i);
+    for (size_t i = 0; i < n; i++) {
+        if (b->notes[i].after[0] != '\0')
+            hold_start(p, b, i);
+        else
+            publish_one(p, b, i);
+    }
     if (--b->pending == 0)
         settle(b);
 }
@@ -260,5 +352,15 @@ void dr_notes_free(dr_notes_t *p)
     if (p == NULL)
         return;
     p->closed = 1;
+    /* Held notes are dropped (they stay claimed: the shard owner publishes them); a check still
+     * running ends its hold when it answers. */
+    struct hold *hd = LIST_FIRST(&p->holds), *next;
+    for (; hd != NULL; hd = next) {
+        next = LIST_NEXT(hd, link);
+        if (!hd->checking) {
+            uv_timer_stop(&hd->timer);
+            hold_end(hd);
+        }
+    }
     unref(p);
 }

@@ -202,19 +202,20 @@ static int status_of(const char *name)
     return dr_status_parse(name, strlen(name));
 }
 
-/* Notes: flat groups of 8 strings (shard, log id, id, device, status, tmpId, pd, ext). Returns an
- * allocated array (n set), NULL for none; *bad set when the shape is wrong. */
+/* Notes: flat groups of 9 strings (shard, log id, id, device, status, tmpId, pd, ext, after). Returns
+ * an allocated array (n set), NULL for none; *bad set when the shape is wrong. */
+#define NOTE_FIELDS 9
 static dr_note_t *parse_notes(const redisReply *r, size_t *n, int *bad)
 {
     *n = 0;
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 8 != 0) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % NOTE_FIELDS != 0) {
         *bad = 1;
         return NULL;
     }
     if (r->elements == 0)
         return NULL;
-    dr_note_t *notes = dr_calloc(r->elements / 8, sizeof(*notes));
-    for (size_t i = 0; i < r->elements; i += 8) {
+    dr_note_t *notes = dr_calloc(r->elements / NOTE_FIELDS, sizeof(*notes));
+    for (size_t i = 0; i < r->elements; i += NOTE_FIELDS) {
         dr_note_t *o = &notes[*n];
         o->shard = (uint32_t)int_at(r, i);
         o->log_id = str_at(r, i + 1);
@@ -226,6 +227,7 @@ static dr_note_t *parse_notes(const redisReply *r, size_t *n, int *bad)
         o->tmp = strtoll(tmp, NULL, 10);
         o->pd = str_at(r, i + 6);
         o->ext = strcmp(str_at(r, i + 7), "1") == 0;
+        o->after = str_at(r, i + 8);
         (*n)++;
     }
     return notes;
@@ -407,7 +409,7 @@ static void av_policy(argv_t *a, const dr_store_policy_t *p)
     av_fmt(a, "%llu", (unsigned long long)(p->seed >> 33));
 }
 
-/* One send from 6 strings at r[i..]: id, device, guarantee, command, data, attempt. */
+/* One send from 7 strings at r[i..]: id, device, guarantee, command, data, attempt, send time. */
 static void read_send(const redisReply *r, size_t i, dr_store_send_t *s)
 {
     s->id = int_at(r, i);
@@ -418,6 +420,7 @@ static void read_send(const redisReply *r, size_t i, dr_store_send_t *s)
     const char *d = str_at(r, i + 4);
     s->data = d[0] ? d : NULL;
     s->attempt = int_at(r, i + 5);
+    s->sent_ms = int_at(r, i + 6);
 }
 
 static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *errstr)
@@ -435,7 +438,7 @@ static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *er
         return;
     }
     int bad = !is_array(reply, 7) || reply->element[5]->type != REDIS_REPLY_ARRAY ||
-              reply->element[5]->elements % 6 != 0;
+              reply->element[5]->elements % 7 != 0;
     size_t nnotes = 0;
     dr_note_t *notes = bad ? NULL : parse_notes(reply->element[6], &nnotes, &bad);
     if (bad) {
@@ -448,10 +451,10 @@ static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *er
     pass.more = int_at(reply, 3) != 0;
     pass.next_in_ms = int_at(reply, 4);
     const redisReply *out = reply->element[5];
-    size_t n = out->elements / 6;
+    size_t n = out->elements / 7;
     dr_store_send_t *sends = dr_calloc(n ? n : 1, sizeof(*sends));
     for (size_t i = 0; i < n; i++)
-        read_send(out, 6 * i, &sends[i]);
+        read_send(out, 7 * i, &sends[i]);
     pass.sends = sends;
     pass.nsends = n;
     pass.notes = notes;
@@ -600,6 +603,40 @@ static void on_xack(dr_redis_t *r, redisReply *reply, int err, void *data)
             x->cb(x->data, x->err, x->err ? dr_strerror(x->err) : NULL, x->acked);
         free(x);
     }
+}
+
+static void parse_wait(call_t *c, redisReply *reply, int err, const char *errstr)
+{
+    dr_store_wait_cb *cb = (dr_store_wait_cb *)c->cb;
+    if (err != 0) {
+        cb(c->data, err, errstr, 0, NULL);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        cb(c->data, 0, NULL, (int)reply->integer, NULL);
+        return;
+    }
+    int bad = 0;
+    size_t n = 0;
+    dr_note_t *notes = parse_notes(reply, &n, &bad);
+    if (bad || n != 1)
+        cb(c->data, DR_EREDIS, UNEXPECTED, 0, NULL);
+    else
+        cb(c->data, 0, NULL, 2, &notes[0]);
+    free(notes);
+}
+
+int dr_store_note_wait(dr_redis_t *r, const dr_store_t *st, const dr_note_t *note, int64_t stale_ms,
+                       dr_store_wait_cb *cb, void *data)
+{
+    argv_t a = {0};
+    keys_t k = {0};
+    keys_add(&k, st, note->shard);
+    av_common(&a, st);
+    av_int(&a, note->shard);
+    av_str(&a, note->after);
+    av_int(&a, stale_ms);
+    return fcall(r, st, "note_wait", &k, &a, parse_wait, (void *)cb, data);
 }
 
 int dr_store_notes_done(dr_redis_t *r, const dr_store_t *st, const dr_note_t *notes, size_t n, dr_store_int_cb *cb,
@@ -774,7 +811,7 @@ static void parse_pull(call_t *c, redisReply *reply, int err, const char *errstr
     dr_note_t *notes = bad ? NULL : parse_notes(reply->element[1], &nnotes, &bad);
     const redisReply *o = bad ? NULL : reply->element[0];
     int is_msg = o && strcmp(str_at(o, 0), "MSG") == 0;
-    if (bad || (is_msg && o->elements < 6)) {
+    if (bad || (is_msg && o->elements < 7)) {
         free(notes);
         cb(c->data, DR_EREDIS, UNEXPECTED, NULL, -1, NULL, 0);
         return;
@@ -789,6 +826,7 @@ static void parse_pull(call_t *c, redisReply *reply, int err, const char *errstr
         const char *d = str_at(o, 4);
         s.data = d[0] ? d : NULL;
         s.attempt = int_at(o, 5);
+        s.sent_ms = int_at(o, 6);
         cb(c->data, 0, NULL, &s, -1, notes, nnotes);
     } else {
         const char *due = str_at(o, 1);
@@ -831,6 +869,7 @@ static void parse_peek(call_t *c, redisReply *reply, int err, const char *errstr
     const char *d = str_at(reply, 3);
     s.data = d[0] ? d : NULL;
     s.attempt = 0;
+    s.sent_ms = reply->elements > 4 ? int_at(reply, 4) : 0;
     cb(c->data, 0, NULL, &s);
 }
 

@@ -101,7 +101,7 @@ allow_anonymous false
 password_file $LT_DIR/mq/pw
 persistence false
 max_queued_messages 1000000
-max_inflight_messages ${LT_MQ_INFLIGHT:-100}
+max_inflight_messages ${LT_MQ_INFLIGHT:-1000}
 max_connections -1
 sys_interval 1
 log_dest stderr

@@ -4,7 +4,7 @@
  * DESIGN
  * The scenarios name the root processes (cpu.pids: redis-server, nats-server, mosquitto, every
  * ingress and dispatcher). A root counts together with every process below it, because the
- * ingress starts processes of its own (its MQTT lanes) and the load tool forks device workers.
+ * load tool forks device workers.
  * One sample reads /proc/<pid>/stat of every process once: utime + stime of the live ones, plus
  * cutime + cstime, which hold the time of children already reaped. A child that is reaped during
  * the run therefore counts its whole life, a little more than its share of the window; the

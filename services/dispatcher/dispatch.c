@@ -88,7 +88,8 @@ static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_st
 {
     char topic[256];
     snprintf(topic, sizeof(topic), "consumer/request/%s", m->dev);
-    char *body = dr_codec_encode_consumer(m->id, m->guarantee, m->command, dr_now_ms(), m->data);
+    char *body = dr_codec_encode_consumer(m->id, m->guarantee, m->command, m->sent_ms > 0 ? m->sent_ms : dr_now_ms(),
+                                          m->data);
     sent_t *s = dr_malloc(sizeof(*s));
     *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt};
     int rc = dr_mqttc_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_published, s);

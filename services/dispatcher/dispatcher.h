@@ -43,6 +43,8 @@ typedef struct {
 
 /* lease.c. Without a broker connection for BROKER_GRACE_MS a dispatcher gives its shards up. */
 #define BROKER_GRACE_MS 2000
+/* Longest MQTT keepalive of a dispatcher's connection (mqtt.keepalive_s applies when shorter). */
+#define DISPATCHER_KEEPALIVE_S 5
 void lease_cron(dispatcher_t *d);
 void lease_release_all(dispatcher_t *d, void (*done)(dispatcher_t *d));
 

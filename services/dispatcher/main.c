@@ -122,7 +122,10 @@ int main(int argc, char **argv)
         .client_id = client_id,
         .username = cfg->mqtt_username,
         .password = cfg->mqtt_password,
-        .keepalive_s = (int)cfg->mqtt_keepalive_s,
+        /* Publishes only: a short keepalive costs two small packets and finds a silently dead link
+         * within seconds, so the node gives its shards up (BROKER_GRACE_MS) instead of holding them. */
+        .keepalive_s = (int)(cfg->mqtt_keepalive_s < DISPATCHER_KEEPALIVE_S ? cfg->mqtt_keepalive_s
+                                                                             : DISPATCHER_KEEPALIVE_S),
         .clean_session = 1,
     };
     if (dr_mqttc_open(d->node.loop.uv, &mo, &d->mqtt, err) != 0) {
@@ -135,7 +138,7 @@ int main(int argc, char **argv)
     }
     snprintf(subject, sizeof(subject), "%swake", cfg->nats_subject_prefix);
     dr_bus_subscribe(d->node.bus, subject, on_wake, d);
-    d->notes = dr_notes_new(d->node.redis, &d->store, d->node.bus, d->status_subject, publish_note, d);
+    d->notes = dr_notes_new(d->node.loop.uv, d->node.redis, &d->store, d->node.bus, d->status_subject, publish_note, d);
     dr_mqttc_start(d->mqtt);
     dr_node_set_callbacks(&d->node, (int)cfg->tick_ms, on_cron, on_stop, d);
 

@@ -89,7 +89,8 @@ static void on_peeked(void *data, int err, const char *errstr, const dr_store_se
         if (msg == NULL) {
             http_json(hr, 200, "[]", 2);
         } else {
-            char *one = dr_codec_encode_consumer(msg->id, msg->guarantee, msg->command, dr_now_ms(), msg->data);
+            char *one = dr_codec_encode_consumer(msg->id, msg->guarantee, msg->command,
+                                                 msg->sent_ms > 0 ? msg->sent_ms : dr_now_ms(), msg->data);
             size_t n = strlen(one);
             char *body = dr_malloc(n + 3);
             body[0] = '[';

@@ -603,7 +603,8 @@ static void on_pulled(void *data, int err, const char *errstr, const dr_store_se
     if (!rest_store_failed(hr, err, errstr)) {
         if (msg != NULL) {
             dr_metrics_inc(msg->attempt > 1 ? DR_M_RESENT : DR_M_SENT);
-            char *body = dr_codec_encode_consumer(msg->id, msg->guarantee, msg->command, dr_now_ms(), msg->data);
+            char *body = dr_codec_encode_consumer(msg->id, msg->guarantee, msg->command,
+                                                  msg->sent_ms > 0 ? msg->sent_ms : dr_now_ms(), msg->data);
             http_json(hr, 200, body, strlen(body));
             free(body);
         } else {

@@ -68,7 +68,7 @@ def ack(r, acks):
 
 def confirm(r, notes):
     """What a node does once the broker confirmed its publishes: XACK each note in its shard's log."""
-    for i in range(0, len(notes), 8):
+    for i in range(0, len(notes), 9):
         r.xack("%s{%s}log" % (P, notes[i]), "pub", notes[i + 1])
 
 
@@ -93,7 +93,7 @@ def test_ids_carry_their_shard_and_keys_their_tag(r):
     for k in r.keys(P + "*"):
         assert k.startswith(P + "{"), "key without its shard's hash tag: %s" % k
     # every change is logged and claimed for the caller, 8 fields each
-    assert len(notes) == 3 * 8 and notes[4] == "NOT_DELIVERED"
+    assert len(notes) == 3 * 9 and notes[4] == "NOT_DELIVERED"
 
 
 def test_batch_token_makes_a_retry_return_the_first_answer(r):
@@ -109,7 +109,7 @@ def test_idempotency_key_dup_and_conflict(r):
     res, _ = accept(r, [msg_fields("dev-i", idk="k1", fp="A")])
     mid = res[1]
     dup, notes = accept(r, [msg_fields("dev-i", idk="k1", fp="A")])
-    assert dup[:3] == ["DUP", mid, "NOT_DELIVERED"] and len(notes) == 8, "receipt repeated with the original id"
+    assert dup[:3] == ["DUP", mid, "NOT_DELIVERED"] and len(notes) == 9, "receipt repeated with the original id"
     conflict, _ = accept(r, [msg_fields("dev-i", idk="k1", fp="B")])
     assert conflict[:2] == ["CONFLICT", mid]
 
@@ -122,29 +122,37 @@ def test_only_last_supersedes_pending_messages_of_the_same_command(r):
     res2, notes = accept(r, [msg_fields("dev-o", g="ONLY_LAST", cmd="set")])
     assert res2[0] == "OK" and int(res2[3]) == 2
     assert get(r, a)[5] == "CANCELLED" and get(r, c)[5] == "CANCELLED" and get(r, b)[5] == "NOT_DELIVERED"
-    statuses = [notes[i + 4] for i in range(0, len(notes), 8)]
+    statuses = [notes[i + 4] for i in range(0, len(notes), 9)]
     assert statuses == ["CANCELLED", "CANCELLED", "NOT_DELIVERED"]
     # the queue holds only what is still pending
     assert r.xlen("%sq:dev-o" % tag(shard("dev-o"))) == 2
 
 
 def test_an_unconfirmed_earlier_change_is_published_before_a_later_one(r):
-    """A node stored a message and died before publishing its receipt; the node that applies the ack
-    takes the receipt over and returns it first, so the producer never sees DELIVERED before
-    NOT_DELIVERED."""
+    """A node stored a message and has not confirmed its receipt when another node applies the ack: the
+    DELIVERED note names the receipt it must wait for; once that receipt is confirmed it may go; if it
+    goes stale (its node died) the waiting node takes it over and publishes it first. Either way the
+    producer never sees DELIVERED before NOT_DELIVERED."""
     sh = shard("dev-n")
     take_lease(r, sh)
-    res, notes = accept(r, [msg_fields("dev-n", pd="p", tmp="1")])  # claimed by NODE, never confirmed
+    res, notes = accept(r, [msg_fields("dev-n", pd="p", tmp="1")])  # claimed by NODE, not confirmed
     mid = int(res[1])
     dispatch(r, sh)
-    time.sleep(0.25)
-    keys = [tag(sh)]
-    out, notes2 = r.fcall("ack_batch", 1, *keys, P, S, RET, "other-node", 1, "dev-n", mid, "DELIVERED")
+    out, notes2 = r.fcall("ack_batch", 1, tag(sh), P, S, RET, "other-node", 1, "dev-n", mid, "DELIVERED")
     assert out == ["OK", "DELIVERED"]
-    assert [notes2[i + 4] for i in range(0, len(notes2), 8)] == ["NOT_DELIVERED", "DELIVERED"], notes2
-    assert notes2[1] == notes[1], "not the same log entry"
+    assert [notes2[i + 4] for i in range(0, len(notes2), 9)] == ["DELIVERED"], notes2
+    assert notes2[8] == notes[1], "the DELIVERED note must wait for the receipt"
+
+    def wait(stale):
+        return r.fcall("note_wait", 1, tag(sh), P, S, RET, "other-node", sh, notes2[8], stale)
+    assert wait(60000) == 0, "still being published by its node"
+    time.sleep(0.05)
+    taken = wait(10)  # gone stale: taken over
+    assert taken[1] == notes[1] and taken[4] == "NOT_DELIVERED", taken
     pend = r.xpending_range("%slog" % tag(sh), "pub", "-", "+", 10)
     assert {p["consumer"] for p in pend} == {"other-node"}, pend
+    confirm(r, taken)
+    assert wait(10) == 1, "confirmed: the waiting note may go"
 
 
 def test_device_message_size_limit_and_default_deadline(r):
@@ -166,7 +174,7 @@ def test_dispatch_is_fenced_without_the_lease(r):
     assert dispatch(r, shard("dev-f")) == ["FENCED"]
     take_lease(r, shard("dev-f"))
     out = dispatch(r, shard("dev-f"))
-    assert out[0] == "OK" and len(out[5]) == 6 and out[5][1] == "dev-f"
+    assert out[0] == "OK" and len(out[5]) == 7 and out[5][1] == "dev-f" and int(out[5][6]) > 0
 
 
 def test_send_ack_and_retirement(r):

@@ -124,7 +124,7 @@ def test_a_refused_send_fails_its_message(stack):
     assert reply[0][0] == "OK", reply
     mid = int(reply[0][1])
     stack.redis_call(lambda r: r.xack("%s{%d}log" % (p, sh), "pub", *[reply[1][i + 1]
-                                                                     for i in range(0, len(reply[1]), 8)]))
+                                                                     for i in range(0, len(reply[1]), 9)]))
     wait_until(lambda: stack.status(mid) == "FAILED", 15, msg=lambda: "status %s" % stack.msg(mid))
     assert [h["event"] for h in stack.history(mid)][-1] == "refused", stack.history(mid)
     stack.wait_metric("send_refused", 1, 10)

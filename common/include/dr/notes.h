@@ -7,7 +7,9 @@
  * (Drover-only outcomes only to producers that used Drover-only fields). Entries whose MQTT publish
  * the broker confirmed are acknowledged in the log (XACK); the others stay claimed and the shard's
  * owner publishes them again after notify reclaim time (dr_store_reclaim), so a crash or a broker
- * outage delays a notification but never loses it. A notification to a producer id that no broker
+ * outage delays a notification but never loses it. A note whose message's previous change another
+ * node is still publishing (dr_note_t.after) is held until that one is confirmed, or taken over once it
+ * went stale, so a producer never sees an older status after a newer one. A notification to a producer id that no broker
  * accepts in a topic (data stored before input was checked this strictly) is counted
  * (notify_refused), acknowledged and skipped, so it can never stall anything.
  *
@@ -17,6 +19,7 @@
 #define DR_NOTES_H
 
 #include <stddef.h>
+#include <uv.h>
 
 #include "dr/bus.h"
 #include "dr/store.h"
@@ -29,9 +32,9 @@ typedef int dr_notes_publish_fn(void *ctx, const char *topic, const void *payloa
 
 typedef struct dr_notes dr_notes_t;
 
-/* Creates a publisher. st, bus and r are borrowed and must outlive it; subject is copied. */
-dr_notes_t *dr_notes_new(dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus, const char *status_subject,
-                         dr_notes_publish_fn *pub, void *pub_ctx);
+/* Creates a publisher on loop. st, bus and r are borrowed and must outlive it; subject is copied. */
+dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus,
+                         const char *status_subject, dr_notes_publish_fn *pub, void *pub_ctx);
 
 /* Publishes n notes (copied) as described above. */
 void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n);

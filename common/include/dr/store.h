@@ -60,6 +60,9 @@ typedef struct {
     int64_t tmp;
     const char *pd;        /* producerDeviseId, "" when none */
     int ext;               /* the producer used Drover-only fields */
+    const char *after;     /* log id of the message's previous change that another node is still
+                            * publishing: publish this one only after that one (dr_store_note_wait);
+                            * "" when nothing to wait for */
 } dr_note_t;
 
 /* ---- accept --------------------------------------------------------------------------------------- */
@@ -140,6 +143,7 @@ typedef struct {
     const char *command;
     const char *data;      /* JSON object text, or NULL */
     int64_t attempt;
+    int64_t sent_ms;       /* when the send was recorded (Redis's clock): its currentTimestamp */
 } dr_store_send_t;
 
 typedef struct {
@@ -178,6 +182,13 @@ int dr_store_reclaim(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_
 /* Trims the shard's status log to keep_ms, never past an unpublished entry. cb may be NULL. */
 int dr_store_trim_log(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_t keep_ms, dr_store_int_cb *cb,
                       void *data);
+
+/* State of the log entry a note waits for (note->after): result 1 when it is confirmed (publish the
+ * note), 0 while its node may still be publishing it, or 2 when it went stale and was taken over: then
+ * taken (valid during the callback) holds it, to publish before the note. */
+typedef void dr_store_wait_cb(void *data, int err, const char *errstr, int result, const dr_note_t *taken);
+int dr_store_note_wait(dr_redis_t *r, const dr_store_t *st, const dr_note_t *note, int64_t stale_ms,
+                       dr_store_wait_cb *cb, void *data);
 
 /* Marks n published notifications as done (XACK per shard). cb may be NULL. */
 int dr_store_notes_done(dr_redis_t *r, const dr_store_t *st, const dr_note_t *notes, size_t n, dr_store_int_cb *cb,
