@@ -79,6 +79,10 @@ def fnv1a64(data):
     return h
 
 
+NOTE_FIELDS = 9  # a claimed status change (common/lua/drover.lua, claim)
+SEND_FIELDS = 7  # a send (send_out)
+
+
 def tag(sh):
     return "%s{%d}" % (PREFIX, sh)
 
@@ -199,7 +203,7 @@ class Bench:
         cmds = []
         for notes in groups:
             by = {}
-            for i in range(0, len(notes), 8):
+            for i in range(0, len(notes), NOTE_FIELDS):
                 by.setdefault(int(notes[i]), []).append(notes[i + 1])
             for sh, ids in by.items():
                 cmds.append(["XACK", tag(sh) + "log", "pub"] + ids)
@@ -207,7 +211,7 @@ class Bench:
             self.phases["XACK"].calls += len(cmds)
             for r in self.measured("XACK", lambda: self.send(cmds)):
                 assert r > 0, "XACK acknowledged nothing"
-        return sum(len(n) // 8 for n in groups)
+        return sum(len(n) // NOTE_FIELDS for n in groups)
 
     # ---- a command's life -----------------------------------------------------------------------
 
@@ -220,12 +224,13 @@ class Bench:
         cmds = []
         for i in range(0, len(items), self.a.batch):
             b = items[i:i + self.a.batch]
-            args = [IDS_MAX, "%032x" % random.getrandbits(128), TOKEN_TTL_S, len(b)]
+            # largest id, batch token, its ttl, default deliver-by (0: none), device message limit (0: none)
+            args = [IDS_MAX, "%032x" % random.getrandbits(128), TOKEN_TTL_S, 0, 0, len(b)]
             for dev, sh, data, tmp in b:
                 # dev, shard, guarantee, command, data, tmpId, producerDeviseId, ttl ms, deliver-by,
-                # max attempts, not-before, idempotency key, fingerprint, ext, API key id
+                # max attempts, not-before, idempotency key, fingerprint, ext, API key id, device message size
                 args += [dev, sh, "RECEIPT_CONFIRMATION", self.a.command, data, tmp, "p0", 0, 0, 0, 0, "",
-                         "%016x" % fnv1a64((dev + data).encode()), "0", ""]
+                         "%016x" % fnv1a64((dev + data).encode()), "0", "", 110 + len(data)]
             cmds.append(self.fcall("accept_batch", [it[1] for it in b], args))
         notes = []
         for res, nt in self.call_phase("accept_batch", cmds):
@@ -246,7 +251,7 @@ class Bench:
         for sh, rep in zip(shards, self.call_phase("dispatch", cmds)):
             assert rep[0] == "OK", rep
             out = rep[5]
-            for i in range(0, len(out), 6):
+            for i in range(0, len(out), SEND_FIELDS):
                 sends.append((int(out[i]), out[i + 1]))
             if int(rep[3]):
                 again.add(sh)

@@ -161,7 +161,7 @@ EOF
     done
     for _ in $(seq 100); do
         grep -q 'event=shards_owned' "$LT_DIR/dispatcher.log" 2>/dev/null &&
-            grep -q 'event=mqtt_connected' "$LT_DIR/ingress.log" 2>/dev/null && return 0
+            grep -q 'event=mqttc_connected' "$LT_DIR/ingress.log" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "lt: Drover did not become ready; logs:" >&2
