@@ -28,6 +28,9 @@ static void on_flushed(dr_redis_t *r, redisReply *reply, int err, void *data)
     (void)data;
 }
 
+/* Seconds a node's counters outlive its last flush. */
+#define METRICS_KEEP_S "604800"
+
 void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node)
 {
     const char *argv[2 + 2 * DR_M_COUNT];
@@ -42,4 +45,7 @@ void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node)
         argv[n++] = vals[i];
     }
     dr_redis_cmd(r, on_flushed, NULL, n, argv, NULL);
+    /* A node that is gone for good leaves its counters for a week, not forever. */
+    const char *ex[] = {"EXPIRE", key, METRICS_KEEP_S};
+    dr_redis_cmd(r, on_flushed, NULL, 3, ex, NULL);
 }

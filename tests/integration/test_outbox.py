@@ -27,6 +27,9 @@ def test_receipts_need_no_dispatcher(stack_factory):
         got = [i for k, i in enumerate(ids) if k % 5 == d]
         assert got == sorted(got), "device %d: receipts out of order %s" % (d, got)
     wait_until(lambda: unconfirmed(s, 0) == 0, 10, msg=lambda: "%d receipts unconfirmed" % unconfirmed(s, 0))
+    # counters of a node do not outlive it forever
+    ttl = s.redis_call(lambda r: r.ttl("%smetrics:%s" % (s.prefix, s.ingress.node_id)))
+    assert 0 < ttl <= 604800, ttl
 
 
 def test_changes_a_dead_node_claimed_are_published_by_the_owner(stack_factory):

@@ -48,7 +48,8 @@ static inline void dr_metrics_inc(int id)
 /* Current value of counter id. */
 int64_t dr_metrics_get(int id);
 
-/* Writes all counters to <prefix>metrics:<node>. Loop thread; errors are ignored (next flush). */
+/* Writes all counters to <prefix>metrics:<node>, which expires a week after the last flush (a node
+ * gone for good does not leave it forever). Loop thread; errors are ignored (next flush). */
 void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node);
 
 #endif
