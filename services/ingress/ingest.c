@@ -420,48 +420,52 @@ static int closing_answer(batch_t *b)
     return 1;
 }
 
+/* The common part of a batch's reply. Returns 1 when the call succeeded: its notifications are on
+ * their way and the caller answers the items, then calls reply_done. Otherwise the batch was retried,
+ * failed or dropped here, and the caller does nothing more. */
+static int reply_begin(batch_t *b, int err, const char *errstr, const dr_note_t *notes, size_t nnotes)
+{
+    struct ingest *ig = b->ig;
+    ig->calls--;
+    if (closing_answer(b))
+        return 0;
+    if (err != 0 && transient(err, errstr)) {
+        schedule_retry(b, err);
+        return 0;
+    }
+    if (err != 0) {
+        fail_batch(b, errstr);
+        batch_done(b);
+        return 0;
+    }
+    ingress_after_commit(ig->in, notes, nnotes);
+    return 1;
+}
+
+static void reply_done(batch_t *b)
+{
+    wake_shards(b->ig->in, b->items, b->n);
+    batch_done(b);
+}
+
 static void on_accepted(void *data, int err, const char *errstr, const dr_store_accept_res_t *res, size_t n,
                         const dr_note_t *notes, size_t nnotes)
 {
     batch_t *b = data;
-    struct ingest *ig = b->ig;
-    ig->calls--;
-    if (closing_answer(b))
+    if (!reply_begin(b, err, errstr, notes, nnotes))
         return;
-    if (err != 0 && transient(err, errstr)) {
-        schedule_retry(b, err);
-        return;
-    }
-    if (err != 0) {
-        fail_batch(b, errstr);
-    } else {
-        ingress_after_commit(ig->in, notes, nnotes);
-        accept_results(b, res, n);
-        wake_shards(ig->in, b->items, b->n);
-    }
-    batch_done(b);
+    accept_results(b, res, n);
+    reply_done(b);
 }
 
 static void on_acked(void *data, int err, const char *errstr, const dr_store_ack_res_t *res, size_t n,
                      const dr_note_t *notes, size_t nnotes)
 {
     batch_t *b = data;
-    struct ingest *ig = b->ig;
-    ig->calls--;
-    if (closing_answer(b))
+    if (!reply_begin(b, err, errstr, notes, nnotes))
         return;
-    if (err != 0 && transient(err, errstr)) {
-        schedule_retry(b, err);
-        return;
-    }
-    if (err != 0) {
-        fail_batch(b, errstr);
-    } else {
-        ingress_after_commit(ig->in, notes, nnotes);
-        ack_results(b, res, n);
-        wake_shards(ig->in, b->items, b->n);
-    }
-    batch_done(b);
+    ack_results(b, res, n);
+    reply_done(b);
 }
 
 /* Sends b; on an immediate refusal (Redis not ready) the batch waits for a retry. */
