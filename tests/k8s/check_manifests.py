@@ -19,7 +19,10 @@ Every manifest is parsed and cross-checked against the rest of the repository:
   security settings and resources; redis-server and nats-server (when installed) accept their configs;
 - the runtime packages of deploy/container/Containerfile cover the libraries the built binaries load;
 - with python3-kubernetes installed, every object survives a round trip through its API model (no
-  unknown, e.g. misspelt, field).
+  unknown, e.g. misspelt, field);
+- the manifests are the Helm chart k8s/chart/drover rendered with its default values
+  (tests/k8s/render_chart.py): every check above runs again on a fresh render, k8s/*.yaml must equal
+  it, and renders with other values (external Redis, ServiceMonitor) give what they promise.
 
 Finally the checker breaks the manifests in memory in several ways and fails unless each break is
 reported: the checker must be able to fail.
@@ -41,6 +44,9 @@ import time
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import render_chart  # noqa: E402  (tests/k8s/render_chart.py, next to this file)
+
 NAMESPACE = "drover"
 SECRET_NAME = "drover-secrets"
 IMAGE = "drover:latest"
@@ -56,6 +62,7 @@ API_VERSIONS = {
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "NetworkPolicy": "networking.k8s.io/v1",
+    "ServiceMonitor": "monitoring.coreos.com/v1",
 }
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 
@@ -71,17 +78,22 @@ SANITIZER_PACKAGE = re.compile(r"^lib(asan|ubsan|lsan|tsan)\d")
 class Repo:
     """Everything the checks read: the manifests and the repository files they refer to."""
 
-    def __init__(self, root):
+    def __init__(self, root, rendered=None):
+        """rendered: {file name: text} of a chart render that replaces those files of k8s/."""
         self.root = root
         self.k8s = os.path.join(root, "k8s")
         self.docs = {}  # relative path -> list of documents
-        for dirpath, _, files in os.walk(self.k8s):
+        for dirpath, dirnames, files in os.walk(self.k8s):
+            if dirpath == self.k8s:
+                dirnames[:] = [d for d in dirnames if d != "chart"]  # templates, not manifests
             for f in sorted(files):
                 if f.endswith((".yaml", ".yml")):
                     path = os.path.join(dirpath, f)
                     rel = os.path.relpath(path, self.k8s)
                     with open(path, encoding="utf-8") as fh:
                         self.docs[rel] = [d for d in yaml.safe_load_all(fh) if d is not None]
+        for rel, text in (rendered or {}).items():
+            self.docs[rel] = [d for d in yaml.safe_load_all(text) if d is not None]
         self.settings_c = read(root, "common/src/settings.c")
         self.http_api_c = read(root, "services/ingress/http_api.c")
         self.containerfile = read(root, "deploy/container/Containerfile")
@@ -1186,6 +1198,57 @@ def self_test(repo):
     return failures
 
 
+# ---- the Helm chart -----------------------------------------------------------------------------
+
+
+def check_chart(root):
+    """Renders the chart: (rendered files with default values, errors). The manifests must be that
+    render; other values must give what values.yaml promises, and bad values a clear error."""
+    errors = []
+    chart = os.path.join(root, "k8s", "chart", "drover")
+    try:
+        rendered = render_chart.render(chart)
+    except render_chart.TemplateError as e:
+        return None, [f"k8s/chart/drover: {e}"]
+    errors += render_chart.differences(rendered, os.path.join(root, "k8s"))
+    # The sync check must be able to fail: a changed render is reported.
+    some = sorted(rendered)[0]
+    changed = dict(rendered, **{some: rendered[some] + "# changed\n"})
+    if not any(some in d for d in render_chart.differences(changed, os.path.join(root, "k8s"))):
+        errors.append("self-test: a render that differs from k8s/ was not reported")
+
+    def variant(sets):
+        try:
+            return {f: [d for d in yaml.safe_load_all(t) if d] for f, t in render_chart.render(chart, sets=sets).items()}, None
+        except render_chart.TemplateError as e:
+            return None, str(e)
+
+    out, e = variant(["redis.enabled=false"])
+    if out is not None or "redis.external.host" not in (e or ""):
+        errors.append("chart: redis.enabled=false without redis.external.host must fail naming that value")
+    out, e = variant(["redis.enabled=false", "redis.external.host=redis.example.internal", "redis.external.port=6380"])
+    if e:
+        errors.append(f"chart: external Redis: {e}")
+    else:
+        conf = next((d["data"]["drover.conf"] for d in out.get("config.yaml", []) if d.get("kind") == "ConfigMap"), "")
+        if "redis.yaml" in out or "redis.host = redis.example.internal" not in conf or "redis.port = 6380" not in conf:
+            errors.append("chart: with an external Redis, no Redis is rendered and drover.conf points at redis.external")
+    out, e = variant(["serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom"])
+    if e:
+        errors.append(f"chart: serviceMonitor.enabled: {e}")
+    else:
+        sm = [d for d in out.get("servicemonitor.yaml", []) if d.get("kind") == "ServiceMonitor"]
+        disp = [d for d in out.get("dispatcher.yaml", []) if d.get("kind") == "StatefulSet"]
+        c = containers(disp[0])[0] if disp else {}
+        ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", []) or []}
+        if not sm or sm[0]["metadata"]["labels"].get("release") != "prom" or ports.get("metrics") != 9102:
+            errors.append("chart: serviceMonitor.enabled must render a ServiceMonitor and the dispatcher's metrics port")
+    if "servicemonitor.yaml" in rendered:
+        errors.append("chart: the ServiceMonitor must be off by default (it needs the Prometheus Operator's CRDs)")
+    errors += render_chart.self_test()
+    return rendered, errors
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 
@@ -1197,6 +1260,12 @@ def main():
     bin_dir = os.environ.get("DROVER_BIN_DIR") or None
     checker = Checker(Model(repo), run_tools=True, bin_dir=bin_dir)
     errors = checker.run()
+    rendered, chart_errors = check_chart(a.root)
+    errors += chart_errors
+    if rendered is not None:
+        # The same checks on a fresh render (identical to k8s/ when in sync, so this catches a chart
+        # change whose manifests were not regenerated as well as one that breaks an invariant).
+        errors += [f"chart render: {e}" for e in Checker(Model(Repo(a.root, rendered)), run_tools=True, bin_dir=bin_dir).run()]
     for n in checker.notes:
         print(f"note: {n}")
     if errors:
@@ -1210,7 +1279,8 @@ def main():
     if failures:
         return 1
     nobj = len(Model(repo).objects)
-    print(f"ok: {nobj} objects in {len(repo.docs)} files of k8s/; all {len(MUTATIONS)} deliberate breaks were caught")
+    print(f"ok: {nobj} objects in {len(repo.docs)} files of k8s/, the same as the chart's render; "
+          f"all {len(MUTATIONS)} deliberate breaks were caught")
     return 0
 
 
