@@ -1069,7 +1069,39 @@ local function layout(keys, args)
                            '", this node uses "' .. want .. '"')
 end
 
+-- ids_advance: moves shard ARGV[5]'s id counter forward by ARGV[7] ids (0: half of the shard's id
+-- space, ids.max = ARGV[6]). Run after Redis was restored from an older backup, or failed over to a
+-- replica that missed writes: the counter then stands where the backup left it, and the ids handed
+-- out after that moment (which devices may remember) would be handed out again. Ids skipped this way
+-- come back only after a full lap, like any wrapped id. KEYS[1] = <prefix>{<shard>}. Returns the
+-- shard's next id.
+local function ids_advance(keys, args)
+  local c = ctx(args)
+  local sh, idmax, by = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
+  local nmax = math.floor((idmax - sh) / c.S)
+  if nmax < 1 then return 0 end
+  if by <= 0 then by = math.ceil(nmax / 2) end
+  local raw = redis.call('INCRBY', key(c, sh, 'seq'), by)
+  return (raw % nmax + 1) * c.S + sh
+end
+
+-- subs: the MQTT filters the calling node's persistent broker session holds, <prefix>subs:<node>.
+-- MQTT 3.1.1 cannot list a session's subscriptions, so a node records what it subscribes and, at its
+-- next start, unsubscribes what it recorded but no longer wants (a changed mqtt.share_group, say).
+-- ARGV[5]: 'add' (record ARGV[6..] beside what is there: before the stale ones are confirmed gone)
+-- or 'set' (record exactly ARGV[6..]: after). Returns the filters recorded before the call.
+local function subs(keys, args)
+  local c = ctx(args)
+  local k = c.P .. 'subs:' .. c.node
+  local before = redis.call('SMEMBERS', k)
+  if args[5] == 'set' then redis.call('DEL', k) end
+  for i = 6, #args do redis.call('SADD', k, args[i]) end
+  return before
+end
+
 redis.register_function('layout', layout)
+redis.register_function('subs', subs)
+redis.register_function('ids_advance', ids_advance)
 redis.register_function('accept_batch', accept_batch)
 redis.register_function('ack_batch', ack_batch)
 redis.register_function('dispatch', dispatch)
@@ -1087,3 +1119,224 @@ redis.register_function{function_name = 'devinfo', callback = devinfo, flags = {
 redis.register_function('devset', devset)
 redis.register_function{function_name = 'get', callback = get, flags = {'no-writes'}}
 redis.register_function('list', list)
+
+-- ---- registry ----------------------------------------------------------------------------------
+-- The client registry (Duster's clients: login accounts of devices and operators) and its login
+-- tokens. Every key shares the hash tag {reg}, so each function touches one slot on Redis Cluster;
+-- KEYS[1] is <prefix>{reg} and ARGV[1] the prefix. Keys (dr/registry.h names them too):
+--   {reg}c:<name>   hash: id, desc, role (DEVISE|MAN), pw (bcrypt), en (0|1), ct, ut (ms), gen
+--   {reg}idx        sorted set of names, all scored 0: listing and prefix search by ZRANGEBYLEX
+--   {reg}byid       hash: numeric id -> name (Duster's admin API addresses clients by number)
+--   {reg}seq, {reg}gen  counters of numeric ids and of token generations
+--   {reg}man        set of the names whose role is MAN (is there an operator at all?)
+--   {reg}t:<sha256> string "<gen> <name>" with the token's expiry: a login token
+--   {reg}lf:i:<name>, {reg}lf:a:<addr>  failed logins in the current window
+-- A token is valid while its client exists, is enabled and still has the generation the token was
+-- issued with: deleting, disabling, a password or role change take a new generation, which revokes
+-- every token of the client at once without listing them.
+
+local REG_FIELDS = {'id', 'desc', 'role', 'pw', 'en', 'ct', 'ut', 'gen'}
+
+local function reg_key(keys, name) return keys[1] .. name end
+
+local function reg_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A client as {name, id, desc, role, pw, en, ct, ut, gen}, or nil.
+local function reg_load(keys, name)
+  if not name then return nil end
+  local v = redis.call('HMGET', reg_key(keys, 'c:' .. name), unpack(REG_FIELDS))
+  if not v[1] then return nil end
+  return {name, v[1], v[2] or '', v[3] or 'DEVISE', v[4] or '', v[5] or '1', v[6] or '0', v[7] or '0', v[8] or '0'}
+end
+
+local function reg_by(keys, by, v)
+  if by == 'id' then return reg_load(keys, redis.call('HGET', reg_key(keys, 'byid'), v)) end
+  return reg_load(keys, v)
+end
+
+-- reg_get: ARGV[2] 'id' or 'name', ARGV[3] the value. Returns a client or nil.
+local function reg_get(keys, args)
+  return reg_by(keys, args[2], args[3])
+end
+
+-- reg_create: ARGV[2..6] name, desc, role, pw hash, enabled. Returns the client, or the error EXISTS.
+local function reg_create(keys, args)
+  local name = args[2]
+  local k = reg_key(keys, 'c:' .. name)
+  if redis.call('EXISTS', k) == 1 then return redis.error_reply('EXISTS client ' .. name .. ' exists') end
+  local now = s(reg_now())
+  local id = s(redis.call('INCR', reg_key(keys, 'seq')))
+  local gen = s(redis.call('INCR', reg_key(keys, 'gen')))
+  redis.call('HSET', k, 'id', id, 'desc', args[3], 'role', args[4], 'pw', args[5], 'en', args[6], 'ct', now,
+             'ut', now, 'gen', gen)
+  redis.call('HSET', reg_key(keys, 'byid'), id, name)
+  redis.call('ZADD', reg_key(keys, 'idx'), 0, name)
+  if args[4] == 'MAN' then redis.call('SADD', reg_key(keys, 'man'), name) end
+  return reg_load(keys, name)
+end
+
+-- reg_update: ARGV[2] numeric id, then field/value pairs among desc, role, pw, en. Returns
+-- {client, revoked (0|1)} or nil when there is no such client.
+local function reg_update(keys, args)
+  local c = reg_by(keys, 'id', args[2])
+  if not c then return nil end
+  local k = reg_key(keys, 'c:' .. c[1])
+  local set, revoke = {}, false
+  for i = 3, #args - 1, 2 do
+    local f, v = args[i], args[i + 1]
+    if (f == 'pw' and v ~= c[5]) or (f == 'role' and v ~= c[4]) or (f == 'en' and v == '0' and c[6] ~= '0') then
+      revoke = true
+    end
+    set[#set + 1] = f
+    set[#set + 1] = v
+    if f == 'role' then
+      if v == 'MAN' then redis.call('SADD', reg_key(keys, 'man'), c[1])
+      else redis.call('SREM', reg_key(keys, 'man'), c[1]) end
+    end
+  end
+  set[#set + 1] = 'ut'
+  set[#set + 1] = s(reg_now())
+  if revoke then
+    set[#set + 1] = 'gen'
+    set[#set + 1] = s(redis.call('INCR', reg_key(keys, 'gen')))
+  end
+  redis.call('HSET', k, unpack(set))
+  return {reg_load(keys, c[1]), revoke and 1 or 0}
+end
+
+-- reg_delete: ARGV[2] 'id' or 'name', ARGV[3] the value. Returns the deleted client or nil.
+local function reg_delete(keys, args)
+  local c = reg_by(keys, args[2], args[3])
+  if not c then return nil end
+  redis.call('DEL', reg_key(keys, 'c:' .. c[1]))
+  redis.call('HDEL', reg_key(keys, 'byid'), c[2])
+  redis.call('ZREM', reg_key(keys, 'idx'), c[1])
+  redis.call('SREM', reg_key(keys, 'man'), c[1])
+  return c
+end
+
+-- reg_list: ARGV[2] name prefix ('' for all), ARGV[3] list after this name ('' from the start),
+-- ARGV[4] limit. Returns {more (0|1), client...} in name order.
+local function reg_list(keys, args)
+  local prefix, after, limit = args[2], args[3], tonumber(args[4])
+  local min = '[' .. prefix
+  if after ~= '' and after >= prefix then min = '(' .. after end
+  local max = prefix == '' and '+' or ('[' .. prefix .. '\255')
+  local names = redis.call('ZRANGEBYLEX', reg_key(keys, 'idx'), min, max, 'LIMIT', 0, limit + 1)
+  local out = {#names > limit and 1 or 0}
+  for i = 1, math.min(#names, limit) do
+    local c = reg_load(keys, names[i])
+    if c then out[#out + 1] = c end
+  end
+  return out
+end
+
+-- reg_bootstrap: ARGV[2] name, ARGV[3] pw hash. Creates the first operator when no MAN client
+-- exists. Returns 1 (created), 0 (an operator exists) or -1 (the name is taken by a non-operator).
+local function reg_bootstrap(keys, args)
+  if redis.call('SCARD', reg_key(keys, 'man')) > 0 then return 0 end
+  if redis.call('EXISTS', reg_key(keys, 'c:' .. args[2])) == 1 then return -1 end
+  reg_create(keys, {args[1], args[2], 'first operator, created at the first start', 'MAN', args[3], '1'})
+  return 1
+end
+
+-- reg_login: ARGV[2] name, ARGV[3] source address, ARGV[4] failures allowed per window. Returns
+-- {wait_ms} when either failure counter is at the limit (wait_ms > 0), else {0, client or nil}.
+local function reg_login(keys, args)
+  local limit = tonumber(args[4])
+  local wait = 0
+  for _, k in ipairs({reg_key(keys, 'lf:i:' .. args[2]), reg_key(keys, 'lf:a:' .. args[3])}) do
+    local n = tonumber(redis.call('GET', k) or '0')
+    if n >= limit then wait = math.max(wait, redis.call('PTTL', k), 1) end
+  end
+  if wait > 0 then return {wait} end
+  return {0, reg_load(keys, args[2])}
+end
+
+-- reg_failed: ARGV[2] name, ARGV[3] source address, ARGV[4] window (ms). Counts a failed login.
+local function reg_failed(keys, args)
+  for _, k in ipairs({reg_key(keys, 'lf:i:' .. args[2]), reg_key(keys, 'lf:a:' .. args[3])}) do
+    if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, args[4]) end
+  end
+  return 1
+end
+
+-- reg_token_issue: ARGV[2] token hash, ARGV[3] name, ARGV[4] generation the password was checked
+-- against, ARGV[5] lifetime (ms). Returns the client, or nil when it changed since (deleted,
+-- disabled, new password): the login then fails.
+local function reg_token_issue(keys, args)
+  local c = reg_load(keys, args[3])
+  if not c or c[6] ~= '1' or c[9] ~= args[4] then return nil end
+  redis.call('SET', reg_key(keys, 't:' .. args[2]), c[9] .. ' ' .. c[1], 'PX', args[5])
+  redis.call('DEL', reg_key(keys, 'lf:i:' .. c[1]))
+  return c
+end
+
+-- reg_token_check: ARGV[2] token hash. Returns {client, remaining ms} or nil.
+local function reg_token_check(keys, args)
+  local k = reg_key(keys, 't:' .. args[2])
+  local v = redis.call('GET', k)
+  if not v then return nil end
+  local sp = string.find(v, ' ', 1, true)
+  local c = reg_load(keys, string.sub(v, sp + 1))
+  if not c or c[6] ~= '1' or c[9] ~= string.sub(v, 1, sp - 1) then return nil end
+  return {c, redis.call('PTTL', k)}
+end
+
+-- reg_token_revoke: ARGV[2] token hash. Returns 1 when the token existed.
+local function reg_token_revoke(keys, args)
+  return redis.call('DEL', reg_key(keys, 't:' .. args[2]))
+end
+
+redis.register_function{function_name = 'reg_get', callback = reg_get, flags = {'no-writes'}}
+redis.register_function('reg_create', reg_create)
+redis.register_function('reg_update', reg_update)
+redis.register_function('reg_delete', reg_delete)
+redis.register_function{function_name = 'reg_list', callback = reg_list, flags = {'no-writes'}}
+redis.register_function('reg_bootstrap', reg_bootstrap)
+redis.register_function('reg_login', reg_login)
+redis.register_function('reg_failed', reg_failed)
+redis.register_function('reg_token_issue', reg_token_issue)
+redis.register_function{function_name = 'reg_token_check', callback = reg_token_check, flags = {'no-writes'}}
+redis.register_function('reg_token_revoke', reg_token_revoke)
+
+-- ---- backlog gauges ------------------------------------------------------------------------------
+
+-- backlog: what waits for delivery in the given shards, for the dispatcher's gauges. Looks at the
+-- first max devices of each shard's 'due' set (every device with work is there): their stream
+-- lengths (queued, in flight included), their in-flight entries and their not-before schedules.
+-- The oldest pending message is the earliest first stream entry: entry ids are the acceptance time
+-- (XADD '*', Redis's clock). KEYS: <prefix>{<shard>} per shard. ARGV[5]: max devices per shard;
+-- ARGV[6..]: shards. Returns {queued, in flight, scheduled, age of the oldest queued message in ms
+-- (-1 when none), devices not looked at (over max)}. Read-only.
+local function backlog(keys, args)
+  local c = ctx(args)
+  local max = tonumber(args[5])
+  local queued, inflight, scheduled, oldest, skipped = 0, 0, 0, -1, 0
+  for i = 6, #args do
+    local sh = tonumber(args[i])
+    local dk = key(c, sh, 'due')
+    local total = redis.call('ZCARD', dk)
+    if total > max then skipped = skipped + total - max end
+    for _, dev in ipairs(redis.call('ZRANGE', dk, 0, max - 1)) do
+      local q = qkey(c, sh, dev)
+      queued = queued + redis.call('XLEN', q)
+      local p = redis.pcall('XPENDING', q, GROUP)
+      if not failed(p) then inflight = inflight + p[1] end
+      scheduled = scheduled + redis.call('ZCARD', key(c, sh, 'sc:' .. dev))
+      local first = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)[1]
+      if first then
+        local ms = tonumber(string.match(first[1], '^(%d+)'))
+        if oldest < 0 or ms < oldest then oldest = ms end
+      end
+    end
+  end
+  local age = -1
+  if oldest >= 0 then age = math.max(0, c.now - oldest) end
+  return {queued, inflight, scheduled, age, skipped}
+end
+
+redis.register_function{function_name = 'backlog', callback = backlog, flags = {'no-writes'}}

@@ -171,6 +171,42 @@ static natsStatus set_servers(natsOptions *o, const char *list)
     return s;
 }
 
+/* Secure mode, trusted CAs, client certificate and server name check. nats.c loads the files here, so
+ * an unreadable or malformed file fails dr_bus_open() instead of every later connection attempt.
+ * nats.c checks the server name only when one is given (natsOptions_SetExpectedHostname), so we always
+ * give one: nats.tls_server_name, or else the host of the first URL, which covers the usual single
+ * server or a cluster whose certificates all carry the same name. */
+static natsStatus set_tls(natsOptions *o, const dr_bus_options_t *opt)
+{
+    natsStatus s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && opt->tls_ca && opt->tls_ca[0])
+        s = natsOptions_LoadCATrustedCertificates(o, opt->tls_ca);
+    if (s == NATS_OK && opt->tls_cert && opt->tls_cert[0])
+        s = natsOptions_LoadCertificatesChain(o, opt->tls_cert, opt->tls_key);
+    if (s == NATS_OK && opt->tls_skip_verify) {
+        s = natsOptions_SkipServerVerification(o, true);
+        dr_log(DR_LOG_WARNING,
+               "event=nats_tls_insecure note=\"server certificate NOT verified: tests only\"");
+        return s;
+    }
+    char host[256] = "";
+    if (opt->tls_server_name && opt->tls_server_name[0]) {
+        snprintf(host, sizeof(host), "%s", opt->tls_server_name);
+    } else {
+        /* "tls://[user:pass@]host[:port][,...]": the host of the first URL, without IPv6 brackets. */
+        const char *p = strstr(opt->url, "://");
+        p = p ? p + 3 : opt->url;
+        const char *at = strchr(p, '@'), *comma = strchr(p, ',');
+        if (at && (comma == NULL || at < comma))
+            p = at + 1;
+        size_t n = *p == '[' ? strcspn(++p, "]") : strcspn(p, ":,/ ");
+        snprintf(host, sizeof(host), "%.*s", (int)n, p);
+    }
+    if (s == NATS_OK && host[0])
+        s = natsOptions_SetExpectedHostname(o, host);
+    return s;
+}
+
 /* ---- Publisher thread ------------------------------------------------------------------------- */
 
 /* Hands one batch to nats.c, oldest first, and frees it. After a failure (write deadline expired,
@@ -290,6 +326,36 @@ static void dispose_publisher(dr_bus_t *b)
     pthread_mutex_destroy(&b->mu);
 }
 
+/* With RetryOnFailedConnect, nats.c reports a failed first attempt only as "not yet connected" and its
+ * reconnect thread retries silently, so a wrong CA or certificate would never be named in the log. A
+ * TLS bus therefore makes one attempt without retrying first (at startup, before the loop runs; at most
+ * the 2 s connect timeout) and logs why it failed; the real connection follows right after. */
+static void probe_tls(dr_bus_t *b, const char *url)
+{
+    natsConnection *nc = NULL;
+    /* The probe must not reach b's callbacks: its close would mark b's real connection closed. */
+    natsStatus s = natsOptions_SetRetryOnFailedConnect(b->opts, false, NULL, NULL);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(b->opts, NULL, NULL);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(b->opts, NULL, NULL);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&nc, b->opts);
+        if (s != NATS_OK) {
+            const char *why = nats_GetLastError(NULL);
+            dr_log(DR_LOG_WARNING, "event=nats_tls_failed url=%s reason=\"%s\" action=retrying", url,
+                   why && why[0] ? why : natsStatus_GetText(s));
+        }
+        if (nc != NULL) {
+            natsConnection_Close(nc);
+            natsConnection_Destroy(nc);
+        }
+    }
+    natsOptions_SetRetryOnFailedConnect(b->opts, true, on_connected, b);
+    natsOptions_SetDisconnectedCB(b->opts, on_disconnected, b);
+    natsOptions_SetClosedCB(b->opts, on_closed, b);
+}
+
 /* ---- Public API --------------------------------------------------------------------------------- */
 
 int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, char *err)
@@ -330,8 +396,11 @@ int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, ch
         s = natsOptions_SetWriteDeadline(b->opts, b->write_deadline_ms);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectBufSize(b->opts, RECONNECT_BUF_SIZE);
+    if (s == NATS_OK && opt->tls)
+        s = set_tls(b->opts, opt);
     if (s != NATS_OK) {
-        snprintf(err, DR_ERR_LEN, "nats options: %s", natsStatus_GetText(s));
+        const char *detail = nats_GetLastError(NULL);
+        snprintf(err, DR_ERR_LEN, "nats options: %s", detail && detail[0] ? detail : natsStatus_GetText(s));
         natsOptions_Destroy(b->opts);
         free(b);
         return DR_EINVAL;
@@ -345,6 +414,8 @@ int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, ch
         free(b);
         return rc;
     }
+    if (opt->tls)
+        probe_tls(b, opt->url);
     s = natsConnection_Connect(&b->nc, b->opts);
     if (s == NATS_OK) {
         atomic_store(&b->connected, 1);

@@ -26,6 +26,26 @@ static void on_signal(uv_signal_t *h, int signum)
         dr_node_close(n);
 }
 
+/* SIGHUP: the configuration (file, environment, flags, as at start) is read again; what a running
+ * node reads on every use takes effect now, the rest is named as needing a restart. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    dr_node_t *n = h->data;
+    dr_settings_t fresh;
+    char err[DR_ERR_LEN], restart[512];
+    int level = dr_log_level; /* loading sets the level: keep ours if the file turns out bad */
+    if (dr_settings_load(&fresh, n->service, n->argc, n->argv, err) != 0) {
+        dr_log_level = level;
+        dr_log(DR_LOG_WARNING, "event=reload_failed error=\"%s\" action=keep_running_configuration", err);
+        dr_settings_dispose(&fresh);
+        return;
+    }
+    int applied = dr_settings_reload(&n->cfg, &fresh, restart, sizeof(restart));
+    dr_settings_dispose(&fresh);
+    dr_log(DR_LOG_NOTICE, "event=reloaded applied=%d needs_restart=\"%s\"", applied, restart);
+}
+
 static void on_cron(uv_timer_t *t)
 {
     dr_node_t *n = t->data;
@@ -66,6 +86,12 @@ int dr_node_init(dr_node_t *n, const char *service, int argc, char **argv)
         .user = n->cfg.nats_user,
         .password = n->cfg.nats_password,
         .name = n->cfg.node_id,
+        .tls = (int)n->cfg.nats_tls,
+        .tls_ca = n->cfg.nats_tls_ca,
+        .tls_cert = n->cfg.nats_tls_cert,
+        .tls_key = n->cfg.nats_tls_key,
+        .tls_server_name = n->cfg.nats_tls_server_name,
+        .tls_skip_verify = !n->cfg.nats_tls_verify,
     };
     if (dr_bus_open(&n->loop, &bo, &n->bus, err) != 0) {
         fprintf(stderr, "drover-%s: %s\n", service, err);
@@ -81,6 +107,11 @@ int dr_node_init(dr_node_t *n, const char *service, int argc, char **argv)
     n->sigterm.data = n->sigint.data = n;
     uv_signal_start(&n->sigterm, on_signal, SIGTERM);
     uv_signal_start(&n->sigint, on_signal, SIGINT);
+    n->argc = argc;
+    n->argv = argv;
+    uv_signal_init(n->loop.uv, &n->sighup);
+    n->sighup.data = n;
+    uv_signal_start(&n->sighup, on_sighup, SIGHUP);
     uv_timer_init(n->loop.uv, &n->cron);
     n->cron.data = n;
     dr_log(DR_LOG_NOTICE, "event=starting node=%s version=%s redis=%s:%lld nats=%s mqtt=%s shards=%lld", n->cfg.node_id,
@@ -138,6 +169,7 @@ void dr_node_close(dr_node_t *n)
     uv_close((uv_handle_t *)&n->cron, NULL);
     uv_close((uv_handle_t *)&n->sigterm, NULL);
     uv_close((uv_handle_t *)&n->sigint, NULL);
+    uv_close((uv_handle_t *)&n->sighup, NULL);
     dr_bus_free(n->bus);
     n->bus = NULL;
     dr_redis_free(n->redis);

@@ -17,6 +17,7 @@
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/mem.h"
+#include "dr/metrics.h"
 #include "dr/redis.h"
 
 enum { ST_DISCONNECTED, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_CLOSED };
@@ -34,6 +35,7 @@ typedef struct cmd {
     dr_redis_cb *cb;
     void *data;
     int64_t deadline;
+    uint64_t sent_ns;      /* uv_hrtime() when sent: drover_redis_call_seconds */
     struct cmd *prev, *next;
 } cmd_t;
 
@@ -78,6 +80,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     unlink_cmd(r, c);
     int err = 0;
+    if (rep != NULL) /* a dropped command has no latency worth reporting */
+        dr_metrics_observe(DR_H_REDIS_CALL, (double)(uv_hrtime() - c->sent_ns) / 1e9);
     if (rep == NULL)
         err = r->drop_err ? r->drop_err : DR_EUNAVAIL;
     else if (rep->type == REDIS_REPLY_ERROR)
@@ -93,6 +97,7 @@ static int send_argv(dr_redis_t *r, dr_redis_cb *cb, void *data, int argc, const
     c->cb = cb;
     c->data = data;
     c->deadline = dr_mono_ms() + r->timeout_ms;
+    c->sent_ns = uv_hrtime();
     c->next = NULL;
     c->prev = r->tail;
     if (r->tail)

@@ -509,6 +509,45 @@ int dr_store_unsend(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_t
     return fcall(r, st, "unsend", &k, &a, parse_int, (void *)cb, data);
 }
 
+int dr_store_ids_advance(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_t ids_max, int64_t by,
+                         dr_store_int_cb *cb, void *data)
+{
+    argv_t a = {0};
+    keys_t k = {0};
+    keys_add(&k, st, shard);
+    av_common(&a, st);
+    av_int(&a, shard);
+    av_int(&a, ids_max);
+    av_int(&a, by);
+    return fcall(r, st, "ids_advance", &k, &a, parse_int, (void *)cb, data);
+}
+
+static void parse_strs(call_t *c, redisReply *reply, int err, const char *errstr)
+{
+    dr_store_strs_cb *cb = (dr_store_strs_cb *)c->cb;
+    if (err != 0 || reply->type != REDIS_REPLY_ARRAY) {
+        cb(c->data, err ? err : DR_EREDIS, err ? errstr : UNEXPECTED, NULL, 0);
+        return;
+    }
+    const char **v = dr_calloc(reply->elements ? reply->elements : 1, sizeof(*v));
+    for (size_t i = 0; i < reply->elements; i++)
+        v[i] = str_at(reply, i);
+    cb(c->data, 0, NULL, v, reply->elements);
+    free(v);
+}
+
+int dr_store_subs(dr_redis_t *r, const dr_store_t *st, int replace, const char *const *filters, size_t n,
+                  dr_store_strs_cb *cb, void *data)
+{
+    argv_t a = {0};
+    keys_t k = {0};
+    av_common(&a, st);
+    av_str(&a, replace ? "set" : "add");
+    for (size_t i = 0; i < n; i++)
+        av_str(&a, filters[i]);
+    return fcall(r, st, "subs", &k, &a, parse_strs, (void *)cb, data);
+}
+
 static void parse_heads(call_t *c, redisReply *reply, int err, const char *errstr)
 {
     dr_store_heads_cb *cb = (dr_store_heads_cb *)c->cb;
@@ -1068,4 +1107,39 @@ int dr_store_list(dr_redis_t *r, const dr_store_t *st, const char *dev, int64_t 
     av_int(&a, cursor);
     av_int(&a, limit);
     return fcall(r, st, "list", &k, &a, parse_ids, (void *)cb, data);
+}
+
+/* ---- backlog gauges -------------------------------------------------------------------------------- */
+
+static void parse_backlog(call_t *c, redisReply *reply, int err, const char *errstr)
+{
+    dr_store_backlog_cb *cb = (dr_store_backlog_cb *)c->cb;
+    if (err != 0 || !is_array(reply, 5)) {
+        cb(c->data, err ? err : DR_EREDIS, err ? errstr : UNEXPECTED, NULL);
+        return;
+    }
+    dr_store_backlog_t res = {
+        .queued = int_at(reply, 0),
+        .in_flight = int_at(reply, 1),
+        .scheduled = int_at(reply, 2),
+        .oldest_age_ms = int_at(reply, 3),
+        .skipped = int_at(reply, 4),
+    };
+    cb(c->data, 0, NULL, &res);
+}
+
+int dr_store_backlog(dr_redis_t *r, const dr_store_t *st, const uint32_t *shards, size_t n, int64_t max_devices,
+                     dr_store_backlog_cb *cb, void *data)
+{
+    argv_t a = {0};
+    keys_t k = {0};
+    av_common(&a, st);
+    av_int(&a, max_devices);
+    for (size_t i = 0; i < n; i++) {
+        keys_add(&k, st, shards[i]);
+        av_int(&a, shards[i]);
+    }
+    if (k.n == 0)
+        keys_add(&k, st, 0);
+    return fcall(r, st, "backlog", &k, &a, parse_backlog, (void *)cb, data);
 }

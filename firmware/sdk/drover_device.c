@@ -14,15 +14,15 @@
 
 #include "drover_device.h"
 
-#if DR_DEVICE_RING_SIZE < 1 || DR_DEVICE_RING_SIZE > 65535
-#error "DR_DEVICE_RING_SIZE must be between 1 and 65535"
+#if DR_DEVICE_RING_SIZE < 2 || DR_DEVICE_RING_SIZE > 65534 || DR_DEVICE_RING_SIZE % 2 != 0
+#error "DR_DEVICE_RING_SIZE must be even and between 2 and 65534 (the ring image then has no padding)"
 #endif
 #if DR_DEVICE_MAX_DEPTH < 1 || DR_DEVICE_MAX_DEPTH > 32
 #error "DR_DEVICE_MAX_DEPTH must be between 1 and 32"
 #endif
 
 /* The ring image has no padding, so its checksum covers only meaningful bytes on every ABI. */
-typedef char ring_image_is_packed[sizeof(dr_device_ring_t) == 16 + 8 * (size_t)DR_DEVICE_RING_SIZE ? 1 : -1];
+typedef char ring_image_is_packed[sizeof(dr_device_ring_t) == 16 + 12 * (size_t)DR_DEVICE_RING_SIZE ? 1 : -1];
 
 #define ST_SHIFT 56 /* a ring entry is id | status << ST_SHIFT; ids use the low 53 bits */
 
@@ -624,8 +624,26 @@ static void ring_clear(dr_device_ring_t *r)
     r->count = 0;
     r->check = 0;
     r->reserved = 0;
-    for (size_t i = 0; i < DR_DEVICE_RING_SIZE; i++)
+    for (size_t i = 0; i < DR_DEVICE_RING_SIZE; i++) {
         r->entries[i] = 0;
+        r->prints[i] = 0;
+    }
+}
+
+/* Fingerprint of a message's command and data as sent (FNV-1a, 32 bits), never 0. A re-send carries
+ * both byte for byte, so a remembered id with another fingerprint is a new message reusing the id. */
+static uint32_t fingerprint(const dr_device_cmd_t *cmd)
+{
+    uint32_t h = 2166136261u;
+    const dr_device_span_t *parts[2] = {&cmd->command, &cmd->data};
+
+    for (size_t k = 0; k < 2; k++) {
+        const char *p = parts[k]->p;
+        for (size_t i = 0; p != NULL && i < parts[k]->len; i++)
+            h = (h ^ (unsigned char)p[i]) * 16777619u;
+        h = (h ^ 0xffu) * 16777619u; /* separator: "ab"+"c" differs from "a"+"bc" */
+    }
+    return h != 0 ? h : 1;
 }
 
 /* 1 if a loaded image can be trusted entry by entry. */
@@ -638,8 +656,9 @@ static int ring_valid(const dr_device_ring_t *r)
         return 0;
     for (size_t i = 0; i < DR_DEVICE_RING_SIZE; i++) {
         uint64_t e = r->entries[i];
-        if (i >= r->count ? e != 0
-                          : entry_id(e) == 0 || (e & ~allowed) != 0 || !status_valid(entry_status(e)))
+        if (i >= r->count ? e != 0 || r->prints[i] != 0
+                          : entry_id(e) == 0 || (e & ~allowed) != 0 || !status_valid(entry_status(e)) ||
+                                r->prints[i] == 0)
             return 0;
     }
     return 1;
@@ -698,9 +717,11 @@ size_t dr_device_count(const dr_device_t *dev)
 int dr_device_receive(dr_device_t *dev, const char *payload, size_t len, dr_device_cmd_t *cmd)
 {
     dr_device_ring_t *r;
-    uint64_t e, evicted = 0;
+    uint64_t e;
+    uint32_t fp, p;
+    size_t from;
     long i;
-    int rc;
+    int rc, removed;
 
     if (dev == NULL) {
         if (cmd != NULL)
@@ -714,38 +735,54 @@ int dr_device_receive(dr_device_t *dev, const char *payload, size_t len, dr_devi
         return 0;
 
     r = &dev->ring;
+    fp = fingerprint(cmd);
     i = ring_find(r, cmd->id);
-    if (i >= 0) {
+    if (i >= 0 && r->prints[i] == fp) {
         /* Seen before: move it to the newest end so repeated re-sends keep it remembered. A failed save
          * is not reported: the stored image still holds the id, only in its older place. */
         e = r->entries[i];
-        for (; i + 1 < (long)r->count; i++)
+        for (; i + 1 < (long)r->count; i++) {
             r->entries[i] = r->entries[i + 1];
+            r->prints[i] = r->prints[i + 1];
+        }
         r->entries[i] = e;
+        r->prints[i] = fp;
         (void)ring_save(dev);
         cmd->action = DR_DEVICE_DUPLICATE;
         cmd->status = entry_status(e);
         return 0;
     }
 
-    /* New: append, dropping the oldest id when the ring is full; undo if it cannot be saved. */
-    e = entry_make(cmd->id, DR_DEVICE_DELIVERED);
-    if (r->count == DR_DEVICE_RING_SIZE) {
-        evicted = r->entries[0];
-        for (size_t k = 0; k + 1 < DR_DEVICE_RING_SIZE; k++)
+    /* New: append, dropping the old entry of a reused id, else the oldest id when the ring is full;
+     * undo if it cannot be saved. */
+    from = i >= 0 ? (size_t)i : 0;
+    removed = i >= 0 || r->count == DR_DEVICE_RING_SIZE;
+    if (removed) {
+        e = r->entries[from];
+        p = r->prints[from];
+        for (size_t k = from; k + 1 < r->count; k++) {
             r->entries[k] = r->entries[k + 1];
-        r->entries[DR_DEVICE_RING_SIZE - 1] = e;
-    } else {
-        r->entries[r->count++] = e;
+            r->prints[k] = r->prints[k + 1];
+        }
+        r->count--;
     }
+    r->entries[r->count] = entry_make(cmd->id, DR_DEVICE_DELIVERED);
+    r->prints[r->count] = fp;
+    r->count++;
     if (ring_save(dev) == 0)
         return 0;
-    if (evicted != 0) {
-        for (size_t k = DR_DEVICE_RING_SIZE - 1; k > 0; k--)
+    /* Undo in place (no copy of the ring: device stacks are small). */
+    r->count--;
+    r->entries[r->count] = 0;
+    r->prints[r->count] = 0;
+    if (removed) {
+        for (size_t k = r->count; k > from; k--) {
             r->entries[k] = r->entries[k - 1];
-        r->entries[0] = evicted;
-    } else {
-        r->entries[--r->count] = 0;
+            r->prints[k] = r->prints[k - 1];
+        }
+        r->entries[from] = e;
+        r->prints[from] = p;
+        r->count++;
     }
     return DR_DEVICE_ESTORE;
 }

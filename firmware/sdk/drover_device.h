@@ -16,7 +16,10 @@
  *
  * DESIGN
  * De-duplication keeps the ids of the last DR_DEVICE_RING_SIZE executed messages, oldest first, each
- * with the last status the device reported for it. Lookup is by membership, never by comparing ids with
+ * with the last status the device reported for it and a fingerprint of its command and data (a re-send
+ * repeats both byte for byte; a new message that reuses a remembered id, after the server's counter
+ * wrapped or its database was restored from an older backup, almost always differs in them and is
+ * executed as new). Lookup is by membership, never by comparing ids with
  * the newest one: ids are not monotonic from the device's point of view (a re-send arrives after newer
  * ids when the window is larger than 1, and Drover's id counter wraps, reusing only ids whose records
  * have expired). An id found again moves to the newest end, so a message that keeps being re-sent
@@ -133,7 +136,8 @@ typedef struct {
 } dr_device_opts_t;
 
 /* The ring image, saved and loaded verbatim. It is meant for the device that wrote it (native byte
- * order); a different DR_DEVICE_RING_SIZE or a bad checksum makes a loaded image unreadable. */
+ * order); a different DR_DEVICE_RING_SIZE, an image of an older SDK ("DRD1", without fingerprints) or
+ * a bad checksum makes a loaded image unreadable. */
 typedef struct {
     uint32_t magic;                        /* DR_DEVICE_RING_MAGIC */
     uint16_t size;                         /* DR_DEVICE_RING_SIZE when written */
@@ -141,9 +145,10 @@ typedef struct {
     uint32_t check;                        /* FNV-1a over the image with this field zero */
     uint32_t reserved;                     /* zero */
     uint64_t entries[DR_DEVICE_RING_SIZE]; /* oldest first: id | status << 56; unused entries zero */
+    uint32_t prints[DR_DEVICE_RING_SIZE];  /* fingerprint of each entry's command and data; unused zero */
 } dr_device_ring_t;
 
-#define DR_DEVICE_RING_MAGIC 0x44524431u /* "DRD1" */
+#define DR_DEVICE_RING_MAGIC 0x44524432u /* "DRD2" */
 
 /* De-duplication state. Caller-allocated (static or on a long-lived stack); holds no resources, so
  * there is nothing to dispose. */
@@ -185,9 +190,11 @@ size_t dr_device_count(const dr_device_t *dev);
 int dr_device_parse(const char *payload, size_t len, dr_device_cmd_t *cmd);
 
 /* Parses like dr_device_parse() and decides what to do:
- * - id remembered: cmd->action = DR_DEVICE_DUPLICATE and cmd->status = the status last recorded for it
- *   (DR_DEVICE_DELIVERED until dr_device_set_status() changed it). Acknowledge with it; do not execute.
- * - otherwise: cmd->action = DR_DEVICE_EXECUTE; the id is recorded (and saved) before this returns.
+ * - id remembered with the same command and data: cmd->action = DR_DEVICE_DUPLICATE and cmd->status =
+ *   the status last recorded for it (DR_DEVICE_DELIVERED until dr_device_set_status() changed it).
+ *   Acknowledge with it; do not execute.
+ * - otherwise (also an id remembered with another command or data: a new message reusing the id):
+ *   cmd->action = DR_DEVICE_EXECUTE; the id is recorded (and saved) before this returns.
  * Guarantee NO messages are never re-sent by Drover or Duster, so by default they are executed without
  * taking a ring slot (a slot would push out the id of a message that may still be re-sent); set
  * DR_DEVICE_F_DEDUP_NO to remember them too (a broker may redeliver a QoS 1 message after a reconnect).

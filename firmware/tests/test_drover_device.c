@@ -659,6 +659,71 @@ static void test_ring_wrap(void)
     CHECK_EQ_INT((int)dr_device_count(&dev), (int)n);
 }
 
+/* A message with the given id, command and data text (a JSON value). */
+static const char *msg_with(uint64_t id, const char *command, const char *data)
+{
+    static char buf[512];
+    snprintf(buf, sizeof(buf),
+             "{\"id\":%llu,\"believerGuarantee\":\"RECEIPT_CONFIRMATION\",\"command\":\"%s\","
+             "\"currentTimestamp\":1,\"data\":%s}",
+             (unsigned long long)id, command, data);
+    return buf;
+}
+
+/* An id reused by a new message (the server's counter wrapped, or its database was restored from an
+ * older backup) is executed: re-sends repeat command and data byte for byte, a new message does not. */
+static void test_id_reuse(void)
+{
+    dr_device_t dev;
+    dr_device_cmd_t c;
+    dr_device_status_t s;
+
+    dr_device_init(&dev, NULL);
+    CHECK(receive(&dev, msg_with(7, "setpoint", "{\"c\":21}"), &c) == 0 && c.action == DR_DEVICE_EXECUTE);
+    CHECK_EQ_INT(dr_device_set_status(&dev, 7, DR_DEVICE_COMPLETED), 0);
+    receive(&dev, msg_with(8, "other", "null"), &c);
+    /* the re-send: same bytes (a new currentTimestamp does not matter) */
+    CHECK(receive(&dev, msg_with(7, "setpoint", "{\"c\":21}"), &c) == 0 && c.action == DR_DEVICE_DUPLICATE &&
+          c.status == DR_DEVICE_COMPLETED);
+    /* the same id with other data, another command, data moved between the two, no data */
+    CHECK(receive(&dev, msg_with(7, "setpoint", "{\"c\":22}"), &c) == 0 && c.action == DR_DEVICE_EXECUTE);
+    CHECK(dr_device_lookup(&dev, 7, &s) == 0 && s == DR_DEVICE_DELIVERED); /* the new message's status */
+    CHECK(receive(&dev, msg_with(7, "setpoint", "{\"c\":22}"), &c) == 0 && c.action == DR_DEVICE_DUPLICATE);
+    CHECK(receive(&dev, msg_with(7, "reboot", "{\"c\":22}"), &c) == 0 && c.action == DR_DEVICE_EXECUTE);
+    CHECK(receive(&dev, msg_with(7, "reboot", "null"), &c) == 0 && c.action == DR_DEVICE_EXECUTE);
+    CHECK(receive(&dev, msg_with(7, "rebo", "{\"t\":\"ot\"}"), &c) == 0 && c.action == DR_DEVICE_EXECUTE);
+    /* one entry per id: the reuse replaced the old one rather than taking another slot */
+    CHECK_EQ_INT((int)dr_device_count(&dev), 2);
+    /* the new entry is the newest: it outlives 8 when the ring fills */
+    for (uint64_t id = 100; id < 100 + DR_DEVICE_RING_SIZE - 2; id++)
+        receive(&dev, msg_with(id, "x", "null"), &c);
+    receive(&dev, msg_with(9999, "x", "null"), &c);
+    CHECK_EQ_INT(dr_device_lookup(&dev, 8, NULL), DR_DEVICE_ENOTFOUND);
+    CHECK_EQ_INT(dr_device_lookup(&dev, 7, NULL), 0);
+
+    /* a reuse that cannot be saved leaves the old entry as it was, in its place */
+    {
+        store_t st = {0};
+        init_with(&dev, &st, 0);
+        receive(&dev, msg_with(1, "a", "null"), &c);
+        receive(&dev, msg_with(2, "a", "null"), &c);
+        receive(&dev, msg_with(3, "a", "null"), &c);
+        dr_device_set_status(&dev, 2, DR_DEVICE_COMPLETED);
+        st.fail_save = 1;
+        CHECK_EQ_INT(receive(&dev, msg_with(2, "b", "null"), &c), DR_DEVICE_ESTORE);
+        st.fail_save = 0;
+        CHECK_EQ_INT((int)dr_device_count(&dev), 3);
+        CHECK(receive(&dev, msg_with(2, "a", "null"), &c) == 0 && c.action == DR_DEVICE_DUPLICATE &&
+              c.status == DR_DEVICE_COMPLETED);
+        /* 1 is still the oldest: it is the one a full ring drops */
+        for (uint64_t id = 10; id < 10 + DR_DEVICE_RING_SIZE - 3; id++)
+            receive(&dev, msg_with(id, "a", "null"), &c);
+        receive(&dev, msg_with(500, "a", "null"), &c);
+        CHECK_EQ_INT(dr_device_lookup(&dev, 1, NULL), DR_DEVICE_ENOTFOUND);
+        CHECK_EQ_INT(dr_device_lookup(&dev, 3, NULL), 0);
+    }
+}
+
 static void test_out_of_order(void)
 {
     const uint64_t n = DR_DEVICE_RING_SIZE;
@@ -784,7 +849,7 @@ static void test_persistence_failures(void)
 
     /* a consistent image with impossible content: wrong ring size, count, id 0, bad status, stray entry */
     {
-        const int cases = 5;
+        const int cases = 7;
         for (int k = 0; k < cases; k++) {
             memcpy(st.blob, good, sizeof(good));
             if (k == 0)
@@ -795,10 +860,16 @@ static void test_persistence_failures(void)
                 img->entries[0] = (uint64_t)1 << 56; /* id 0 with a status */
             else if (k == 3)
                 img->entries[0] = 1 | (uint64_t)3 << 56; /* status 3 */
-            else if (DR_DEVICE_RING_SIZE > 2)
+            else if (k == 4 && DR_DEVICE_RING_SIZE > 2)
                 img->entries[DR_DEVICE_RING_SIZE - 1] = 9; /* an entry beyond count */
-            else
+            else if (k == 4)
                 img->reserved = 1;
+            else if (k == 5)
+                img->prints[0] = 0; /* an entry without fingerprint */
+            else if (DR_DEVICE_RING_SIZE > 2)
+                img->prints[DR_DEVICE_RING_SIZE - 1] = 9; /* a fingerprint beyond count */
+            else
+                img->reserved = 2;
             seal(img); /* a consistent checksum, as a buggy writer would leave it */
             if (!CHECK_EQ_INT(init_with(&dev, &st, 0), DR_DEVICE_ESTORE))
                 fprintf(stderr, "    case %d\n", k);
@@ -1271,6 +1342,7 @@ int main(void)
     test_dedup_basic();
     test_dedup_guarantees();
     test_ring_wrap();
+    test_id_reuse();
     test_out_of_order();
     test_persistence();
     test_persistence_failures();

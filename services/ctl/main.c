@@ -10,6 +10,7 @@
  */
 #define DR_MODULE "ctl"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +22,14 @@
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/loop.h"
+#include "dr/mem.h"
 #include "dr/redis.h"
 #include "dr/settings.h"
 #include "dr/shard.h"
 #include "dr/status.h"
 #include "dr/store.h"
+#include "dr/passwd.h"
+#include "dr/registry.h"
 
 static const char *usage =
     "usage: drover-ctl [-c FILE] [--key=value ...] COMMAND\n"
@@ -35,11 +39,18 @@ static const char *usage =
     "                                               per-device pacing and message size overrides\n"
     "  device reset DEVICE                     remove the overrides (use the global defaults)\n"
     "  message show ID                         status, fields and full transition history\n"
-    "  metrics                                 counters of every node\n"
+    "  ids advance [N]                         after a restore from an older backup: move every shard's id\n"
+    "                                               counter N ids on (default: half its id space)\n"
+    "  metrics                                 counters of every node, and their sums\n"
     "  key create producer|admin [NAME]        new REST API key (printed once; only its hash is stored)\n"
     "  key create device DEVICE [NAME]         new key bound to one device\n"
     "  key list                                ids, scopes, devices and names of all keys\n"
-    "  key revoke ID                           revoke a key (effective within http.key_cache_ms)\n";
+    "  key revoke ID                           revoke a key (effective within http.key_cache_ms)\n"
+    "  user create ID [--role MAN|DEVISE] [--description TEXT] [--password-stdin]\n"
+    "                                          new registry client (a generated password is printed once)\n"
+    "  user list [PREFIX]                      registry clients (id, role, state, description)\n"
+    "  user delete|disable|enable ID           delete, disable or enable a client (revokes its tokens)\n"
+    "  user passwd ID [--password-stdin]       new password (revokes its tokens)\n";
 
 static dr_settings_t cfg;
 
@@ -107,6 +118,8 @@ struct ctl {
     int64_t id;
     int64_t interval_ms, window, max_message; /* dr_store_devset: < 0 leaves, DR_STORE_UNSET removes */
     const char *mode;            /* dr_store_devset: NULL leaves, "" removes */
+    int64_t by;                  /* ids advance: ids per shard, 0 for half the shard's id space */
+    uint32_t shard;              /* ids advance: the shard being moved */
 };
 
 static void on_closed(uv_handle_t *h)
@@ -331,6 +344,55 @@ static int device_reset(const char *dev)
     return run_store(&c, start_set);
 }
 
+/* ---- ids advance ----------------------------------------------------------------------------------- */
+
+static int start_advance(ctl_t *c);
+
+static void on_advanced(void *data, int err, const char *errstr, int64_t next)
+{
+    ctl_t *c = data;
+    if (call_failed(c, err, errstr))
+        return;
+    if (c->shard == 0 || c->shard + 1 == c->store.shards)
+        printf("shard %u: next id %lld\n", c->shard, (long long)next);
+    if (++c->shard < c->store.shards) {
+        int rc = start_advance(c);
+        if (rc != 0)
+            call_failed(c, rc, NULL);
+        return;
+    }
+    printf("advanced the id counters of %u shards\n", c->store.shards);
+    finish(c, 0);
+}
+
+/* One call per shard, each in its own slot, as on Redis Cluster. */
+static int start_advance(ctl_t *c)
+{
+    return dr_store_ids_advance(c->redis, &c->store, c->shard, cfg.ids_max, c->by, on_advanced, c);
+}
+
+/* After a restore from an older backup, ids handed out since the backup would come again: move every
+ * shard's counter away from them (docs/operations.md, "Restoring Redis"). */
+static int ids_advance(int argc, char **argv)
+{
+    ctl_t c = {.by = 0};
+    if (argc > 1) {
+        fprintf(stderr, "%s", usage);
+        return 1;
+    }
+    if (argc == 1) {
+        char *end;
+        long long v = strtoll(argv[0], &end, 10);
+        if (*end != '\0' || v < 1 || v > cfg.ids_max / (long long)cfg.shards) {
+            fprintf(stderr, "drover-ctl: ids per shard must be an integer from 1 to %lld\n",
+                    (long long)(cfg.ids_max / cfg.shards));
+            return 1;
+        }
+        c.by = v;
+    }
+    return run_store(&c, start_advance);
+}
+
 /* ---- message show ---------------------------------------------------------------------------------- */
 
 static void print_message(const dr_store_msg_t *m, uint32_t shard)
@@ -399,11 +461,203 @@ static int message_show(const char *id)
     return run_store(&c, start_message);
 }
 
+/* ---- registry clients (user ...) ------------------------------------------------------------------ */
+
+/* A user command: the store context first, so the ctl_t callbacks can find the rest. */
+typedef struct {
+    ctl_t c;
+    const char *op;              /* create, list, delete, disable, enable, passwd */
+    const char *name;
+    const char *desc;
+    int role;
+    char hash[DR_PASSWD_HASH_LEN + 1];
+    char after[256];             /* list: the last name printed */
+    const char *prefix;
+} user_t;
+
+static void on_user_list(void *data, int err, const char *errstr, const dr_reg_client_t *cl, size_t n, int more);
+
+static int start_user_list(ctl_t *c)
+{
+    user_t *u = (user_t *)c;
+    return dr_reg_list(c->redis, &c->store, u->prefix, u->after, 1000, on_user_list, u);
+}
+
+static void on_user_list(void *data, int err, const char *errstr, const dr_reg_client_t *cl, size_t n, int more)
+{
+    user_t *u = data;
+    if (call_failed(&u->c, err, errstr))
+        return;
+    for (size_t i = 0; i < n; i++)
+        printf("%-6lld %-32s %-7s %-8s %s\n", (long long)cl[i].id, cl[i].devise_id, dr_reg_role_name(cl[i].role),
+               cl[i].enabled ? "enabled" : "disabled", cl[i].description);
+    if (!more || n == 0) {
+        finish(&u->c, 0);
+        return;
+    }
+    snprintf(u->after, sizeof(u->after), "%s", cl[n - 1].devise_id);
+    int rc = start_user_list(&u->c);
+    if (rc != 0)
+        call_failed(&u->c, rc, NULL);
+}
+
+static void on_user_done(void *data, int err, const char *errstr, int result, const dr_reg_client_t *cl, int64_t aux)
+{
+    (void)aux;
+    user_t *u = data;
+    if (call_failed(&u->c, err, errstr))
+        return;
+    if (result == DR_REG_EXISTS) {
+        fprintf(stderr, "drover-ctl: client %s exists\n", u->name);
+        finish(&u->c, 3);
+        return;
+    }
+    if (result != DR_REG_OK) {
+        fprintf(stderr, "drover-ctl: no client %s\n", u->name);
+        finish(&u->c, 3);
+        return;
+    }
+    fprintf(stderr, "drover-ctl: client %s (id %lld, %s, %s): %s done\n", cl->devise_id, (long long)cl->id,
+            dr_reg_role_name(cl->role), cl->enabled ? "enabled" : "disabled", u->op);
+    finish(&u->c, 0);
+}
+
+/* disable, enable and passwd address the client by number: look it up by name first. */
+static void on_user_target(void *data, int err, const char *errstr, int result, const dr_reg_client_t *cl,
+                           int64_t aux)
+{
+    user_t *u = data;
+    if (call_failed(&u->c, err, errstr))
+        return;
+    if (result != DR_REG_OK) {
+        on_user_done(data, err, errstr, result, cl, aux);
+        return;
+    }
+    dr_reg_change_t ch = {.role = -1, .enabled = -1};
+    if (strcmp(u->op, "passwd") == 0)
+        ch.hash = u->hash;
+    else
+        ch.enabled = strcmp(u->op, "enable") == 0;
+    int rc = dr_reg_update(u->c.redis, &u->c.store, cl->id, &ch, on_user_done, u);
+    if (rc != 0)
+        call_failed(&u->c, rc, NULL);
+}
+
+static int start_user(ctl_t *c)
+{
+    user_t *u = (user_t *)c;
+    if (strcmp(u->op, "create") == 0)
+        return dr_reg_create(c->redis, &c->store, u->name, u->desc, u->role, u->hash, 1, on_user_done, u);
+    if (strcmp(u->op, "delete") == 0)
+        return dr_reg_delete(c->redis, &c->store, 0, u->name, on_user_done, u);
+    return dr_reg_get(c->redis, &c->store, 0, u->name, on_user_target, u);
+}
+
+/* The new password: the first line of stdin with --password-stdin, else a generated one that is
+ * printed once. Returns 0 with u->hash set. */
+static int user_password(user_t *u, int from_stdin)
+{
+    char pw[512];
+    if (from_stdin) {
+        if (fgets(pw, sizeof(pw), stdin) == NULL) {
+            fprintf(stderr, "drover-ctl: no password on stdin\n");
+            return 1;
+        }
+        pw[strcspn(pw, "\r\n")] = '\0';
+        if (pw[0] == '\0' || strlen(pw) > DR_PASSWD_MAX) {
+            fprintf(stderr, "drover-ctl: the password must be 1..%d bytes\n", DR_PASSWD_MAX);
+            return 1;
+        }
+    } else if (dr_passwd_random(pw, 24) != 0) {
+        fprintf(stderr, "drover-ctl: the random source failed\n");
+        return 2;
+    } else {
+        printf("%s\n", pw);
+        fprintf(stderr, "drover-ctl: generated password of %s printed above; it is shown only now\n", u->name);
+    }
+    int rc = dr_passwd_hash(pw, (int)cfg.auth_bcrypt_cost, u->hash);
+    memset(pw, 0, sizeof(pw));
+    if (rc != 0) {
+        fprintf(stderr, "drover-ctl: hashing failed\n");
+        return 2;
+    }
+    return 0;
+}
+
+static int user_command(int nargs, char **args)
+{
+    user_t u = {.op = nargs >= 2 ? args[1] : "", .role = DR_REG_DEVISE, .desc = "", .prefix = ""};
+    if (strcmp(u.op, "list") == 0 && nargs <= 3) {
+        u.prefix = nargs == 3 ? args[2] : "";
+        return run_store(&u.c, start_user_list);
+    }
+    static const char *ops[] = {"create", "delete", "disable", "enable", "passwd"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        known |= strcmp(u.op, ops[i]) == 0;
+    if (!known || nargs < 3) {
+        fprintf(stderr, "%s", usage);
+        return 1;
+    }
+    u.name = args[2];
+    if (dr_codec_check_id(u.name, strlen(u.name), (size_t)cfg.ingress_max_device_id) != 0) {
+        fprintf(stderr, "drover-ctl: invalid client id\n");
+        return 1;
+    }
+    int from_stdin = 0, wants_pw = strcmp(u.op, "create") == 0 || strcmp(u.op, "passwd") == 0;
+    for (int i = 3; i < nargs; i++) {
+        if (wants_pw && strcmp(args[i], "--password-stdin") == 0) {
+            from_stdin = 1;
+        } else if (strcmp(u.op, "create") == 0 && strcmp(args[i], "--role") == 0 && i + 1 < nargs &&
+                   dr_reg_role_parse(args[i + 1]) >= 0) {
+            u.role = dr_reg_role_parse(args[++i]);
+        } else if (strcmp(u.op, "create") == 0 && strcmp(args[i], "--description") == 0 && i + 1 < nargs &&
+                   strlen(args[i + 1]) <= DR_REG_MAX_DESC) {
+            u.desc = args[++i];
+        } else {
+            fprintf(stderr, "drover-ctl: unexpected argument '%s' (roles are DEVISE and MAN)\n", args[i]);
+            return 1;
+        }
+    }
+    if (wants_pw) {
+        int rc = user_password(&u, from_stdin);
+        if (rc != 0)
+            return rc;
+    }
+    return run_store(&u.c, start_user);
+}
+
 /* ---- metrics and API keys (blocking) --------------------------------------------------------------- */
+
+/* Cluster-wide sums of the counters, by name, in first-seen order. */
+typedef struct {
+    char name[64];
+    long long sum;
+} metric_sum_t;
+
+static void add_sum(metric_sum_t **sums, size_t *n, const char *name, const char *value)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || strlen(name) >= sizeof((*sums)->name))
+        return; /* not a counter */
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*sums)[i].name, name) == 0) {
+            (*sums)[i].sum += v;
+            return;
+        }
+    }
+    *sums = dr_realloc(*sums, (*n + 1) * sizeof(**sums));
+    snprintf((*sums)[*n].name, sizeof((*sums)[*n].name), "%s", name);
+    (*sums)[(*n)++].sum = v;
+}
 
 static int metrics(redisContext *c)
 {
     char pattern[128], cursor[32] = "0";
+    metric_sum_t *sums = NULL;
+    size_t nsums = 0, nodes = 0;
     snprintf(pattern, sizeof(pattern), "%smetrics:*", cfg.redis_prefix);
     do { /* SCAN, never KEYS: it must not stall a production Redis */
         redisReply *page = cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
@@ -412,12 +666,20 @@ static int metrics(redisContext *c)
         for (size_t i = 0; i < keys->elements; i++) {
             redisReply *h = cmd(c, "HGETALL %s", keys->element[i]->str);
             printf("%s\n", keys->element[i]->str + strlen(cfg.redis_prefix) + 8);
-            for (size_t j = 0; j + 1 < h->elements; j += 2)
-                printf("  %-20s %s\n", h->element[j]->str, h->element[j + 1]->str);
+            for (size_t j = 0; j + 1 < h->elements; j += 2) {
+                printf("  %-24s %s\n", h->element[j]->str, h->element[j + 1]->str);
+                add_sum(&sums, &nsums, h->element[j]->str, h->element[j + 1]->str);
+            }
+            nodes++;
             freeReplyObject(h);
         }
         freeReplyObject(page);
     } while (strcmp(cursor, "0") != 0);
+    /* Each node's hash holds its own counts, so the cluster's figures are plain sums. */
+    printf("cluster (sum over %zu node%s)\n", nodes, nodes == 1 ? "" : "s");
+    for (size_t i = 0; i < nsums; i++)
+        printf("  %-24s %lld\n", sums[i].name, sums[i].sum);
+    free(sums);
     return 0;
 }
 
@@ -551,6 +813,10 @@ int main(int argc, char **argv)
         rc = device_reset(args[2]);
     else if (nargs == 3 && strcmp(args[0], "message") == 0 && strcmp(args[1], "show") == 0)
         rc = message_show(args[2]);
+    else if (nargs >= 2 && strcmp(args[0], "ids") == 0 && strcmp(args[1], "advance") == 0)
+        rc = ids_advance(nargs - 2, args + 2);
+    else if (nargs >= 2 && strcmp(args[0], "user") == 0)
+        rc = user_command(nargs, args);
     else if ((nargs == 1 && strcmp(args[0], "metrics") == 0) || (nargs >= 2 && strcmp(args[0], "key") == 0))
         rc = blocking_command(nargs, args);
     else

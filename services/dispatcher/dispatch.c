@@ -42,6 +42,7 @@ typedef struct {
     dispatcher_t *d;
     uint32_t shard;
     int64_t epoch, id, attempt;
+    uint64_t published_ns;  /* uv_hrtime() at publish: drover_send_confirm_seconds */
 } sent_t;
 
 static void on_unsent(void *data, int err, const char *errstr, int64_t result)
@@ -68,6 +69,8 @@ static void on_published(void *data, int err)
     if (err != 0) {
         dr_metrics_inc(DR_M_PUBLISH_FAILED);
         take_back(s);
+    } else {
+        dr_metrics_observe(DR_H_SEND_CONFIRM, (double)(uv_hrtime() - s->published_ns) / 1e9);
     }
     free(s);
 }
@@ -81,6 +84,8 @@ static void on_refused(void *data, int err, const char *errstr, const dr_store_c
         dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"%s\" action=retry_at_next_send", errstr);
         return;
     }
+    for (size_t i = 0; i < nnotes; i++)
+        dr_metrics_status(notes[i].status, 1);
     dr_notes_publish(d->notes, notes, nnotes);
 }
 
@@ -91,7 +96,8 @@ static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_st
     char *body = dr_codec_encode_consumer(m->id, m->guarantee, m->command, m->sent_ms > 0 ? m->sent_ms : dr_now_ms(),
                                           m->data);
     sent_t *s = dr_malloc(sizeof(*s));
-    *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt};
+    *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt,
+                  .published_ns = uv_hrtime()};
     int rc = dr_mqttc_publish(d->mqtt, topic, body, strlen(body), (int)d->node.cfg.mqtt_qos, on_published, s);
     free(body);
     if (rc == DR_EINVAL) {
@@ -159,6 +165,9 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
         dr_log(DR_LOG_NOTICE, "event=sends_withheld shard=%u count=%zu reason=\"lease may have expired\"", shard,
                pass->nsends);
     }
+    /* Counted here, where the change was made; reclaimed notes were counted by the node that made them. */
+    for (size_t i = 0; i < pass->nnotes; i++)
+        dr_metrics_status(pass->notes[i].status, 1);
     dr_notes_publish(d->notes, pass->notes, pass->nnotes);
     s->due_at = pass->next_in_ms >= 0 ? now + pass->next_in_ms : -1;
     if (pass->more)

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "dr/httpmini.h"
 #include "dr/mqttc.h"
 #include "dr/node.h"
 #include "dr/notes.h"
@@ -39,6 +40,12 @@ typedef struct {
     int64_t stop_deadline;
     char status_subject[96];
     uint64_t seed;
+    /* metrics (http.c) */
+    dr_httpmini_t *http;        /* /metrics, /healthz, /readyz; NULL when metrics.port is 0 */
+    dr_store_backlog_t backlog; /* gauges of the last complete backlog round */
+    int64_t backlog_at;         /* monotonic ms of that round; 0: none yet */
+    int64_t next_backlog;
+    int backlog_running;
 } dispatcher_t;
 
 /* lease.c. Without a broker connection for BROKER_GRACE_MS a dispatcher gives its shards up. */
@@ -52,5 +59,11 @@ void lease_release_all(dispatcher_t *d, void (*done)(dispatcher_t *d));
 void dispatch_cron(dispatcher_t *d);
 void dispatch_shard(dispatcher_t *d, uint32_t shard);
 void dispatch_wake(dispatcher_t *d, uint32_t shard);
+
+/* http.c: the metrics listener and the backlog gauges. metrics_start returns DR_ECONFIG with err
+ * (DR_ERR_LEN bytes) filled for a bad metrics.bind; a port in use is logged, not fatal (returns 0). */
+int metrics_start(dispatcher_t *d, char *err);
+void metrics_stop(dispatcher_t *d);
+void metrics_cron(dispatcher_t *d);
 
 #endif

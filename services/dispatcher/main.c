@@ -38,6 +38,28 @@ static int publish_note(void *ctx, const char *topic, const void *payload, size_
     return dr_mqttc_publish(d->mqtt, topic, payload, len, (int)d->node.cfg.mqtt_qos, done, data);
 }
 
+static int64_t tls_failed_logged_at; /* last event=mqtt_tls_failed, 0: none since the last connection */
+
+/* A TLS failure does not heal by retrying (wrong CA, expired or misnamed certificate): name it as such,
+ * once a minute while it repeats. Other failures are logged by dr_mqttc itself. */
+static void on_mqtt_state(void *data, int connected, const char *reason)
+{
+    dispatcher_t *d = data;
+    if (connected) {
+        tls_failed_logged_at = 0;
+        return;
+    }
+    reason = reason ? reason : "";
+    if (strncmp(reason, "certificate verify failed", 25) != 0 && strncmp(reason, "TLS ", 4) != 0)
+        return;
+    int64_t now = dr_mono_ms();
+    if (tls_failed_logged_at == 0 || now - tls_failed_logged_at >= 60000) {
+        tls_failed_logged_at = now;
+        dr_log(DR_LOG_WARNING, "event=mqtt_tls_failed url=%s reason=\"%s\" action=retrying",
+               d->node.cfg.mqtt_url, reason);
+    }
+}
+
 static void on_cron(dr_node_t *n, void *data)
 {
     (void)n;
@@ -46,11 +68,13 @@ static void on_cron(dr_node_t *n, void *data)
         return;
     lease_cron(d);
     dispatch_cron(d);
+    metrics_cron(d);
 }
 
 static void on_mqtt_stopped(void *data)
 {
     dispatcher_t *d = data;
+    metrics_stop(d);
     dr_notes_free(d->notes);
     d->notes = NULL;
     dr_mqttc_free(d->mqtt);
@@ -115,20 +139,7 @@ int main(int argc, char **argv)
         d->shards[sh].due_at = -1;
 
     char subject[128], client_id[160], err[DR_ERR_LEN];
-    snprintf(client_id, sizeof(client_id), "drover-dp-%s", cfg->node_id);
-    /* Publishes only, so a clean session: everything to re-send is in Redis. */
-    dr_mqttc_options_t mo = {
-        .url = cfg->mqtt_url,
-        .client_id = client_id,
-        .username = cfg->mqtt_username,
-        .password = cfg->mqtt_password,
-        /* Publishes only: a short keepalive costs two small packets and finds a silently dead link
-         * within seconds, so the node gives its shards up (BROKER_GRACE_MS) instead of holding them. */
-        .keepalive_s = (int)(cfg->mqtt_keepalive_s < DISPATCHER_KEEPALIVE_S ? cfg->mqtt_keepalive_s
-                                                                             : DISPATCHER_KEEPALIVE_S),
-        .clean_session = 1,
-    };
-    if (dr_mqttc_open(d->node.loop.uv, &mo, &d->mqtt, err) != 0) {
+    if (metrics_start(d, err) != 0) {
         fprintf(stderr, "drover-dispatcher: %s\n", err);
         dr_node_close(&d->node);
         dr_node_run(&d->node);
@@ -136,7 +147,36 @@ int main(int argc, char **argv)
         free(d->shards);
         return 1;
     }
+    snprintf(client_id, sizeof(client_id), "drover-dp-%s", cfg->node_id);
+    /* Publishes only, so a clean session: everything to re-send is in Redis. */
+    dr_mqttc_options_t mo = {
+        .url = cfg->mqtt_url,
+        .client_id = client_id,
+        .username = cfg->mqtt_username,
+        .password = cfg->mqtt_password[0] ? cfg->mqtt_password : NULL, /* "": none */
+        /* Publishes only: a short keepalive costs two small packets and finds a silently dead link
+         * within seconds, so the node gives its shards up (BROKER_GRACE_MS) instead of holding them. */
+        .keepalive_s = (int)(cfg->mqtt_keepalive_s < DISPATCHER_KEEPALIVE_S ? cfg->mqtt_keepalive_s
+                                                                             : DISPATCHER_KEEPALIVE_S),
+        .clean_session = 1,
+    };
+    if (cfg->mqtt_tls) { /* the URL is mqtts:// then (settings); "" means "not set" */
+        mo.ca_file = cfg->mqtt_tls_ca[0] ? cfg->mqtt_tls_ca : NULL;
+        mo.cert_file = cfg->mqtt_tls_cert[0] ? cfg->mqtt_tls_cert : NULL;
+        mo.key_file = cfg->mqtt_tls_key[0] ? cfg->mqtt_tls_key : NULL;
+        mo.tls_insecure = !cfg->mqtt_tls_verify;
+    }
+    if (dr_mqttc_open(d->node.loop.uv, &mo, &d->mqtt, err) != 0) {
+        fprintf(stderr, "drover-dispatcher: %s\n", err);
+        metrics_stop(d);
+        dr_node_close(&d->node);
+        dr_node_run(&d->node);
+        dr_node_dispose(&d->node);
+        free(d->shards);
+        return 1;
+    }
     snprintf(subject, sizeof(subject), "%swake", cfg->nats_subject_prefix);
+    dr_mqttc_on_state(d->mqtt, on_mqtt_state, d);
     dr_bus_subscribe(d->node.bus, subject, on_wake, d);
     d->notes = dr_notes_new(d->node.loop.uv, d->node.redis, &d->store, d->node.bus, d->status_subject, publish_note, d);
     dr_mqttc_start(d->mqtt);

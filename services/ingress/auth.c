@@ -5,6 +5,11 @@
  * no Redis round trip per request; a revoked key therefore stops working within that delay. Each
  * cached key carries a token bucket (http.rate per second, http.burst deep); the limit is per ingress
  * node, so a cluster of N ingress nodes allows up to N times the rate.
+ *
+ * Login tokens of the client registry ("drt_...", rest_auth.c) are checked against Redis on every
+ * request instead (dr_reg_token_check): revoking one, or deleting, disabling or re-keying its client,
+ * takes effect at once. A MAN token acts with the admin scope, a DEVISE token with the device scope
+ * bound to its own deviseId, exactly like a device API key. Tokens have no request-rate bucket.
  */
 #define DR_MODULE "ingress/auth"
 
@@ -15,6 +20,7 @@
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/mem.h"
+#include "dr/registry.h"
 #include "http.h"
 
 #define NBUCKETS 4096
@@ -151,10 +157,53 @@ static void on_lookup(dr_redis_t *r, redisReply *reply, int err, void *data)
     free(l);
 }
 
+typedef struct {
+    hreq_t *hr;
+    auth_cb *cb;
+    char hash[DR_TOKEN_HASH_LEN + 1];
+} token_lookup_t;
+
+static void on_token(void *data, int err, const char *errstr, int result, const dr_reg_client_t *c, int64_t ttl_ms)
+{
+    (void)errstr;
+    token_lookup_t *t = data;
+    hreq_t *hr = t->hr;
+    if (err != 0) {
+        t->cb(hr, 503);
+    } else if (result != DR_REG_OK) {
+        t->cb(hr, 401);
+    } else {
+        hr->who.authenticated = 1;
+        hr->who.scope = c->role == DR_REG_MAN ? DR_SCOPE_ADMIN : DR_SCOPE_DEVICE;
+        snprintf(hr->who.key_id, sizeof(hr->who.key_id), "t%.11s", t->hash);
+        snprintf(hr->who.device, sizeof(hr->who.device), "%s", c->role == DR_REG_MAN ? "" : c->devise_id);
+        snprintf(hr->who.client, sizeof(hr->who.client), "%s", c->devise_id);
+        hr->who.token_ttl_ms = ttl_ms;
+        t->cb(hr, 0);
+    }
+    free(t);
+}
+
+static void check_token(hreq_t *hr, const char *token, size_t len, auth_cb *cb)
+{
+    token_lookup_t *t = dr_malloc(sizeof(*t));
+    t->hr = hr;
+    t->cb = cb;
+    dr_token_hash(token, len, t->hash);
+    if (dr_reg_token_check(hr->in->node.redis, &hr->in->store, t->hash, on_token, t) != 0) {
+        free(t);
+        cb(hr, 503);
+    }
+}
+
 void auth_check(hreq_t *hr, const char *token, size_t len, auth_cb *cb)
 {
     while (len > 0 && (token[len - 1] == ' ' || token[len - 1] == '\t'))
         len--;
+    if (dr_token_is(token, len)) {
+        check_token(hr, token, len, cb);
+        return;
+    }
     char id[DR_APIKEY_ID_LEN + 1], hash[DR_APIKEY_HASH_LEN + 1];
     if (dr_apikey_parse(token, len, id) != 0) {
         cb(hr, 401);

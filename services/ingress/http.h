@@ -13,6 +13,8 @@ typedef struct {
     int scope;                     /* dr_scope_t */
     char key_id[DR_APIKEY_ID_LEN + 1];
     char device[256];              /* device scope: the one device the key may touch */
+    char client[256];              /* login token: the registry client (deviseId); "" for API keys */
+    int64_t token_ttl_ms;          /* login token: its remaining lifetime */
 } caller_t;
 
 typedef struct hreq hreq_t;
@@ -32,6 +34,7 @@ struct hreq {
     const struct route *route;
     void *state;                   /* handler state, freed with free_state */
     void (*free_state)(void *state);
+    route_fn *resume;              /* rest_auth.c: the handler to run again once its caller is verified */
 };
 
 /* http_api.c */
@@ -58,6 +61,31 @@ typedef void auth_cb(hreq_t *hr, int status); /* status: 0 ok, 401, 429 (Retry-A
 void auth_check(hreq_t *hr, const char *token, size_t len, auth_cb *cb);
 void auth_dispose(ingress_t *in);
 
+/* rest_auth.c: Duster's login API. Login tokens ("drt_...") are verified by auth_check too. */
+void auth_login(hreq_t *hr);
+void auth_me(hreq_t *hr);
+void auth_logout(hreq_t *hr);
+void auth_is_client_enabled(hreq_t *hr);
+/* Open-route handlers of the auth and admin API call this first: it returns 1 when the caller is
+ * verified and allowed (MAN token or admin key when admin_only), else it authenticates the request,
+ * answers 401/403/429/503 with Duster's bodies itself or runs hr->route's handler again, and returns 0. */
+int auth_gate(hreq_t *hr, int admin_only, route_fn *self);
+/* A Duster/Spring style error body {"error":reason,"message":...,"status":N}. */
+void auth_error(hreq_t *hr, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The client's address as text (for login rate limits). */
+void auth_peer(hreq_t *hr, char *buf, size_t cap);
+/* Creates operator "admin" with a generated password, printed once, when no MAN client exists. */
+void registry_bootstrap(ingress_t *in);
+
+/* rest_admin.c: Duster's admin API of registry clients, and the broker provisioning */
+void admin_list(hreq_t *hr);
+void admin_get(hreq_t *hr);
+void admin_create(hreq_t *hr);
+void admin_update(hreq_t *hr);
+void admin_delete(hreq_t *hr);
+int dynsec_start(ingress_t *in, char *err);
+void dynsec_stop(ingress_t *in);
+
 /* rest_duster.c and rest_v1.c: route handlers */
 void duster_submit(hreq_t *hr);
 void duster_ack(hreq_t *hr);
@@ -74,6 +102,8 @@ void v1_pacing(hreq_t *hr);
 void v1_pull(hreq_t *hr);
 void v1_ack(hreq_t *hr);
 void v1_openapi(hreq_t *hr);
+/* rest_metrics.c: GET /metrics (Prometheus text) */
+void rest_metrics(hreq_t *hr);
 /* sse.c */
 void v1_events(hreq_t *hr);
 void sse_close_all(void);

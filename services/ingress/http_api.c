@@ -14,6 +14,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "dr/codec.h"
 #include "dr/err.h"
 #include "dr/log.h"
@@ -40,6 +43,7 @@ static void readyz(hreq_t *hr);
 static const route_t routes[] = {
     {"GET", "/healthz", OPEN, 0, healthz},
     {"GET", "/readyz", OPEN, 0, readyz},
+    {"GET", "/metrics", OPEN, 0, rest_metrics},
     {"GET", "/v1/openapi.json", OPEN, 0, v1_openapi},
     /* Duster's endpoints (duster-compat.md §4.1) */
     {"PUT", "/producer/request/{dev}", S_PRODUCER | S_ADMIN, 1, duster_submit},
@@ -58,6 +62,17 @@ static const route_t routes[] = {
     {"GET", "/v1/messages/{id}", S_PRODUCER | S_DEVICE | S_ADMIN, 0, v1_get_message},
     {"POST", "/v1/messages/{id}/cancel", S_PRODUCER | S_ADMIN, 0, v1_cancel},
     {"GET", "/v1/events", S_PRODUCER | S_DEVICE | S_ADMIN, 0, v1_events},
+    /* Duster's login and admin API (rest_auth.c, rest_admin.c): they check their callers themselves,
+     * to answer with Duster's 401/403 bodies */
+    {"POST", "/auth/login", OPEN, 0, auth_login},
+    {"GET", "/auth/me", OPEN, 0, auth_me},
+    {"POST", "/auth/logout", OPEN, 0, auth_logout},
+    {"POST", "/auth/isClientEnabled", OPEN, 0, auth_is_client_enabled},
+    {"GET", "/admin/api/clients", OPEN, 0, admin_list},
+    {"POST", "/admin/api/clients", OPEN, 0, admin_create},
+    {"GET", "/admin/api/clients/{id}", OPEN, 0, admin_get},
+    {"PUT", "/admin/api/clients/{id}", OPEN, 0, admin_update},
+    {"DELETE", "/admin/api/clients/{id}", OPEN, 0, admin_delete},
 };
 
 struct http_server {
@@ -513,6 +528,38 @@ int http_idle(ingress_t *in)
     return in->http == NULL || in->http->conns == 0;
 }
 
+/* HTTPS: h2o runs the TLS handshake itself when the accept context has an SSL_CTX. The files are read
+ * once, here, before the loop serves anything; a bad file stops the start with the OpenSSL reason. No
+ * ALPN is registered, so clients speak HTTP/1.1 over TLS, as they do over plain TCP. Plain HTTP sent
+ * to this port fails the handshake and h2o closes the connection. */
+static int http_tls_setup(struct http_server *s, const dr_settings_t *cfg, char *err)
+{
+    const char *what = "cannot create the TLS context";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        goto bad;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    what = cfg->http_tls_cert;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->http_tls_cert) != 1)
+        goto bad;
+    what = cfg->http_tls_key;
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->http_tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1)
+        goto bad;
+    s->accept_ctx.ssl_ctx = ctx;
+    return 0;
+bad:;
+    char eb[160] = "unknown error";
+    unsigned long e = ERR_get_error();
+    if (e != 0)
+        ERR_error_string_n(e, eb, sizeof(eb));
+    ERR_clear_error();
+    snprintf(err, DR_ERR_LEN, "http.tls_cert/http.tls_key: %s: %s", what, eb);
+    if (ctx != NULL)
+        SSL_CTX_free(ctx);
+    return DR_ECONFIG;
+}
+
 int http_start(ingress_t *in, char *err)
 {
     const dr_settings_t *cfg = &in->node.cfg;
@@ -530,6 +577,8 @@ int http_start(ingress_t *in, char *err)
     h2o_context_init(&s->ctx, in->node.loop.uv, &s->config);
     s->accept_ctx.ctx = &s->ctx;
     s->accept_ctx.hosts = s->config.hosts;
+    if (cfg->http_tls_cert[0] && http_tls_setup(s, cfg, err) != 0)
+        goto fail;
 
     struct sockaddr_storage addr;
     if (uv_ip4_addr(cfg->http_bind, (int)cfg->http_port, (struct sockaddr_in *)&addr) != 0 &&
@@ -550,10 +599,12 @@ int http_start(ingress_t *in, char *err)
     }
     s->listening = 1;
     in->http = s;
-    dr_log(DR_LOG_NOTICE, "event=http_listening address=%s port=%lld duster_open=%lld", cfg->http_bind,
-           (long long)cfg->http_port, (long long)cfg->http_duster_open);
+    dr_log(DR_LOG_NOTICE, "event=http_listening address=%s port=%lld tls=%d duster_open=%lld", cfg->http_bind,
+           (long long)cfg->http_port, s->accept_ctx.ssl_ctx != NULL, (long long)cfg->http_duster_open);
     return 0;
 fail:
+    if (s->accept_ctx.ssl_ctx != NULL)
+        SSL_CTX_free(s->accept_ctx.ssl_ctx);
     h2o_context_dispose(&s->ctx);
     h2o_config_dispose(&s->config);
     free(s);

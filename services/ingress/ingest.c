@@ -55,6 +55,7 @@ typedef struct item {
     store_cb *cb;           /* NULL once answered (a REST request answered 503 while its batch retries) */
     void *data;
     int retry_forever;      /* MQTT: never answered with an error while running */
+    uint64_t queued_ns;     /* uv_hrtime() when queued: drover_receipt_seconds, drover_rest_accept_seconds */
 } item_t;
 
 STAILQ_HEAD(item_list, item);
@@ -156,6 +157,7 @@ static void kick(struct ingest *ig)
 static void queue_item(struct ingest *ig, item_t *it)
 {
     STAILQ_INSERT_TAIL(it->kind == K_ACCEPT ? &ig->accepts : &ig->acks, it, link);
+    it->queued_ns = uv_hrtime();
     ig->queued++;
     uv_idle_start(&ig->idle, on_idle);
 }
@@ -251,17 +253,23 @@ static void accept_results(batch_t *b, const dr_store_accept_res_t *res, size_t 
         switch (res[i].code) {
         case DR_STORE_OK:
             dr_metrics_inc(DR_M_PRODUCER_ACCEPTED);
+            if (!it->retry_forever) /* REST share; MQTT items are the ones held until stored */
+                dr_metrics_inc(DR_M_PRODUCER_ACCEPTED_REST);
             dr_log(DR_LOG_VERBOSE, "event=accepted id=%s device=\"%s\" guarantee=%s shard=%u", r.id, it->dev,
                    dr_guarantee_name(it->msg.guarantee), it->shard);
             r.result = RES_STORED;
             break;
         case DR_STORE_DUP:
             dr_metrics_inc(DR_M_PRODUCER_DUPLICATE);
+            if (!it->retry_forever)
+                dr_metrics_inc(DR_M_PRODUCER_DUPLICATE_REST);
             dr_log(DR_LOG_VERBOSE, "event=duplicate id=%s device=\"%s\"", r.id, it->dev);
             r.result = RES_DUPLICATE;
             break;
         case DR_STORE_TOO_LARGE:
             dr_metrics_inc(DR_M_PRODUCER_REJECTED);
+            if (!it->retry_forever)
+                dr_metrics_inc(DR_M_PRODUCER_REJECTED_REST);
             dr_log(DR_LOG_NOTICE, "event=producer_rejected device=\"%s\" code=TOO_LARGE limit=%lld", it->dev,
                    (long long)res[i].limit);
             r.notify = "TOO_LARGE";
@@ -281,6 +289,9 @@ static void accept_results(batch_t *b, const dr_store_accept_res_t *res, size_t 
             r.result = RES_FAILED;
             break;
         }
+        /* For MQTT, answering releases the receipt (PUBACK); for REST, the response. */
+        dr_metrics_observe(it->retry_forever ? DR_H_RECEIPT : DR_H_REST_ACCEPT,
+                           (double)(uv_hrtime() - it->queued_ns) / 1e9);
         item_answer(it, &r);
     }
     (void)in;
@@ -529,6 +540,7 @@ static void form_batch(struct ingest *ig, struct item_list *list, int kind)
     }
     ig->queued -= b->n;
     ig->in_calls += b->n;
+    dr_metrics_observe(DR_H_INGEST_BATCH, (double)b->n);
     new_token(b->token);
     send_batch(b);
 }
@@ -648,6 +660,9 @@ void ingress_wake(ingress_t *in, uint32_t shard)
 
 void ingress_after_commit(ingress_t *in, const dr_note_t *notes, size_t n)
 {
+    /* Every status change this node made passes here once, right after the call that made it. */
+    for (size_t i = 0; i < n; i++)
+        dr_metrics_status(notes[i].status, 1);
     if (n > 0 && in->notes != NULL)
         dr_notes_publish(in->notes, notes, n);
 }

@@ -22,9 +22,13 @@ typedef struct {
     struct ingest *ingest;     /* the batcher (ingest.c) */
     struct http_server *http;  /* REST API (http_api.c); NULL when http.port is 0 */
     struct auth_cache *auth;   /* verified API keys and rate buckets (auth.c) */
+    struct dynsec *dynsec;     /* broker provisioning connection (rest_admin.c); NULL unless registry.dynsec */
     int sse_streams;           /* open event streams (sse.c) */
     int mqtt_started;
     int layout_ok;             /* Redis holds our data layout and shard count (dr_store_check_layout) */
+    char filters[2][192];      /* the MQTT filters we subscribe (producer messages, acks) */
+    int stale_filters;         /* filters of an older configuration unsubscribed on connection */
+    int filters_recorded;      /* the session's filters are recorded as exactly ours (dr_store_subs) */
     char wake_subject[96];
     char status_subject[96];
     uv_timer_t stop_timer;

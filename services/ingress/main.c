@@ -11,6 +11,43 @@
 #include "ingress.h"
 
 static ingress_t g;
+static int64_t tls_failed_logged_at; /* last event=mqtt_tls_failed, 0: none since the last connection */
+
+/* The filters our persistent session held under an older configuration (recorded in Redis, since
+ * MQTT 3.1.1 cannot list them) are unsubscribed on connection, before ours are subscribed: otherwise
+ * the broker would keep delivering, say, a former share group's messages to this session. */
+static void on_subs(void *data, int err, const char *errstr, const char *const *before, size_t n)
+{
+    ingress_t *in = data;
+    if (err != 0) {
+        dr_log(DR_LOG_WARNING, "event=subscriptions_unknown error=\"%s\" action=retry_on_reconnect", errstr);
+        in->layout_ok = 0;
+        return;
+    }
+    if (in->mqtt_started || in->node.stopping)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(before[i], in->filters[0]) == 0 || strcmp(before[i], in->filters[1]) == 0)
+            continue;
+        dr_log(DR_LOG_NOTICE, "event=mqtt_stale_filter filter=\"%s\" action=unsubscribe", before[i]);
+        dr_mqttc_unsubscribe_stale(in->mqtt, before[i]);
+        in->stale_filters++;
+    }
+    in->filters_recorded = in->stale_filters == 0;
+    in->mqtt_started = 1;
+    dr_mqttc_start(in->mqtt);
+}
+
+static void on_subs_replaced(void *data, int err, const char *errstr, const char *const *before, size_t n)
+{
+    (void)before;
+    (void)n;
+    ingress_t *in = data;
+    if (err != 0) {
+        in->filters_recorded = 0; /* tried again on the next connection; unsubscribing twice is harmless */
+        dr_log(DR_LOG_WARNING, "event=subscriptions_not_recorded error=\"%s\"", errstr);
+    }
+}
 
 /* MQTT consumption starts only once Redis is usable, so nothing is taken from the broker that could
  * not be stored; later Redis outages leave messages unacknowledged until they are stored. */
@@ -27,10 +64,12 @@ static void on_layout(void *data, int err, const char *errstr, int64_t result)
     if (err != 0)
         return; /* checked again on the next connection */
     in->layout_ok = 1;
-    if (!in->mqtt_started && !in->node.stopping) {
-        in->mqtt_started = 1;
-        dr_mqttc_start(in->mqtt);
-    }
+    registry_bootstrap(in); /* the first operator, once per start (the registry keeps only one) */
+    if (in->mqtt_started || in->node.stopping)
+        return;
+    const char *mine[2] = {in->filters[0], in->filters[1]};
+    if (dr_store_subs(in->node.redis, &in->store, 0, mine, 2, on_subs, in) != 0)
+        in->layout_ok = 0; /* Redis went away: again on the next connection */
 }
 
 static void on_redis_state(dr_redis_t *r, int ready, void *data)
@@ -45,9 +84,30 @@ static void on_redis_state(dr_redis_t *r, int ready, void *data)
 
 static void on_mqtt_state(void *data, int connected, const char *reason)
 {
-    (void)data;
-    if (!connected)
-        dr_log(DR_LOG_WARNING, "event=mqtt_disconnected reason=\"%s\"", reason ? reason : "");
+    ingress_t *in = data;
+    if (connected) {
+        tls_failed_logged_at = 0;
+        /* Connected means the stale filters' UNSUBACK came: from now on only ours are recorded. */
+        if (!in->filters_recorded && !in->node.stopping) {
+            const char *mine[2] = {in->filters[0], in->filters[1]};
+            in->filters_recorded = dr_store_subs(in->node.redis, &in->store, 1, mine, 2, on_subs_replaced, in) == 0;
+        }
+        return;
+    }
+    reason = reason ? reason : "";
+    /* A TLS failure does not heal by retrying (wrong CA, expired or misnamed certificate): name it
+     * as such, once a minute while it repeats, so the operator sees a configuration problem, not a
+     * flaky network. */
+    if (strncmp(reason, "certificate verify failed", 25) == 0 || strncmp(reason, "TLS ", 4) == 0) {
+        int64_t now = dr_mono_ms();
+        if (tls_failed_logged_at == 0 || now - tls_failed_logged_at >= 60000) {
+            tls_failed_logged_at = now;
+            dr_log(DR_LOG_WARNING, "event=mqtt_tls_failed url=%s reason=\"%s\" action=retrying",
+                   in->node.cfg.mqtt_url, reason);
+        }
+        return;
+    }
+    dr_log(DR_LOG_WARNING, "event=mqtt_disconnected reason=\"%s\"", reason);
 }
 
 static int publish_note(void *ctx, const char *topic, const void *payload, size_t len, void (*done)(void *, int),
@@ -92,6 +152,7 @@ static void on_stop(dr_node_t *n, void *data)
     (void)n;
     ingress_t *in = data;
     http_stop(in);
+    dynsec_stop(in);
     in->stop_deadline = dr_mono_ms() + in->node.cfg.redis_timeout_ms;
     uv_timer_init(in->node.loop.uv, &in->stop_timer);
     in->stop_timer.data = in;
@@ -107,17 +168,22 @@ static int open_mqtt(ingress_t *in, char *err)
         .url = cfg->mqtt_url,
         .client_id = client_id,
         .username = cfg->mqtt_username,
-        .password = cfg->mqtt_password,
+        .password = cfg->mqtt_password[0] ? cfg->mqtt_password : NULL, /* "": none */
         .keepalive_s = (int)cfg->mqtt_keepalive_s,
         .clean_session = 0, /* the broker keeps our share of messages while we restart */
     };
+    if (cfg->mqtt_tls) { /* the URL is mqtts:// then (settings); "" means "not set" */
+        mo.ca_file = cfg->mqtt_tls_ca[0] ? cfg->mqtt_tls_ca : NULL;
+        mo.cert_file = cfg->mqtt_tls_cert[0] ? cfg->mqtt_tls_cert : NULL;
+        mo.key_file = cfg->mqtt_tls_key[0] ? cfg->mqtt_tls_key : NULL;
+        mo.tls_insecure = !cfg->mqtt_tls_verify;
+    }
     if (dr_mqttc_open(in->node.loop.uv, &mo, &in->mqtt, err) != 0)
         return -1;
-    char filter[192];
-    snprintf(filter, sizeof(filter), "$share/%s/producer/request/#", cfg->mqtt_share_group);
-    dr_mqttc_subscribe(in->mqtt, filter, 1);
-    snprintf(filter, sizeof(filter), "$share/%s/consumer/response/#", cfg->mqtt_share_group);
-    dr_mqttc_subscribe(in->mqtt, filter, 1);
+    snprintf(in->filters[0], sizeof(in->filters[0]), "$share/%s/producer/request/#", cfg->mqtt_share_group);
+    snprintf(in->filters[1], sizeof(in->filters[1]), "$share/%s/consumer/response/#", cfg->mqtt_share_group);
+    dr_mqttc_subscribe(in->mqtt, in->filters[0], 1);
+    dr_mqttc_subscribe(in->mqtt, in->filters[1], 1);
     dr_mqttc_on_message(in->mqtt, ingress_on_message, in);
     dr_mqttc_on_state(in->mqtt, on_mqtt_state, in);
     return 0;
@@ -142,7 +208,7 @@ int main(int argc, char **argv)
     in->notes = dr_notes_new(in->node.loop.uv, in->node.redis, &in->store, in->node.bus, in->status_subject, publish_note, in);
     dr_redis_on_state(in->node.redis, on_redis_state, in);
     dr_node_set_callbacks(&in->node, 100, NULL, on_stop, in);
-    if (http_start(in, err) != 0)
+    if (http_start(in, err) != 0 || dynsec_start(in, err) != 0)
         goto fail;
 
     dr_node_run(&in->node);

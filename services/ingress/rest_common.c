@@ -26,6 +26,7 @@ int rest_parse_message(hreq_t *hr, dr_producer_msg_t *m)
     dr_codec_err_t err;
     if (dr_codec_parse_producer(body, len, m, &err) != 0) {
         dr_metrics_inc(DR_M_PRODUCER_REJECTED);
+        dr_metrics_inc(DR_M_PRODUCER_REJECTED_REST);
         http_error(hr, 400, err.code, "%s", err.message);
         return -1;
     }

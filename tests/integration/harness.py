@@ -45,6 +45,8 @@ TEST_DEFAULTS = {
     "lease.renew_ms": "1000",
     # No REST API unless a test asks for it (avoids port clashes on 8080).
     "http.port": "0",
+    # No dispatcher metrics listener unless a test asks for it (avoids clashes on 9102).
+    "metrics.port": "0",
 }
 
 
@@ -153,6 +155,111 @@ def clean_env():
 
 # ---------------------------------------------------------------------------------------------------
 # processes
+
+
+class TlsFiles:
+    """Throwaway certificates made with the openssl CLI: a CA, a server certificate for localhost, 127.0.0.1
+    and ::1, a client certificate, both signed by that CA, and a second, unrelated CA (a "wrong CA" that signed
+    nothing we serve). All keys are P-256 and unencrypted; certificates are valid for two days."""
+
+    def __init__(self, directory):
+        self.dir = str(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        self.ca, self.ca_key = self._path("ca.pem"), self._path("ca.key")
+        self.other_ca, self.other_ca_key = self._path("other-ca.pem"), self._path("other-ca.key")
+        self.server, self.server_key = self._path("server.pem"), self._path("server.key")
+        self.client, self.client_key = self._path("client.pem"), self._path("client.key")
+        self._make_ca(self.ca, self.ca_key, "Drover Test CA")
+        self._make_ca(self.other_ca, self.other_ca_key, "Unrelated Test CA")
+        self._make_leaf(self.server, self.server_key, "localhost",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n")
+        self._make_leaf(self.client, self.client_key, "drover-test-client", "extendedKeyUsage=clientAuth\n")
+
+    def _path(self, name):
+        return os.path.join(self.dir, name)
+
+    @staticmethod
+    def _openssl(*args):
+        out = subprocess.run(["openssl"] + list(args), capture_output=True, timeout=30)
+        if out.returncode != 0:
+            raise HarnessError("openssl %s failed: %s" % (args[0], out.stderr.decode(errors="replace")))
+
+    def _make_ca(self, cert, key, cn):
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                      "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=%s" % cn)
+
+    def _make_leaf(self, cert, key, cn, extensions):
+        csr, ext = cert + ".csr", cert + ".ext"
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n" + extensions)
+        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                      "-keyout", key, "-out", csr, "-subj", "/CN=%s" % cn)
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+                      "-days", "2", "-extfile", ext, "-out", cert)
+
+    def client_context(self, ca=None):
+        """An ssl.SSLContext that trusts ca (default: our CA) and checks the host name."""
+        import ssl
+        return ssl.create_default_context(cafile=ca or self.ca)
+
+
+class NatsSubscriber:
+    """A minimal NATS client on a raw socket (plain, or TLS when tls is a TlsFiles): connects, subscribes to
+    one subject and collects (subject, payload) pairs on a background thread. Enough to watch the events
+    Drover publishes without a NATS client library."""
+
+    def __init__(self, server, subject, tls=None, timeout=10):
+        self.messages = []
+        self.lock = threading.Lock()
+        self.closed = False
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        f = sock.makefile("rb")
+        info = f.readline()
+        if not info.startswith(b"INFO"):
+            raise HarnessError("NATS: no INFO: %r" % info[:100])
+        if tls is not None:
+            sock = tls.client_context().wrap_socket(sock, server_hostname="127.0.0.1")
+            f = sock.makefile("rb")
+        self.sock, self.file = sock, f
+        conn = {"verbose": False, "pedantic": False, "user": server.user, "pass": server.password,
+                "tls_required": tls is not None, "name": "test-subscriber", "lang": "python", "version": "0"}
+        sock.sendall(("CONNECT %s\r\nSUB %s 1\r\nPING\r\n" % (json.dumps(conn), subject)).encode())
+        while True:
+            line = f.readline()
+            if not line or line.startswith(b"-ERR"):
+                raise HarnessError("NATS subscribe failed: %r" % line)
+            if line.startswith(b"PONG"):
+                break
+        sock.settimeout(None)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            while not self.closed:
+                line = self.file.readline()
+                if not line:
+                    return
+                if line.startswith(b"PING"):
+                    self.sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"MSG "):
+                    parts = line.split()
+                    payload = self.file.read(int(parts[-1]) + 2)[:-2]
+                    with self.lock:
+                        self.messages.append((parts[1].decode(), payload))
+        except (OSError, ValueError):
+            return
+
+    def payloads(self):
+        with self.lock:
+            return [p for _, p in self.messages]
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class Proc:
@@ -328,7 +435,7 @@ class NatsServer(Proc):
     route listener, the routes to its peers and a monitoring port (GET /connz, /routez)."""
 
     def __init__(self, workdir, port=None, name="nats", user=None, password=None, cluster_port=None, routes=(),
-                 monitor_port=None):
+                 monitor_port=None, tls=None):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         super().__init__(self.dir, "%s.log" % name)
@@ -339,11 +446,16 @@ class NatsServer(Proc):
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.monitor_port = monitor_port
+        self.tls = tls
         self.conf = os.path.join(self.dir, "nats.conf")
         with open(self.conf, "w") as f:
             f.write('listen: "127.0.0.1:%d"\n' % self.port)
             f.write('authorization {\n  user: "%s"\n  password: "%s"\n}\n' % (self.user, self.password))
             f.write("jetstream: disabled\n")
+            if tls is not None:
+                # TLS-only: the server still sends INFO in clear text, then every client must upgrade.
+                f.write('tls {\n  cert_file: "%s"\n  key_file: "%s"\n  ca_file: "%s"\n  timeout: 5\n}\n'
+                        % (tls.server, tls.server_key, tls.ca))
             if monitor_port:
                 f.write('http: "127.0.0.1:%d"\n' % monitor_port)
             if cluster_port:
@@ -354,7 +466,7 @@ class NatsServer(Proc):
 
     @property
     def url(self):
-        return "nats://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("tls" if self.tls else "nats", self.port)
 
     def argv(self):
         return [NATS_SERVER, "-c", self.conf]
@@ -423,7 +535,13 @@ class NatsCluster:
 class MosquittoServer(Proc):
     USERS = ("drover", "producer", "device")
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, tls=None, require_certificate=False):
+        """tls (a TlsFiles): adds an MQTT-over-TLS listener (tls_port) beside the plain one; clients of this
+        module (and Stack's nodes) then use it. require_certificate: that listener also demands a client
+        certificate signed by the CA."""
+        self.tls = tls
+        self.require_certificate = require_certificate
+        self.tls_port = free_port() if tls is not None else None
         self.dir = os.path.join(workdir, "mosquitto")
         os.makedirs(self.dir, exist_ok=True)
         super().__init__(self.dir, "mosquitto.log")
@@ -459,10 +577,33 @@ class MosquittoServer(Proc):
                 "connection_messages true",
                 "log_timestamp true",
             ]) + "\n")
+            if tls is not None:
+                f.write("\n".join([
+                    "listener %d 127.0.0.1" % self.tls_port,
+                    "cafile %s" % tls.ca,
+                    "certfile %s" % tls.server,
+                    "keyfile %s" % tls.server_key,
+                    "tls_version tlsv1.2",
+                    "require_certificate %s" % ("true" if require_certificate else "false"),
+                ]) + "\n")
 
     @property
     def url(self):
+        if self.tls is not None:
+            return "mqtts://127.0.0.1:%d" % self.tls_port
         return "tcp://127.0.0.1:%d" % self.port
+
+    @property
+    def client_port(self):
+        """The port MqttClient connects to: the TLS listener when there is one."""
+        return self.tls_port if self.tls is not None else self.port
+
+    def tls_set(self, client):
+        """Configures a paho client for the TLS listener: our CA and, when required, the client certificate."""
+        ctx = self.tls.client_context()
+        if self.require_certificate:
+            ctx.load_cert_chain(self.tls.client, self.tls.client_key)
+        client.tls_set_context(ctx)
 
     def argv(self):
         return [MOSQUITTO, "-c", self.conf]
@@ -638,12 +779,14 @@ class MqttClient:
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
+        if getattr(self.broker, "tls", None) is not None:
+            self.broker.tls_set(c)
         return c
 
     def connect(self, timeout=10):
         self.connected.clear()
         self.client = self._new_client()
-        self.client.connect("127.0.0.1", self.broker.port, keepalive=30)
+        self.client.connect("127.0.0.1", getattr(self.broker, "client_port", self.broker.port), keepalive=30)
         self.client.loop_start()
         wait_until(self.connected.is_set, timeout, msg="%s did not connect" % self.client_id)
         # on_connect subscribes; wait for every SUBACK
@@ -896,14 +1039,18 @@ class Producer(MqttClient):
 class Stack:
     """Fresh servers + Drover nodes in one temp dir. Collects problems that fail the test at close()."""
 
-    def __init__(self, workdir, overrides=None):
+    def __init__(self, workdir, overrides=None, tls=None, nats_tls=True, mqtt_require_certificate=False):
+        """tls (a TlsFiles): Mosquitto gets a TLS listener that every client and node uses, and (nats_tls) the
+        nats-server accepts TLS only; nodes get the matching mqtt.tls_* / nats.tls_* settings.
+        mqtt_require_certificate: the TLS listener demands client certificates (nodes get mqtt.tls_cert/key)."""
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.overrides = {k: str(v) for k, v in (overrides or {}).items()}
+        self.tls = tls
         self.redis = RedisServer(self.dir)
-        self.nats = NatsServer(self.dir)
+        self.nats = NatsServer(self.dir, tls=tls if nats_tls else None)
         self.nats_cluster = None  # a NatsCluster after use_nats_cluster(); self.nats is then its first member
-        self.mqtt = MosquittoServer(self.dir)
+        self.mqtt = MosquittoServer(self.dir, tls=tls, require_certificate=mqtt_require_certificate)
         self.nodes = []
         self.clients = []
         self.problems = []
@@ -953,6 +1100,13 @@ class Stack:
             "mqtt.username": "drover",
             "mqtt.password": self.mqtt.passwords["drover"],
         }
+        if self.tls is not None:
+            c["mqtt.tls_ca"] = self.tls.ca
+            if self.mqtt.require_certificate:
+                c["mqtt.tls_cert"] = self.tls.client
+                c["mqtt.tls_key"] = self.tls.client_key
+            if self.nats.tls is not None:
+                c["nats.tls_ca"] = self.tls.ca
         c.update(TEST_DEFAULTS)
         c.update(self.overrides)
         return c

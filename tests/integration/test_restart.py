@@ -193,3 +193,38 @@ def test_broker_kill9_restart_resumes(stack):
     m2 = prod.receipt_id(prod.send("dev-broker", command="after"), timeout=20)
     dev.wait_for(m2, 15)
     prod.wait_status(m2, "DELIVERED", 15)
+
+
+def test_changed_share_group_unsubscribes_the_old_one(stack):
+    """An ingress's persistent session keeps every filter it ever subscribed. After a restart with another
+    mqtt.share_group it must leave the old group: otherwise it stays a member there and takes its share of
+    that group's messages (stored twice when another node still serves the old group and the broker's picks
+    differ between groups). Observed directly: a client that joins the old group must get every message,
+    not a share of them."""
+    prod = stack.producer("0")
+    dev = stack.device("dev-sg", auto_ack=True)
+    first = prod.receipt_id(prod.send("dev-sg", command="before"))
+    dev.wait_for(first, 10)
+    node = stack.ingress
+    assert node.stop(timeout=10) == 0
+    node.set(**{"mqtt.share_group": "renamed"})
+    mark = node.log_size()
+    node.start()
+    node.wait_log(r"event=mqtt_stale_filter filter=\"\$share/drover/producer/request/#\"", 15, since=mark)
+    again = prod.receipt_id(prod.send("dev-sg", command="reconnected"))
+    dev.wait_for(again, 15)
+    old_group = stack.listener([("$share/drover/producer/request/#", 1)])
+    tmps = [prod.send("dev-sg", command="after-%d" % i) for i in range(20)]
+    for t in tmps:
+        prod.receipt(t, timeout=20)
+    wait_until(lambda: len(old_group.other) >= len(tmps), 10,
+               msg=lambda: "the old group's new member got %d of %d messages: the ingress is still in it"
+               % (len(old_group.other), len(tmps)))
+    assert all(len({n["id"] for n in prod.for_tmp(t)}) == 1 for t in tmps)
+    # the session's record now holds exactly the new filters: the next restart unsubscribes nothing
+    assert node.stop(timeout=10) == 0
+    mark = node.log_size()
+    node.start()
+    last = prod.receipt_id(prod.send("dev-sg", command="again"))
+    dev.wait_for(last, 15)
+    assert "mqtt_stale_filter" not in node.log_text()[mark:]

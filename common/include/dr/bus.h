@@ -46,12 +46,19 @@ typedef struct {
     const char *name;      /* connection name shown by the server */
     int queue_max;         /* events waiting for the publisher thread; 0: DR_BUS_QUEUE_MAX */
     int write_deadline_ms; /* deadline of one socket write; 0: DR_BUS_WRITE_DEADLINE_MS */
+    /* TLS: used when tls is set (the URLs are then tls://). Files are loaded by dr_bus_open. */
+    int tls;
+    const char *tls_ca;          /* PEM CA bundle; NULL or "": the system store */
+    const char *tls_cert;        /* client certificate chain (PEM); NULL or "": none */
+    const char *tls_key;         /* its private key (PEM); required with tls_cert */
+    const char *tls_server_name; /* name the server certificate must carry; NULL or "": host of the first URL */
+    int tls_skip_verify;         /* 1: no server certificate check at all (tests only) */
 } dr_bus_options_t;
 
 /* Starts connecting (never fails because the server is down: it keeps retrying) and starts the
  * publisher thread. opt and its strings are borrowed for the call only. Returns 0 and sets *out, or
- * DR_EINVAL with err filled on bad options, or DR_EIO with err filled when the thread cannot start.
- * Loop thread. */
+ * DR_EINVAL with err filled on bad options (including unreadable TLS files), or DR_EIO with err filled
+ * when the thread cannot start. Loop thread. */
 int dr_bus_open(dr_loop_t *loop, const dr_bus_options_t *opt, dr_bus_t **out, char *err);
 
 /* Queues one event for publishing and returns at once, without waiting for the network; any thread

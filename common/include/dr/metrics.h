@@ -1,14 +1,22 @@
-/* Process counters.
+/* Process counters and histograms.
  *
  * Counters are incremented from any thread (atomics) and flushed periodically, as absolute values,
  * into the Redis hash <prefix>metrics:<node.id> so operators and tests can read every node's figures
  * in one place. Counter names are part of the operator interface (docs/operations.md).
+ *
+ * The same counters, per-status counts and the histograms below are also written in the Prometheus
+ * text format by dr_metrics_expose (families drover_*, docs/operations.md "Metrics"); each service
+ * adds its own gauges after them. Counters that have a transport label keep the total in the
+ * original counter (its hash name is unchanged) and the REST share in a *_REST twin that is
+ * incremented right after it; MQTT is the difference. Both are touched on the ingress loop thread,
+ * which is also the thread that answers scrapes there, so a scrape never sees one without the other.
  */
 #ifndef DR_METRICS_H
 #define DR_METRICS_H
 
 #include <stdint.h>
 
+#include "dr/prom.h"
 #include "dr/redis.h"
 
 #define DR_METRICS(X)                                                                                        \
@@ -32,7 +40,13 @@
     X(SEND_REFUSED, "send_refused")             /* send to a topic no broker accepts: message FAILED */   \
     X(REDIS_ERRORS, "redis_errors")                                                                       \
     X(FENCED, "fenced")                         /* script refused: lease lost */                          \
-    X(BUS_DROPPED, "bus_dropped")               /* NATS events not sent (bus down) */
+    X(BUS_DROPPED, "bus_dropped")               /* NATS events not sent (bus down) */                     \
+    X(PRODUCER_ACCEPTED_REST, "producer_accepted_rest")   /* REST share of producer_accepted */           \
+    X(PRODUCER_DUPLICATE_REST, "producer_duplicate_rest") /* REST share of producer_duplicate */          \
+    X(PRODUCER_REJECTED_REST, "producer_rejected_rest")   /* REST share of producer_rejected */
+
+/* Version reported as drover_build_info{version=...} (the project version in CMakeLists.txt). */
+#define DR_BUILD_VERSION "0.1.0"
 
 #define DR_METRIC_ENUM(id, name) DR_M_##id,
 enum { DR_METRICS(DR_METRIC_ENUM) DR_M_COUNT };
@@ -47,6 +61,27 @@ static inline void dr_metrics_inc(int id)
 
 /* Current value of counter id. */
 int64_t dr_metrics_get(int id);
+
+/* Histograms, in seconds or items (the family name says which). */
+enum {
+    DR_H_REDIS_CALL,      /* drover_redis_call_seconds: command sent -> reply (dr_redis_t) */
+    DR_H_INGEST_BATCH,    /* drover_ingest_batch_size: items per accept or ack call */
+    DR_H_RECEIPT,         /* drover_receipt_seconds: MQTT producer message arrived -> receipt released */
+    DR_H_REST_ACCEPT,     /* drover_rest_accept_seconds: REST message queued -> stored (answered) */
+    DR_H_SEND_CONFIRM,    /* drover_send_confirm_seconds: send published -> broker PUBACK */
+    DR_H_COUNT
+};
+
+/* Counts one observation v into histogram id. Any thread. */
+void dr_metrics_observe(int id, double v);
+
+/* Counts n status changes to status st (dr_status_t), for drover_status_changes_total. Count each
+ * change once, where the call that made it replied. Any thread. */
+void dr_metrics_status(int st, int64_t n);
+
+/* Appends every common family (counters, status changes, histograms, build info) to p. version is the
+ * build's version string. Any thread, though transport splits are exact only on the loop thread. */
+void dr_metrics_expose(dr_prom_t *p, const char *version);
 
 /* Writes all counters to <prefix>metrics:<node>, which expires a week after the last flush (a node
  * gone for good does not leave it forever). Loop thread; errors are ignored (next flush). */

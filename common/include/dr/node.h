@@ -3,7 +3,9 @@
  *
  * Life cycle: dr_node_init -> service wiring -> dr_node_run (returns when everything is closed) ->
  * dr_node_dispose. SIGTERM/SIGINT call the service's stop callback, which finishes its own work
- * (possibly asynchronously) and then calls dr_node_close. A second signal exits at once.
+ * (possibly asynchronously) and then calls dr_node_close. A second signal exits at once. SIGHUP
+ * reloads the configuration (dr_settings_reload: what can change at run time does; the log names the
+ * rest).
  */
 #ifndef DR_NODE_H
 #define DR_NODE_H
@@ -27,7 +29,9 @@ struct dr_node {
     const char *service;
     int stopping;
     /* private */
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    int argc;             /* as given to dr_node_init: SIGHUP loads the configuration again */
+    char **argv;
     uv_timer_t cron;
     uv_timer_t reaper;    /* closes library handles left open, shortly after dr_node_close */
     uv_timer_t watchdog;  /* ends the loop if a handle still outlives the reaper */

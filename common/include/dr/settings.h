@@ -22,6 +22,12 @@ typedef struct {
     char *nats_user;
     char *nats_password;
     char *nats_subject_prefix;
+    char *nats_tls_ca;      /* TLS (tls:// URLs or any nats.tls_* file): trusted CAs, "" = system store */
+    char *nats_tls_cert;    /* client certificate chain (PEM), "" = none */
+    char *nats_tls_key;     /* its private key (PEM) */
+    char *nats_tls_server_name; /* name checked against the server certificate, "" = host of the first URL */
+    int64_t nats_tls_verify;    /* 0: no server certificate check (tests only) */
+    int64_t nats_tls;           /* derived: 1 when the bus uses TLS */
     /* mqtt */
     char *mqtt_url;
     char *mqtt_username;
@@ -29,6 +35,11 @@ typedef struct {
     int64_t mqtt_qos;
     int64_t mqtt_keepalive_s;
     char *mqtt_share_group;
+    int64_t mqtt_tls;       /* 1: TLS (also implied by an mqtts:// or ssl:// mqtt.url) */
+    char *mqtt_tls_ca;      /* trusted CAs (PEM bundle), "" = system store */
+    char *mqtt_tls_cert;    /* client certificate chain (PEM), "" = none */
+    char *mqtt_tls_key;     /* its private key (PEM), "" = in mqtt.tls_cert */
+    int64_t mqtt_tls_verify; /* 0: no server certificate or host name check (tests only) */
     /* ingress */
     int64_t ingress_max_payload;
     int64_t ingress_max_device_id;
@@ -41,6 +52,18 @@ typedef struct {
     int64_t http_rate;
     int64_t http_burst;
     int64_t http_key_cache_ms;
+    /* client registry and logins (ingress) */
+    int64_t auth_token_ttl_s;
+    int64_t auth_bcrypt_cost;
+    int64_t auth_login_failures;    /* failed logins per client id and per address per window */
+    int64_t auth_login_window_s;
+    int64_t registry_bootstrap;     /* create operator "admin" when no MAN client exists */
+    int64_t registry_dynsec;        /* push clients to Mosquitto's dynamic-security plugin */
+    char *registry_dynsec_username;
+    char *registry_dynsec_password;
+    int64_t registry_dynsec_timeout_ms;
+    char *http_tls_cert;    /* with http.tls_key: the REST API serves HTTPS only */
+    char *http_tls_key;
     /* cluster and dispatch */
     int64_t shards;
     int64_t window;
@@ -57,12 +80,20 @@ typedef struct {
     int64_t lease_renew_ms;
     int64_t retention_s;
     int64_t metrics_flush_ms;
+    int64_t metrics_port;           /* dispatcher's /metrics, /healthz, /readyz listener; 0: none */
+    char *metrics_bind;
     int64_t ids_max;
 } dr_settings_t;
 
 /* Loads settings for service svc ("ingress" or "dispatcher") from defaults, file, env and argv.
  * Prints usage and exits 0 on --help. Returns 0, or DR_ECONFIG with err (DR_ERR_LEN bytes) filled. */
 int dr_settings_load(dr_settings_t *s, const char *svc, int argc, char **argv, char *err);
+
+/* Takes from fresh (a configuration loaded again, on SIGHUP) the options a running node reads on every
+ * use: log level, pacing and re-send policy, message size and request-rate limits. Writes the names
+ * of the other options that differ, comma separated, into restart (cap bytes): they need a restart
+ * and keep their current values. Returns the number of options applied. Loop thread. */
+int dr_settings_reload(dr_settings_t *cur, const dr_settings_t *fresh, char *restart, size_t cap);
 
 /* Frees the strings held by s. */
 void dr_settings_dispose(dr_settings_t *s);

@@ -41,6 +41,21 @@ typedef void dr_store_int_cb(void *data, int err, const char *errstr, int64_t re
  * DR_EREDIS with errstr saying what the Redis holds. A node must not serve on a mismatch. */
 int dr_store_check_layout(dr_redis_t *r, const dr_store_t *st, dr_store_int_cb *cb, void *data);
 
+/* A list of strings, valid during the call. */
+typedef void dr_store_strs_cb(void *data, int err, const char *errstr, const char *const *v, size_t n);
+
+/* Records the MQTT filters of the calling node's persistent session (<prefix>subs:<node>): beside
+ * what is recorded (replace 0: before stale filters are confirmed unsubscribed) or instead of it
+ * (replace 1). cb gets the filters recorded before the call. */
+int dr_store_subs(dr_redis_t *r, const dr_store_t *st, int replace, const char *const *filters, size_t n,
+                  dr_store_strs_cb *cb, void *data);
+
+/* Moves shard's id counter forward by `by` ids (0: half the shard's id space under ids_max), so that
+ * ids handed out after a restore from an older backup differ from those handed out after the backup
+ * was taken. result: the shard's next id. docs/operations.md §"Restoring Redis". */
+int dr_store_ids_advance(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_t ids_max, int64_t by,
+                         dr_store_int_cb *cb, void *data);
+
 /* Writes "<prefix>{<shard>}<name>" into buf (at most size bytes, always terminated). Returns buf. */
 char *dr_store_key(const dr_store_t *st, uint32_t shard, const char *name, char *buf, size_t size);
 
@@ -299,5 +314,22 @@ typedef void dr_store_ids_cb(void *data, int err, const char *errstr, const int6
 /* Ids of dev's messages, newest first, below cursor (0: from the newest), at most limit. */
 int dr_store_list(dr_redis_t *r, const dr_store_t *st, const char *dev, int64_t cursor, int64_t limit,
                   dr_store_ids_cb *cb, void *data);
+
+/* ---- backlog gauges --------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t queued;        /* messages in device queues (in flight included) */
+    int64_t in_flight;     /* sent and not yet acknowledged */
+    int64_t scheduled;     /* waiting for their not-before time */
+    int64_t oldest_age_ms; /* age of the oldest queued message (Redis's clock); -1: none */
+    int64_t skipped;       /* devices not looked at (over max_devices): the sums are then too low */
+} dr_store_backlog_t;
+
+typedef void dr_store_backlog_cb(void *data, int err, const char *errstr, const dr_store_backlog_t *res);
+
+/* Sums what waits for delivery over n shards, looking at no more than max_devices devices per shard.
+ * Read-only. shards is copied before returning. */
+int dr_store_backlog(dr_redis_t *r, const dr_store_t *st, const uint32_t *shards, size_t n, int64_t max_devices,
+                     dr_store_backlog_cb *cb, void *data);
 
 #endif

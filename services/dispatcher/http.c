@@ -1,0 +1,207 @@
+/* The dispatcher's operational endpoints: /metrics (Prometheus text), /healthz and /readyz on a small
+ * listener of its own (metrics.port, metrics.bind), and the backlog gauges behind /metrics.
+ *
+ * DESIGN
+ * A scrape never waits for Redis: it reports what the process knows now (leases, connections, passes)
+ * and the backlog figures of the last backlog round. A round runs every BACKLOG_MS from the cron: one
+ * read-only backlog call per BACKLOG_CHUNK owned shards, each looking at no more than
+ * BACKLOG_DEVICES devices per shard, so its cost is bounded whatever the scrape rate; the figures
+ * are published once every call of the round has answered, and a failed round keeps the previous
+ * figures (drover_backlog_age_seconds shows how old they are).
+ */
+#define DR_MODULE "dispatcher/http"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dr/err.h"
+#include "dr/log.h"
+#include "dr/mem.h"
+#include "dr/metrics.h"
+#include "dr/prom.h"
+#include "dispatcher.h"
+
+#define BACKLOG_MS 5000
+#define BACKLOG_CHUNK 64
+#define BACKLOG_DEVICES 200
+
+/* ---- backlog rounds ------------------------------------------------------------------------------ */
+
+typedef struct {
+    dispatcher_t *d;
+    int calls; /* calls of this round still to answer */
+    int failed;
+    dr_store_backlog_t sum;
+} round_t;
+
+static void on_backlog(void *data, int err, const char *errstr, const dr_store_backlog_t *res)
+{
+    round_t *rd = data;
+    if (err != 0) {
+        rd->failed = 1;
+        dr_log(DR_LOG_VERBOSE, "event=backlog_failed error=\"%s\"", errstr);
+    } else {
+        rd->sum.queued += res->queued;
+        rd->sum.in_flight += res->in_flight;
+        rd->sum.scheduled += res->scheduled;
+        rd->sum.skipped += res->skipped;
+        if (res->oldest_age_ms > rd->sum.oldest_age_ms)
+            rd->sum.oldest_age_ms = res->oldest_age_ms;
+    }
+    if (--rd->calls > 0)
+        return;
+    dispatcher_t *d = rd->d;
+    d->backlog_running = 0;
+    if (!rd->failed) {
+        d->backlog = rd->sum;
+        d->backlog_at = dr_mono_ms();
+    }
+    free(rd);
+}
+
+static void backlog_round(dispatcher_t *d)
+{
+    round_t *rd = dr_calloc(1, sizeof(*rd));
+    rd->d = d;
+    rd->sum.oldest_age_ms = -1;
+    /* Calls are counted before any is sent: a callback never runs inside dr_store_backlog, but a
+     * round that sends nothing must still be finished here. */
+    rd->calls = 1;
+    uint32_t chunk[BACKLOG_CHUNK];
+    size_t n = 0;
+    for (uint32_t sh = 0; sh < d->nshards; sh++) {
+        if (d->shards[sh].epoch != 0)
+            chunk[n++] = sh;
+        if (n == BACKLOG_CHUNK || (sh + 1 == d->nshards && n > 0)) {
+            rd->calls++;
+            if (dr_store_backlog(d->node.redis, &d->store, chunk, n, BACKLOG_DEVICES, on_backlog, rd) != 0) {
+                rd->calls--;
+                rd->failed = 1;
+            }
+            n = 0;
+        }
+    }
+    d->backlog_running = 1;
+    on_backlog(rd, 0, NULL, &(dr_store_backlog_t){.oldest_age_ms = -1}); /* drops the initial count */
+}
+
+void metrics_cron(dispatcher_t *d)
+{
+    int64_t now = dr_mono_ms();
+    if (d->backlog_running || now < d->next_backlog || !dr_redis_ready(d->node.redis))
+        return;
+    d->next_backlog = now + BACKLOG_MS;
+    backlog_round(d);
+}
+
+/* ---- endpoints ----------------------------------------------------------------------------------- */
+
+static void gauge(dr_prom_t *p, const char *name, const char *help, double v)
+{
+    dr_prom_family(p, name, "gauge", help);
+    dr_prom_sample(p, name, NULL, v);
+}
+
+static void expose(dispatcher_t *d, dr_prom_t *p)
+{
+    dr_metrics_expose(p, DR_BUILD_VERSION);
+    gauge(p, "drover_shards", "Shard count of the cluster (cluster.shards).", d->nshards);
+    gauge(p, "drover_shard_leases_held", "Shards whose lease this dispatcher holds.", d->owned);
+    gauge(p, "drover_dispatch_passes_running", "Dispatch passes waiting for Redis.", d->active);
+    gauge(p, "drover_mqtt_connected", "1 while the broker connection is ready.", dr_mqttc_connected(d->mqtt));
+    gauge(p, "drover_mqtt_publishes_pending", "QoS 1 publishes waiting for their PUBACK.",
+          (double)dr_mqttc_pending(d->mqtt));
+    gauge(p, "drover_redis_connected", "1 while the Redis connection is ready.",
+          dr_redis_ready(d->node.redis));
+    gauge(p, "drover_nats_connected", "1 while the NATS connection is up.", dr_bus_connected(d->node.bus));
+    gauge(p, "drover_notifications_in_flight", "Status notifications being published.",
+          (double)dr_notes_in_flight(d->notes));
+    const dr_store_backlog_t *b = &d->backlog;
+    gauge(p, "drover_queue_depth",
+          "Messages queued for delivery in the shards this node holds (in flight included).",
+          (double)b->queued);
+    gauge(p, "drover_in_flight", "Messages sent and not yet acknowledged, in the shards this node holds.",
+          (double)b->in_flight);
+    gauge(p, "drover_scheduled", "Messages waiting for their not-before time, in the shards this node holds.",
+          (double)b->scheduled);
+    gauge(p, "drover_oldest_pending_seconds",
+          "Age of the oldest queued message in the shards this node holds (0: none).",
+          b->oldest_age_ms > 0 ? (double)b->oldest_age_ms / 1000.0 : 0);
+    gauge(p, "drover_backlog_devices_skipped",
+          "Devices the last backlog round did not look at (sums too low).", (double)b->skipped);
+    gauge(p, "drover_backlog_age_seconds", "Time since the backlog gauges were last computed (-1: never).",
+          d->backlog_at > 0 ? (double)(dr_mono_ms() - d->backlog_at) / 1000.0 : -1);
+}
+
+static int ready(dispatcher_t *d)
+{
+    return dr_redis_ready(d->node.redis) && dr_mqttc_connected(d->mqtt) && dr_bus_connected(d->node.bus) &&
+           d->layout_ok;
+}
+
+static void on_request(void *data, const char *method, const char *path, dr_httpmini_res_t *res)
+{
+    (void)method;
+    dispatcher_t *d = data;
+    if (strcmp(path, "/metrics") == 0) {
+        dr_prom_t p;
+        dr_prom_init(&p);
+        expose(d, &p);
+        res->status = 200;
+        res->content_type = DR_PROM_CONTENT_TYPE;
+        res->body = p.buf; /* taken over by the responder */
+        res->len = p.len;
+        return;
+    }
+    char body[160];
+    int n;
+    if (strcmp(path, "/healthz") == 0) {
+        n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
+        res->status = 200;
+    } else if (strcmp(path, "/readyz") == 0) {
+        int ok = ready(d);
+        n = snprintf(body, sizeof(body),
+                     "{\"ready\":%s,\"redis\":%s,\"nats\":%s,\"mqtt\":%s,\"shards_held\":%u}",
+                     ok ? "true" : "false", dr_redis_ready(d->node.redis) ? "true" : "false",
+                     dr_bus_connected(d->node.bus) ? "true" : "false",
+                     dr_mqttc_connected(d->mqtt) ? "true" : "false", d->owned);
+        res->status = ok ? 200 : 503;
+    } else {
+        n = snprintf(body, sizeof(body), "{\"error\":\"NOT_FOUND\",\"message\":\"no such endpoint\"}");
+        res->status = 404;
+    }
+    res->content_type = "application/json";
+    res->body = dr_strndup(body, (size_t)n);
+    res->len = (size_t)n;
+}
+
+int metrics_start(dispatcher_t *d, char *err)
+{
+    const dr_settings_t *cfg = &d->node.cfg;
+    if (cfg->metrics_port == 0)
+        return 0;
+    int rc = dr_httpmini_open(d->node.loop.uv, cfg->metrics_bind, (int)cfg->metrics_port, on_request, d,
+                              &d->http, err);
+    if (rc == DR_EINVAL) {
+        snprintf(err, DR_ERR_LEN, "option 'metrics.bind': '%s' is not an IPv4 or IPv6 address",
+                 cfg->metrics_bind);
+        return DR_ECONFIG;
+    }
+    if (rc != 0) {
+        /* Delivery does not depend on the endpoint: a taken port is reported, not fatal. */
+        dr_log(DR_LOG_WARNING, "event=metrics_listen_failed error=\"%s\" effect=\"no /metrics on this node\"",
+               err);
+        d->http = NULL;
+        return 0;
+    }
+    dr_log(DR_LOG_NOTICE, "event=metrics_listening bind=%s port=%d", cfg->metrics_bind,
+           dr_httpmini_port(d->http));
+    return 0;
+}
+
+void metrics_stop(dispatcher_t *d)
+{
+    dr_httpmini_close(d->http);
+    d->http = NULL;
+}
