@@ -80,7 +80,7 @@ def fnv1a64(data):
 
 
 NOTE_FIELDS = 9  # a claimed status change (common/lua/drover.lua, claim)
-SEND_FIELDS = 7  # a send (send_out)
+SEND_FIELDS = 8  # a send (send_out)
 
 
 def tag(sh):
@@ -270,8 +270,8 @@ class Bench:
             cmds.append(self.fcall("ack_batch", [mid % self.a.shards for mid, _ in b], args))
         notes = []
         for res, nt in self.call_phase("ack_batch", cmds):
-            for k in range(0, len(res), 2):
-                assert res[k] == "OK", res[k:k + 2]
+            for k in range(0, len(res), 3):
+                assert res[k] == "OK", res[k:k + 3]
             notes.append(nt)
         self.notes += self.xack(notes)
         return {mid % self.a.shards for mid, _ in sends}

@@ -435,7 +435,7 @@ end
 -- so consecutive sends to a device show the pacing whichever node published them.
 local function send_out(m)
   local r = m.r
-  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT]), s(r[R_SENT])}
+  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT]), s(r[R_SENT]), s(r[R_TS])}
 end
 
 -- How long until the shard needs a pass (ms from now, 0 when due): the earliest due device or
@@ -634,15 +634,16 @@ end
 
 local function ack_one(c, dev, id, new, out)
   local m = load(c, id)
-  if not m then out[#out + 1] = 'UNKNOWN_ID'; out[#out + 1] = ''; return end
+  if not m then out[#out + 1] = 'UNKNOWN_ID'; out[#out + 1] = ''; out[#out + 1] = ''; return end
   local r = m.r
-  if r[R_DEV] ~= dev then out[#out + 1] = 'WRONG_DEVICE'; out[#out + 1] = ''; return end
+  if r[R_DEV] ~= dev then out[#out + 1] = 'WRONG_DEVICE'; out[#out + 1] = ''; out[#out + 1] = ''; return end
   local st = ST[new]
   if not st or FINAL[r[R_ST]] or RANK[st] <= RANK[r[R_ST]] or (r[R_ATT] == 0 and r[R_SHOWN] == 0) then
     -- a message never sent (nor shown by a REST poll) cannot be acknowledged: no device saw its id
-    out[#out + 1] = 'IGNORED'; out[#out + 1] = STN[r[R_ST]]
+    out[#out + 1] = 'IGNORED'; out[#out + 1] = STN[r[R_ST]]; out[#out + 1] = ''
     return
   end
+  local first = RANK[r[R_ST]] == 0 -- the first ack that confirms delivery
   transition(c, m, st, EV.ack)
   local dk = dkey(c, m.sh, dev)
   local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg')
@@ -656,13 +657,14 @@ local function ack_one(c, dev, id, new, out)
   else
     redis.call('ZREM', key(c, m.sh, 'due'), dev)
   end
-  out[#out + 1] = 'OK'; out[#out + 1] = new
+  out[#out + 1] = 'OK'; out[#out + 1] = new; out[#out + 1] = first and s(c.now - r[R_TS]) or ''
 end
 
 -- ack_batch: applies device acks in order. KEYS: <prefix>{<shard>} per shard involved.
 -- ARGV[5..]: count, then count x (device, message id, status).
--- Returns {results, notes}: results = 2 per ack {code, status}, code OK | IGNORED | WRONG_DEVICE |
--- UNKNOWN_ID (status: the new one, or the current one when ignored).
+-- Returns {results, notes}: results = 3 per ack {code, status, age}, code OK | IGNORED | WRONG_DEVICE |
+-- UNKNOWN_ID (status: the new one, or the current one when ignored; age: ms since the message was
+-- accepted, for the first ack that confirms delivery only, else '').
 local function ack_batch(keys, args)
   local c = ctx(args)
   local n = tonumber(args[5])
@@ -686,7 +688,7 @@ end
 -- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, epoch, batch, then the send policy (window, interval,
 -- ack timeout, longest retry wait, back-off, jitter %, seed).
 -- Returns {'FENCED'} or {'OK', expired, failed, more, next pass in ms (-1: none), sends, notes}; sends are
--- 7 per message {id, device, guarantee, command, data, attempt, send time}.
+-- 8 per message {id, device, guarantee, command, data, attempt, send time, accept time}.
 local function dispatch(keys, args)
   local c = ctx(args)
   local sh, epoch, batch = tonumber(args[5]), args[6], tonumber(args[7])

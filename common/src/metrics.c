@@ -30,6 +30,8 @@ static dr_hist_t hists[DR_H_COUNT] = {
     [DR_H_RECEIPT] = {.bounds = seconds_bounds, .nbounds = NB(seconds_bounds)},
     [DR_H_REST_ACCEPT] = {.bounds = seconds_bounds, .nbounds = NB(seconds_bounds)},
     [DR_H_SEND_CONFIRM] = {.bounds = seconds_bounds, .nbounds = NB(seconds_bounds)},
+    [DR_H_ACCEPT_SEND] = {.bounds = seconds_bounds, .nbounds = NB(seconds_bounds)},
+    [DR_H_ACCEPT_DELIVERED] = {.bounds = seconds_bounds, .nbounds = NB(seconds_bounds)},
 };
 
 static const struct {
@@ -44,6 +46,12 @@ static const struct {
                           "Time from queueing a REST message to its stored answer."},
     [DR_H_SEND_CONFIRM] = {"drover_send_confirm_seconds",
                            "Time from publishing a send to the broker's PUBACK."},
+    [DR_H_ACCEPT_SEND] = {"drover_accept_to_send_seconds",
+                          "Time from a message's acceptance to its first send (Redis's clock; pacing and "
+                          "offline devices included)."},
+    [DR_H_ACCEPT_DELIVERED] = {"drover_accept_to_delivered_seconds",
+                               "Time from a message's acceptance to its first stored ack (DELIVERED or a completion; "
+                               "Redis's clock)."},
 };
 
 void dr_metrics_observe(int id, double v)

@@ -353,7 +353,7 @@ static void parse_ack(call_t *c, redisReply *reply, int err, const char *errstr)
         return;
     }
     int bad = !is_array(reply, 2) || reply->element[0]->type != REDIS_REPLY_ARRAY ||
-              reply->element[0]->elements % 2 != 0;
+              reply->element[0]->elements % 3 != 0;
     size_t nnotes = 0;
     dr_note_t *notes = bad ? NULL : parse_notes(reply->element[1], &nnotes, &bad);
     if (bad) {
@@ -362,16 +362,18 @@ static void parse_ack(call_t *c, redisReply *reply, int err, const char *errstr)
         return;
     }
     const redisReply *out = reply->element[0];
-    size_t n = out->elements / 2;
+    size_t n = out->elements / 3;
     dr_store_ack_res_t *res = dr_calloc(n ? n : 1, sizeof(*res));
     for (size_t i = 0; i < n; i++) {
-        const char *code = str_at(out, 2 * i);
+        const char *code = str_at(out, 3 * i);
         res[i].code = strcmp(code, "OK") == 0             ? DR_STORE_ACK_OK
                       : strcmp(code, "IGNORED") == 0      ? DR_STORE_ACK_IGNORED
                       : strcmp(code, "WRONG_DEVICE") == 0 ? DR_STORE_ACK_WRONG_DEVICE
                                                           : DR_STORE_ACK_UNKNOWN_ID;
-        const char *s = str_at(out, 2 * i + 1);
+        const char *s = str_at(out, 3 * i + 1);
         res[i].status = s[0] ? status_of(s) : -1;
+        const char *age = str_at(out, 3 * i + 2);
+        res[i].age_ms = res[i].code == DR_STORE_ACK_OK && age[0] ? strtoll(age, NULL, 10) : -1;
     }
     cb(c->data, 0, NULL, res, n, notes, nnotes);
     free(res);
@@ -409,7 +411,7 @@ static void av_policy(argv_t *a, const dr_store_policy_t *p)
     av_fmt(a, "%llu", (unsigned long long)(p->seed >> 33));
 }
 
-/* One send from 7 strings at r[i..]: id, device, guarantee, command, data, attempt, send time. */
+/* One send from 8 strings at r[i..]: id, device, guarantee, command, data, attempt, send time, accept time. */
 static void read_send(const redisReply *r, size_t i, dr_store_send_t *s)
 {
     s->id = int_at(r, i);
@@ -421,6 +423,7 @@ static void read_send(const redisReply *r, size_t i, dr_store_send_t *s)
     s->data = d[0] ? d : NULL;
     s->attempt = int_at(r, i + 5);
     s->sent_ms = int_at(r, i + 6);
+    s->accepted_ms = int_at(r, i + 7);
 }
 
 static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *errstr)
@@ -438,7 +441,7 @@ static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *er
         return;
     }
     int bad = !is_array(reply, 7) || reply->element[5]->type != REDIS_REPLY_ARRAY ||
-              reply->element[5]->elements % 7 != 0;
+              reply->element[5]->elements % 8 != 0;
     size_t nnotes = 0;
     dr_note_t *notes = bad ? NULL : parse_notes(reply->element[6], &nnotes, &bad);
     if (bad) {
@@ -451,10 +454,10 @@ static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *er
     pass.more = int_at(reply, 3) != 0;
     pass.next_in_ms = int_at(reply, 4);
     const redisReply *out = reply->element[5];
-    size_t n = out->elements / 7;
+    size_t n = out->elements / 8;
     dr_store_send_t *sends = dr_calloc(n ? n : 1, sizeof(*sends));
     for (size_t i = 0; i < n; i++)
-        read_send(out, 7 * i, &sends[i]);
+        read_send(out, 8 * i, &sends[i]);
     pass.sends = sends;
     pass.nsends = n;
     pass.notes = notes;

@@ -95,6 +95,8 @@ static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_st
     snprintf(topic, sizeof(topic), "consumer/request/%s", m->dev);
     char *body = dr_codec_encode_consumer(m->id, m->guarantee, m->command, m->sent_ms > 0 ? m->sent_ms : dr_now_ms(),
                                           m->data);
+    if (m->attempt == 1 && m->accepted_ms > 0 && m->sent_ms >= m->accepted_ms)
+        dr_metrics_observe(DR_H_ACCEPT_SEND, (double)(m->sent_ms - m->accepted_ms) / 1e3);
     sent_t *s = dr_malloc(sizeof(*s));
     *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt,
                   .published_ns = uv_hrtime()};

@@ -316,6 +316,8 @@ static void ack_results(batch_t *b, const dr_store_ack_res_t *res, size_t n)
         switch (res[i].code) {
         case DR_STORE_ACK_OK:
             dr_metrics_inc(DR_M_ACK_APPLIED);
+            if (res[i].age_ms >= 0) /* the first ack confirming delivery (DELIVERED or a completion) */
+                dr_metrics_observe(DR_H_ACCEPT_DELIVERED, (double)res[i].age_ms / 1e3);
             dr_log(DR_LOG_VERBOSE, "event=ack_applied id=%s device=\"%s\" status=%s", r.id, it->dev, r.status);
             r.result = RES_STORED;
             break;

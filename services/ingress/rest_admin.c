@@ -150,6 +150,12 @@ int dynsec_start(ingress_t *in, char *err)
         .keepalive_s = (int)cfg->mqtt_keepalive_s,
         .clean_session = 1, /* answers to an earlier connection's commands are of no use */
     };
+    if (cfg->mqtt_tls) { /* the same broker and trust as the ingress's own connection */
+        mo.ca_file = cfg->mqtt_tls_ca[0] ? cfg->mqtt_tls_ca : NULL;
+        mo.cert_file = cfg->mqtt_tls_cert[0] ? cfg->mqtt_tls_cert : NULL;
+        mo.key_file = cfg->mqtt_tls_key[0] ? cfg->mqtt_tls_key : NULL;
+        mo.tls_insecure = !cfg->mqtt_tls_verify;
+    }
     if (dr_mqttc_open(in->node.loop.uv, &mo, &ds->mqtt, err) != 0) {
         free(ds);
         return DR_ECONFIG;

@@ -228,9 +228,10 @@ static void on_ack(void *data, int err, const char *errstr, const dr_store_ack_r
         return;
     }
     const redisReply *out = elem(g.reply, 0);
-    check(res != NULL && out->type == REDIS_REPLY_ARRAY && out->elements % 2 == 0 && n == out->elements / 2);
+    check(res != NULL && out->type == REDIS_REPLY_ARRAY && out->elements % 3 == 0 && n == out->elements / 3);
     for (size_t i = 0; i < n; i++) {
         check(res[i].code >= DR_STORE_ACK_OK && res[i].code <= DR_STORE_ACK_UNKNOWN_ID);
+        check(res[i].code == DR_STORE_ACK_OK || res[i].age_ms == -1);
         check_status(res[i].status);
     }
     check_notes(notes, nnotes, elem(g.reply, 1));
@@ -249,7 +250,7 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
         return;
     }
     const redisReply *out = elem(g.reply, 5);
-    check(out->type == REDIS_REPLY_ARRAY && out->elements % 7 == 0 && pass->nsends == out->elements / 7);
+    check(out->type == REDIS_REPLY_ARRAY && out->elements % 8 == 0 && pass->nsends == out->elements / 8);
     check(pass->more == 0 || pass->more == 1);
     for (size_t i = 0; i < pass->nsends; i++)
         check_send(&pass->sends[i]);

@@ -190,6 +190,9 @@ def test_metrics_endpoints_promtool_and_prometheus(mstack, tmp_path):
     assert d_dsp("drover_sends_total") == 5
     assert d_dsp("drover_status_changes_total", status="COMPLETED") == 0  # acks change status on the ingress
     assert d_ing("drover_receipt_seconds_count") == 3
+    # accept -> first send for the five first sends; accept -> first ack for the four acknowledged ones
+    assert d_dsp("drover_accept_to_send_seconds_count") == 5
+    assert d_ing("drover_accept_to_delivered_seconds_count") == 4
     assert d_ing("drover_rest_accept_seconds_count") == 3
     assert value(ing, "drover_redis_call_seconds_count") > value(ing0, "drover_redis_call_seconds_count")
     assert value(ing, "drover_ingest_batch_size_count") >= 1
@@ -322,7 +325,9 @@ def test_metrics_port_zero_means_no_listener(stack_factory):
 def test_bad_metrics_settings_are_refused(stack_factory):
     s = stack_factory(start=False)
     s.start_servers()
-    for bad in ({"metrics.port": 70000}, {"metrics.port": -1}, {"metrics.bind": ""}, {"metrics.bind": "localhost"}):
+    port = harness.free_port()  # the bind address is checked only when there is a listener
+    for bad in ({"metrics.port": 70000}, {"metrics.port": -1}, {"metrics.port": port, "metrics.bind": ""},
+                {"metrics.port": port, "metrics.bind": "localhost"}):
         n = s.add_dispatcher(overrides=bad, start=False)
         out = subprocess.run(n.argv(), env=n.env(), capture_output=True, timeout=20)
         assert out.returncode != 0, bad

@@ -69,6 +69,8 @@ enum {
     DR_H_RECEIPT,         /* drover_receipt_seconds: MQTT producer message arrived -> receipt released */
     DR_H_REST_ACCEPT,     /* drover_rest_accept_seconds: REST message queued -> stored (answered) */
     DR_H_SEND_CONFIRM,    /* drover_send_confirm_seconds: send published -> broker PUBACK */
+    DR_H_ACCEPT_SEND,     /* drover_accept_to_send_seconds: accepted -> first send recorded (Redis clock) */
+    DR_H_ACCEPT_DELIVERED, /* drover_accept_to_delivered_seconds: accepted -> first ack stored */
     DR_H_COUNT
 };
 

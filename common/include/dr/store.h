@@ -132,6 +132,8 @@ typedef struct {
 typedef struct {
     int code;              /* DR_STORE_ACK_* */
     int status;            /* new status (OK) or the current one (IGNORED); -1 otherwise */
+    int64_t age_ms;        /* OK and the first ack confirming delivery: ms since the message's acceptance
+                              (Redis's clock); -1 otherwise */
 } dr_store_ack_res_t;
 
 typedef void dr_store_ack_cb(void *data, int err, const char *errstr, const dr_store_ack_res_t *res, size_t n,
@@ -159,6 +161,7 @@ typedef struct {
     const char *data;      /* JSON object text, or NULL */
     int64_t attempt;
     int64_t sent_ms;       /* when the send was recorded (Redis's clock): its currentTimestamp */
+    int64_t accepted_ms;   /* when the message was accepted (Redis's clock) */
 } dr_store_send_t;
 
 typedef struct {
