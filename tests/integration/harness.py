@@ -542,6 +542,7 @@ class MosquittoServer(Proc):
         self.tls = tls
         self.require_certificate = require_certificate
         self.tls_port = free_port() if tls is not None else None
+        self.wss_port = free_port() if tls is not None else None  # MQTT over WebSockets over TLS
         self.dir = os.path.join(workdir, "mosquitto")
         os.makedirs(self.dir, exist_ok=True)
         super().__init__(self.dir, "mosquitto.log")
@@ -580,6 +581,16 @@ class MosquittoServer(Proc):
             if tls is not None:
                 f.write("\n".join([
                     "listener %d 127.0.0.1" % self.tls_port,
+                    "cafile %s" % tls.ca,
+                    "certfile %s" % tls.server,
+                    "keyfile %s" % tls.server_key,
+                    "tls_version tlsv1.2",
+                    "require_certificate %s" % ("true" if require_certificate else "false"),
+                ]) + "\n")
+                # Duster's 9443: WebSockets over TLS (Debian's Mosquitto binds it on every interface)
+                f.write("\n".join([
+                    "listener %d" % self.wss_port,
+                    "protocol websockets",
                     "cafile %s" % tls.ca,
                     "certfile %s" % tls.server,
                     "keyfile %s" % tls.server_key,

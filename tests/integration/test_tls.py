@@ -10,6 +10,8 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 import http.client
@@ -82,6 +84,32 @@ def test_command_over_mqtt_tls_is_delivered(tls_stack):
     wanted = {"drover-in-ingress-1", "drover-dp-dispatcher-1", "tls-dev-1", prod.client_id}
     wait_until(lambda: wanted <= set(tls_clients_of(stack)), 5,
                msg=lambda: "not all over TLS: %s" % tls_clients_of(stack))
+
+
+def test_device_over_websockets_tls(tls_stack):
+    """Duster's compose setup gave devices MQTT over WebSockets with TLS (9443): a device on that listener
+    receives its command and its ack over the same connection completes it."""
+    import paho.mqtt.client as mqtt
+    stack = tls_stack()
+    got, connected = [], threading.Event()
+    dev = mqtt.Client(client_id="wss-dev-1", clean_session=True, transport="websockets")
+    dev.username_pw_set("device", stack.mqtt.passwords["device"])
+    dev.tls_set_context(stack.mqtt.tls.client_context())
+    dev.on_connect = lambda c, u, f, rc: (c.subscribe("consumer/request/wss-dev-1", 1), connected.set()) if rc == 0 else None
+    dev.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    dev.connect("127.0.0.1", stack.mqtt.wss_port, keepalive=30)
+    dev.loop_start()
+    try:
+        assert connected.wait(10), stack.mqtt.tail(20)
+        time.sleep(0.3)  # SUBACK
+        prod = stack.producer()
+        mid = prod.receipt_id(prod.send("wss-dev-1", command="open"))
+        wait_until(lambda: any(m.get("id") == mid for m in got), 15, msg=lambda: "no command over wss: %s" % got)
+        dev.publish("consumer/response/wss-dev-1", json.dumps({"id": mid, "deliveryStatus": "COMPLETED"}), qos=1)
+        prod.wait_status(mid, "COMPLETED", 15)
+    finally:
+        dev.disconnect()
+        dev.loop_stop()
 
 
 # ---- (b) wrong CA ------------------------------------------------------------------------------------------
