@@ -287,6 +287,31 @@ static void on_heads(void *data, int err, const char *errstr, const int64_t *due
     check(due != NULL && g.reply->type == REDIS_REPLY_ARRAY && n == g.reply->elements);
 }
 
+static void on_strs(void *data, int err, const char *errstr, const char *const *v, size_t n)
+{
+    (void)data;
+    if (!outcome(err, errstr)) {
+        check(v == NULL && n == 0);
+        return;
+    }
+    check(v != NULL && g.reply->type == REDIS_REPLY_ARRAY && n == g.reply->elements);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = g.reply->element[i];
+        int text = e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS;
+        check(v[i] != NULL && (text ? strcmp(v[i], e->str) == 0 : v[i][0] == '\0'));
+    }
+}
+
+static void on_backlog(void *data, int err, const char *errstr, const dr_store_backlog_t *res)
+{
+    (void)data;
+    if (!outcome(err, errstr)) {
+        check(res == NULL);
+        return;
+    }
+    check(res != NULL && g.reply->type == REDIS_REPLY_ARRAY && g.reply->elements >= 5);
+}
+
 static void on_reclaim(void *data, int err, const char *errstr, const dr_note_t *notes, size_t n, int64_t lost)
 {
     (void)data;
@@ -425,6 +450,7 @@ static const struct {
     {parse_reclaim, (void *)on_reclaim}, {parse_lease, (void *)on_lease},   {parse_cancel, (void *)on_cancel},
     {parse_purge, (void *)on_purge},   {parse_pull, (void *)on_pull},       {parse_peek, (void *)on_peek},
     {parse_devinfo, (void *)on_devinfo}, {parse_get, (void *)on_get},       {parse_ids, (void *)on_ids},
+    {parse_strs, (void *)on_strs},     {parse_backlog, (void *)on_backlog},
 };
 #define NPARSERS (sizeof(parsers) / sizeof(parsers[0]))
 
@@ -434,7 +460,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     memset(&g, 0, sizeof(g));
-    size_t which = (data[0] & 0x0f) % NPARSERS;
+    size_t which = (data[0] & 0x1f) % NPARSERS;
     g.src.p = data + 1;
     g.src.n = size - 1;
     redisReply *tree = build(&g.src, 0);
