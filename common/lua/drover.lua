@@ -220,6 +220,14 @@ local function wake(c, sh, dev, t)
   redis.call('ZADD', key(c, sh, 'due'), 'LT', t, dev)
 end
 
+-- Puts a device that receives work or settings in the shard's name index {s}dx (all scores 0, so it
+-- is ordered by name), which the console's device list pages through; con_devices drops the names
+-- that have neither work nor state left. Re-adding a present name only looks it up. Called where a
+-- device can first appear (accept, devset), not on every wake-up: acks and passes add nothing.
+local function index_dev(c, sh, dev)
+  redis.call('ZADD', key(c, sh, 'dx'), 0, dev)
+end
+
 -- Takes a message out of its device queue (stream entry, or the not-before schedule).
 local function unqueue(c, m)
   local r = m.r
@@ -558,6 +566,7 @@ local function accept_one(c, a, i, idmax, out)
   hist(c, m, EV.accepted)
   if redis.call('HINCRBY', bk, '#', 1) == 1 then redis.call('PERSIST', bk) end
 
+  index_dev(c, sh, dev)
   if nb > c.now then
     local dk = dkey(c, sh, dev)
     redis.call('ZADD', key(c, sh, 'sc:' .. dev), nb, s(id))
@@ -578,6 +587,12 @@ local function accept_one(c, a, i, idmax, out)
     -- now and then: bound the per-device listing to the newest 10,000 and let it expire when idle
     redis.call('ZREMRANGEBYRANK', dm, 0, -10001)
     redis.call('EXPIRE', dm, c.ret)
+  end
+  if ((id - sh) / c.S) % 64 == 1 then
+    -- fleet search index (con_search): time -> position of every 64th message, kept for the retention
+    local ix = key(c, sh, 'ix')
+    redis.call('ZADD', ix, c.now, s(id))
+    redis.call('ZREMRANGEBYSCORE', ix, '-inf', c.now - c.ret * 1000)
   end
   if idk ~= '' then redis.call('SET', key(c, sh, 'ik:' .. idk), fp .. ' ' .. s(id)) end
   out[#out + 1] = 'OK'; out[#out + 1] = s(id); out[#out + 1] = STN[st]; out[#out + 1] = cancelled
@@ -769,6 +784,8 @@ end
 -- note_wait: the state of a log entry a note waits for (see notify): 1 when it is confirmed, 0 while
 -- its node may still be publishing it, or, once it has been unconfirmed for stale ms, the entry
 -- itself, taken over by the caller (a note, as claim() returns them), to publish first.
+-- A node also calls it on its own unsettled entries, with a stale time that never passes, to reset
+-- their idle time (reclaim and FRESH_MS then leave them alone; common/src/notes.c).
 -- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, entry id, stale ms.
 local function note_wait(keys, args)
   local c = ctx(args)
@@ -997,6 +1014,7 @@ local function devset(keys, args)
     redis.call('HDEL', dk, 'cfg')
     if redis.call('EXISTS', dk) == 1 then redis.call('EXPIRE', dk, c.ret) end
   end
+  index_dev(c, sh, dev)
   wake(c, sh, dev, c.now) -- a new interval or window may let something go now
   return 1
 end
@@ -1342,3 +1360,489 @@ local function backlog(keys, args)
 end
 
 redis.register_function{function_name = 'backlog', callback = backlog, flags = {'no-writes'}}
+
+-- ---- console: saved commands -------------------------------------------------------------------
+-- Duster's saved messages: commands an operator keeps per device and sends with one click. They live
+-- beside the registry, under its hash tag (KEYS[1] is <prefix>{reg}):
+--   {reg}sm:<id>     hash: cid (owner client id), dev (owner deviseId), desc, cmd, g, data ('' = null),
+--                    ct, ut (ms)
+--   {reg}smseq       counter of saved command ids
+--   {reg}sms         sorted set of every saved command id (score = id)
+--   {reg}smd:<dev>   sorted set of one device's saved command ids (score = id); at most ARGV max
+
+-- A saved command as {id, cid, dev, desc, cmd, g, data}, or nil.
+local function sm_load(keys, id)
+  local v = redis.call('HMGET', keys[1] .. 'sm:' .. id, 'cid', 'dev', 'desc', 'cmd', 'g', 'data')
+  if not v[1] then return nil end
+  return {id, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or 'NO', v[6] or ''}
+end
+
+-- sm_put: creates (ARGV[2] = '') or updates saved command ARGV[2]. ARGV[3..7]: owner client id,
+-- description, command, guarantee, data ('' leaves a field as it is on update; data '-' is null);
+-- ARGV[8]: most saved commands per device. Returns {'OK', saved} or {code}: NOT_FOUND, NO_CLIENT
+-- (no such client), NOT_DEVISE (the client is an operator), FULL (the device has the most already).
+local function sm_put(keys, args)
+  local id, cid, desc, cmd, g, data, max = args[2], args[3], args[4], args[5], args[6], args[7], tonumber(args[8])
+  local cur = nil
+  if id ~= '' then
+    cur = sm_load(keys, id)
+    if not cur then return {'NOT_FOUND'} end
+  end
+  local dev = cur and cur[3] or nil
+  if cid ~= '' then
+    local name = redis.call('HGET', keys[1] .. 'byid', cid)
+    if not name then return {'NO_CLIENT'} end
+    local role = redis.call('HGET', keys[1] .. 'c:' .. name, 'role') or 'DEVISE'
+    if role ~= 'DEVISE' then return {'NOT_DEVISE'} end
+    dev = name
+  end
+  if not cur or dev ~= cur[3] then
+    if redis.call('ZCARD', keys[1] .. 'smd:' .. dev) >= max then return {'FULL'} end
+  end
+  local now = s(reg_now())
+  if not cur then
+    id = s(redis.call('INCR', keys[1] .. 'smseq'))
+    redis.call('HSET', keys[1] .. 'sm:' .. id, 'ct', now)
+  elseif dev ~= cur[3] then
+    redis.call('ZREM', keys[1] .. 'smd:' .. cur[3], id)
+  end
+  local set = {'ut', now, 'dev', dev}
+  if cid ~= '' then set[#set + 1] = 'cid'; set[#set + 1] = cid end
+  if desc ~= '' then set[#set + 1] = 'desc'; set[#set + 1] = desc end
+  if cmd ~= '' then set[#set + 1] = 'cmd'; set[#set + 1] = cmd end
+  if g ~= '' then set[#set + 1] = 'g'; set[#set + 1] = g end
+  if data == '-' then set[#set + 1] = 'data'; set[#set + 1] = ''
+  elseif data ~= '' then set[#set + 1] = 'data'; set[#set + 1] = data end
+  redis.call('HSET', keys[1] .. 'sm:' .. id, unpack(set))
+  redis.call('ZADD', keys[1] .. 'sms', tonumber(id), id)
+  redis.call('ZADD', keys[1] .. 'smd:' .. dev, tonumber(id), id)
+  return {'OK', sm_load(keys, id)}
+end
+
+-- sm_list: ARGV[2] 'all', 'id' (ARGV[3] a saved command id), 'cid' (ARGV[3] an owner client id) or
+-- 'dev' (ARGV[3] an owner deviseId); ARGV[4] at most this many. Returns saved commands, id descending.
+local function sm_list(keys, args)
+  local by, v, limit = args[2], args[3], tonumber(args[4])
+  if by == 'id' then return {sm_load(keys, v)} end
+  local set = keys[1] .. 'sms'
+  if by == 'cid' then
+    local name = redis.call('HGET', keys[1] .. 'byid', v)
+    if not name then return {} end
+    set = keys[1] .. 'smd:' .. name
+  elseif by == 'dev' then
+    set = keys[1] .. 'smd:' .. v
+  end
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGE', set, '+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit)) do
+    local m = sm_load(keys, id)
+    if m and (by ~= 'cid' or m[2] == v) then out[#out + 1] = m end
+  end
+  return out
+end
+
+-- sm_del: deletes saved command ARGV[2]. Returns 1, or 0 when there is none.
+local function sm_del(keys, args)
+  local m = sm_load(keys, args[2])
+  if not m then return 0 end
+  redis.call('DEL', keys[1] .. 'sm:' .. args[2])
+  redis.call('ZREM', keys[1] .. 'sms', args[2])
+  redis.call('ZREM', keys[1] .. 'smd:' .. m[3], args[2])
+  return 1
+end
+
+redis.register_function('sm_put', sm_put)
+redis.register_function{function_name = 'sm_list', callback = sm_list, flags = {'no-writes'}}
+redis.register_function('sm_del', sm_del)
+
+-- ---- console: fleet views ----------------------------------------------------------------------
+-- Message ids of a shard grow with acceptance time (n = id div S comes from the shard's counter), so
+-- the records themselves are the time-ordered index; {s}ix only maps time to position: accept_one
+-- adds the id of every 64th message of the shard (n mod 64 = 1) scored by its acceptance time, and
+-- drops entries older than the retention. That costs about 1.5 bytes per message. A search walks each
+-- shard's records downwards from the position ix gives for the cursor and merges the shards of one
+-- call newest first. (After the counter wraps at ids.max the order restarts; the walk stops at the
+-- oldest ix entry, so a wrapped shard lists its newest ids only.)
+
+-- con_search: KEYS: <prefix>{<shard>} per shard of the call. ARGV[5..]: cursor time and id (0 0:
+-- from the newest; else strictly older than (time, id)), from, to (ms, 0: none), device ('' any: then
+-- its shard must be the only one), status name ('' any), command ('' any), owner API key id ('' any;
+-- else only messages of that key or submitted without one), limit, budget (records examined at
+-- most), largest id, then the shards. Returns {done (1: nothing older left), resume time, resume id,
+-- then 8 values per message: id, device, command, status, guarantee, accepted, changed, attempts}.
+-- When done is 0 every message at or after (resume time, resume id) has been examined.
+local function con_search(keys, args)
+  local c = ctx(args)
+  local ct, ci, from, to = tonumber(args[5]), tonumber(args[6]), tonumber(args[7]), tonumber(args[8])
+  local dev, stf, cmd, owner = args[9], args[10], args[11], args[12]
+  local limit, budget, idmax = tonumber(args[13]), tonumber(args[14]), tonumber(args[15])
+  if to > 0 and (ct == 0 or to < ct) then ct, ci = to, math.huge end
+  local cur = {}
+  local function older(t, id) return ct == 0 or t < ct or (t == ct and id < ci) end
+  -- one walker per shard: .n next position, .min lowest position, .m loaded candidate
+  local function fetch(w)
+    while w.m == nil and budget > 0 do
+      if w.ids then
+        local id = table.remove(w.ids, 1)
+        if not id then return end
+        budget = budget - 1
+        w.m = load(c, tonumber(id))
+      else
+        if w.n < w.min then return end
+        local bk = key(c, w.sh, 'm:' .. s(math.floor(w.n / BUCKET)))
+        budget = budget - 1
+        if redis.call('EXISTS', bk) == 0 then
+          w.n = math.floor(w.n / BUCKET) * BUCKET - 1
+        else
+          w.m = load(c, w.n * c.S + w.sh)
+          w.n = w.n - 1
+        end
+      end
+      if w.m and (not older(w.m.r[R_TS], w.m.id)) then w.m = nil end
+      if w.m and from > 0 and w.m.r[R_TS] < from then w.m = nil; w.n = -1; w.ids = {} ; return end
+    end
+  end
+  for i = 16, #args do
+    local sh = tonumber(args[i])
+    local w = {sh = sh}
+    if dev ~= '' then
+      local hi = '+inf'
+      if ci > 0 and ci ~= math.huge then hi = '(' .. s(ci) end
+      w.ids = redis.call('ZRANGE', key(c, sh, 'dm:' .. dev), hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, budget)
+    else
+      local raw = tonumber(redis.call('GET', key(c, sh, 'seq')) or '0')
+      local nmax = math.floor((idmax - sh) / c.S)
+      if raw > 0 and nmax >= 1 then
+        w.n = (raw - 1) % nmax + 1
+        local ix = key(c, sh, 'ix')
+        if ct > 0 then
+          local a = redis.call('ZRANGE', ix, '(' .. s(ct), '+inf', 'BYSCORE', 'LIMIT', 0, 1)
+          if a[1] then w.n = math.min(w.n, (tonumber(a[1]) - sh) / c.S) end
+        end
+        local o = redis.call('ZRANGE', ix, 0, 0)
+        w.min = o[1] and (tonumber(o[1]) - sh) / c.S or 1
+        if raw > nmax then w.min = 1 end
+      else
+        w.n, w.min = 0, 1
+      end
+    end
+    cur[#cur + 1] = w
+  end
+  local out = {0, '0', '0'}
+  local found, lt, li = 0, nil, nil
+  while found < limit do
+    local best = nil
+    for _, w in ipairs(cur) do
+      fetch(w)
+      if w.m and (best == nil or w.m.r[R_TS] > best.m.r[R_TS] or
+                  (w.m.r[R_TS] == best.m.r[R_TS] and w.m.id > best.m.id)) then best = w end
+    end
+    if best == nil then break end
+    local m = best.m
+    best.m = nil
+    local r = m.r
+    lt, li = r[R_TS], m.id
+    if (dev == '' or r[R_DEV] == dev) and (stf == '' or STN[r[R_ST]] == stf) and (cmd == '' or r[R_CMD] == cmd) and
+        (owner == '' or r[R_KEY] == owner or r[R_KEY] == '') then
+      found = found + 1
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = s(m.id), r[R_DEV], r[R_CMD], STN[r[R_ST]]
+      out[n + 5], out[n + 6], out[n + 7], out[n + 8] = GN[r[R_G]], s(r[R_TS]), s(r[R_CHG]), s(r[R_ATT])
+    end
+  end
+  local more = false
+  for _, w in ipairs(cur) do
+    if w.m then more = true end
+    if w.ids and #w.ids > 0 then more = true end
+    if not w.ids and w.n and w.n >= (w.min or 1) then more = true end
+  end
+  if found >= limit then more = true end
+  if not more then out[1] = 1 end
+  if lt then out[2], out[3] = s(lt), s(li)
+  elseif ct > 0 then out[2], out[3] = s(ct), ci == math.huge and '9007199254740991' or s(ci) end
+  if more and not lt and ct == 0 then out[1] = 0; out[2], out[3] = s(c.now + 1), '0' end
+  return out
+end
+
+-- con_devices: a page of the names in each shard's device index {s}dx (see wake) that start with
+-- ARGV[5] and sort after ARGV[6] ('' from the start), at most ARGV[7] names examined per shard. A
+-- name whose device has neither work (in 'due') nor state ({s}d:<dev>) left is removed from the index
+-- as it is met, so each stale name costs one examination ever. KEYS: <prefix>{<shard>} per shard of
+-- the call; ARGV[8..]: the shards. Returns {cut, name...} in name order: cut is '' when every
+-- shard's matching names were examined, else the lowest last name examined by a shard that may have
+-- more; only names up to cut are returned, and every name up to cut was examined.
+local function con_devices(keys, args)
+  local c = ctx(args)
+  local prefix, after, limit = args[5], args[6], tonumber(args[7])
+  local min = '[' .. prefix
+  if after ~= '' and after >= prefix then min = '(' .. after end
+  local max = prefix == '' and '+' or ('[' .. prefix .. '\255')
+  local names, cut = {}, nil
+  for i = 8, #args do
+    local sh = tonumber(args[i])
+    local dx = key(c, sh, 'dx')
+    local page = redis.call('ZRANGEBYLEX', dx, min, max, 'LIMIT', 0, limit)
+    for _, dev in ipairs(page) do
+      if redis.call('ZSCORE', key(c, sh, 'due'), dev) or redis.call('EXISTS', dkey(c, sh, dev)) == 1 then
+        names[#names + 1] = dev
+      else
+        redis.call('ZREM', dx, dev)
+      end
+    end
+    if #page >= limit and (cut == nil or page[#page] < cut) then cut = page[#page] end
+  end
+  table.sort(names)
+  local out = {cut or ''}
+  for _, dev in ipairs(names) do
+    if cut == nil or dev <= cut then out[#out + 1] = dev end
+  end
+  return out
+end
+
+-- con_devinfo: devinfo of many devices. KEYS: <prefix>{<shard>} per shard involved. ARGV[5..]:
+-- pairs of shard and device. Returns 10 strings per device, as devinfo ('' for values never set).
+local function con_devinfo(keys, args)
+  local out = {}
+  for i = 5, #args - 1, 2 do
+    local v = devinfo(keys, {args[1], args[2], args[3], args[4], args[i + 1], args[i]})
+    for j = 1, 10 do out[#out + 1] = type(v[j]) == 'number' and s(v[j]) or v[j] end
+  end
+  return out
+end
+
+redis.register_function{function_name = 'con_search', callback = con_search, flags = {'no-writes'}}
+redis.register_function('con_devices', con_devices)
+redis.register_function{function_name = 'con_devinfo', callback = con_devinfo, flags = {'no-writes'}}
+
+-- ---- rollouts ----------------------------------------------------------------------------------
+-- A rollout sends one command to many devices at a bounded rate. Its state shares the hash tag
+-- {ro}, so each function below touches one slot; KEYS[1] is <prefix>{ro}. Keys:
+--   {ro}seq            counter of rollout ids
+--   {ro}r:<id>         hash: st (running|paused|cancelled|done), cmd, data, g, ttl, rate, bu (burst),
+--                      own (creating API key id, '' for operators), total, enq (devices enqueued:
+--                      every index below it has a message), tk (next index to hand out), tok and tt
+--                      (token bucket: tokens and when they were counted), ct, ut
+--   {ro}dv:<id>        list of the devices, in the order they are enqueued
+--   {ro}mi:<id>        hash: device index -> message id ('-' when the store refused the message)
+--   {ro}all, {ro}own:<key id>  sorted sets of rollout ids (score = id): listing, newest first
+--   {ro}run            set of the running rollouts: what ingress nodes advance
+--   {ro}ls:<id>        lease: the node that advances the rollout, with a short expiry
+-- A node takes a batch of devices (ro_take), accepts each through the normal acceptance path with
+-- the idempotency key ro:<id>:<index>, and records the message ids (ro_done). Every take hands out
+-- from enq, the first device without a recorded message, so devices a dead node (or a failed write)
+-- took but did not record are accepted again; the idempotency key turns that into the original
+-- message.
+
+local RO_FIELDS = {'st', 'cmd', 'g', 'rate', 'total', 'enq', 'ct', 'ut', 'own', 'data', 'ttl'}
+
+-- A rollout as {id, st, cmd, g, rate, total, enq, ct, ut, own, data, ttl}, or nil.
+local function ro_load(keys, id)
+  local v = redis.call('HMGET', keys[1] .. 'r:' .. id, unpack(RO_FIELDS))
+  if not v[1] then return nil end
+  local out = {id}
+  for i = 1, #RO_FIELDS do out[#out + 1] = v[i] or '' end
+  return out
+end
+
+-- Loads rollout id when the caller may see it (owner '' sees all).
+local function ro_visible(keys, id, owner)
+  local ro = ro_load(keys, id)
+  if not ro or (owner ~= '' and ro[10] ~= owner) then return nil end
+  return ro
+end
+
+-- ro_create: ARGV[1..8] prefix, owner, command, data, guarantee, ttl ms, rate, burst; ARGV[9..] the
+-- devices. Returns the rollout.
+local function ro_create(keys, args)
+  local now = s(reg_now())
+  local id = s(redis.call('INCR', keys[1] .. 'seq'))
+  local n = #args - 8
+  redis.call('HSET', keys[1] .. 'r:' .. id, 'st', 'running', 'own', args[2], 'cmd', args[3], 'data', args[4], 'g',
+             args[5], 'ttl', args[6], 'rate', args[7], 'bu', args[8], 'total', n, 'enq', 0, 'tk', 0, 'tok', args[8],
+             'tt', now, 'ct', now, 'ut', now)
+  for i = 9, #args, 1000 do
+    redis.call('RPUSH', keys[1] .. 'dv:' .. id, unpack(args, i, math.min(#args, i + 999)))
+  end
+  redis.call('ZADD', keys[1] .. 'all', id, id)
+  if args[2] ~= '' then redis.call('ZADD', keys[1] .. 'own:' .. args[2], id, id) end
+  redis.call('SADD', keys[1] .. 'run', id)
+  return ro_load(keys, id)
+end
+
+-- ro_get: ARGV[2..4] id, owner ('' any), with ids (1: also the message ids). Returns {rollout,
+-- id...} or {} when there is no such rollout for this owner.
+local function ro_get(keys, args)
+  local ro = ro_visible(keys, args[2], args[3])
+  if not ro then return {} end
+  local out = {ro}
+  if args[4] == '1' then
+    for _, v in ipairs(redis.call('HVALS', keys[1] .. 'mi:' .. args[2])) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- ro_list: ARGV[2..4] owner ('' all), after (0: from the newest), limit. Returns {more, rollout...}
+-- newest first.
+local function ro_list(keys, args)
+  local owner, after, limit = args[2], tonumber(args[3]), tonumber(args[4])
+  local z = owner == '' and keys[1] .. 'all' or keys[1] .. 'own:' .. owner
+  local hi = after > 0 and '(' .. s(after) or '+inf'
+  local ids = redis.call('ZRANGE', z, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit + 1)
+  local out = {#ids > limit and 1 or 0}
+  for i = 1, math.min(#ids, limit) do
+    local ro = ro_load(keys, ids[i])
+    if ro then out[#out + 1] = ro end
+  end
+  return out
+end
+
+-- ro_ctl: ARGV[2..4] id, owner, 'pause' | 'resume' | 'cancel'. Returns {'OK', rollout, message
+-- id... (cancel: every message enqueued so far)}, {'NOT_FOUND'}, or {'NOT_RUNNING' | 'NOT_PAUSED' |
+-- 'FINISHED', rollout} when the state does not allow the change.
+local function ro_ctl(keys, args)
+  local id, op = args[2], args[4]
+  local ro = ro_visible(keys, id, args[3])
+  if not ro then return {'NOT_FOUND'} end
+  local rk, st, now = keys[1] .. 'r:' .. id, ro[2], s(reg_now())
+  if op == 'pause' then
+    if st ~= 'running' then return {'NOT_RUNNING', ro} end
+    redis.call('HSET', rk, 'st', 'paused', 'ut', now)
+    redis.call('SREM', keys[1] .. 'run', id)
+  elseif op == 'resume' then
+    if st ~= 'paused' then return {'NOT_PAUSED', ro} end
+    -- the bucket refills from now: a long pause does not buy a burst
+    redis.call('HSET', rk, 'st', 'running', 'ut', now, 'tt', now, 'tok', 0)
+    redis.call('SADD', keys[1] .. 'run', id)
+  elseif op == 'cancel' then
+    if st ~= 'running' and st ~= 'paused' then return {'FINISHED', ro} end
+    redis.call('HSET', rk, 'st', 'cancelled', 'ut', now)
+    redis.call('SREM', keys[1] .. 'run', id)
+    redis.call('DEL', keys[1] .. 'ls:' .. id)
+  else
+    return redis.error_reply('ERR unknown rollout operation')
+  end
+  local out = {'OK', ro_load(keys, id)}
+  if op == 'cancel' then
+    for _, v in ipairs(redis.call('HVALS', keys[1] .. 'mi:' .. id)) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- ro_take: hands the calling node the next devices of the running rollouts it holds or can claim.
+-- ARGV[2..5] holder (node id and process nonce), lease ms, most devices per rollout, most rollouts.
+-- A rollout's bucket gains rate tokens per second up to its burst; a device costs one token.
+-- Returns per rollout with devices to send {id, first index, command, data, guarantee, ttl, owner,
+-- device...}; a rollout whose devices are all enqueued becomes done.
+local function ro_take(keys, args)
+  local holder, lease_ms, per, most = args[2], tonumber(args[3]), tonumber(args[4]), tonumber(args[5])
+  local now = reg_now()
+  local out = {}
+  for _, id in ipairs(redis.call('SRANDMEMBER', keys[1] .. 'run', most)) do
+    local rk, lk = keys[1] .. 'r:' .. id, keys[1] .. 'ls:' .. id
+    local v = redis.call('HMGET', rk, 'st', 'total', 'enq', 'tk', 'tok', 'tt', 'rate', 'bu', 'cmd', 'data', 'g', 'ttl',
+                         'own')
+    local lease = redis.call('GET', lk)
+    if v[1] ~= 'running' then
+      redis.call('SREM', keys[1] .. 'run', id)
+    elseif lease == false or lease == holder then
+      local total, enq, tk = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+      redis.call('SET', lk, holder, 'PX', lease_ms)
+      -- A holder takes again only after its previous batches were recorded or failed, so anything
+      -- handed out but not recorded (by it, or by a holder whose lease expired) goes out again.
+      tk = enq
+      local rate, bu = tonumber(v[7]), tonumber(v[8])
+      local tok = math.min(bu, tonumber(v[5]) + math.max(0, now - tonumber(v[6])) * rate / 1000)
+      local k = math.min(math.floor(tok), total - tk, per)
+      if enq >= total then
+        redis.call('HSET', rk, 'st', 'done', 'ut', s(now))
+        redis.call('SREM', keys[1] .. 'run', id)
+        redis.call('DEL', lk)
+      else
+        if k > 0 then
+          local b = {id, s(tk), v[9], v[10], v[11], v[12], v[13]}
+          for _, dev in ipairs(redis.call('LRANGE', keys[1] .. 'dv:' .. id, tk, tk + k - 1)) do b[#b + 1] = dev end
+          out[#out + 1] = b
+          tk, tok = tk + k, tok - k
+        end
+        redis.call('HSET', rk, 'tk', tk, 'tok', tostring(tok), 'tt', s(now))
+      end
+    end
+  end
+  return out
+end
+
+-- ro_done: records what became of devices first..first+n-1 of rollout ARGV[2]: ARGV[3] first
+-- index, ARGV[4..] per device the message id, '-' (refused: counted as failed) or '' (not stored:
+-- handed out again). Returns the rollout's state; 'cancelled' tells the caller to cancel the ids it
+-- just stored (the rollout was cancelled while they were being accepted).
+local function ro_done(keys, args)
+  local id, first = args[2], tonumber(args[3])
+  local rk, mk = keys[1] .. 'r:' .. id, keys[1] .. 'mi:' .. id
+  local v = redis.call('HMGET', rk, 'st', 'total', 'enq', 'tk')
+  if not v[1] then return '' end
+  local total, enq, tk = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+  for i = 4, #args do
+    local idx = first + i - 4
+    if args[i] ~= '' then redis.call('HSET', mk, s(idx), args[i]) elseif idx < tk then tk = idx end
+  end
+  while enq < total and redis.call('HEXISTS', mk, s(enq)) == 1 do enq = enq + 1 end
+  if tk < enq then tk = enq end
+  local st = v[1]
+  redis.call('HSET', rk, 'enq', enq, 'tk', tk, 'ut', s(reg_now()))
+  if enq >= total and st == 'running' then
+    st = 'done'
+    redis.call('HSET', rk, 'st', st)
+    redis.call('SREM', keys[1] .. 'run', id)
+    redis.call('DEL', keys[1] .. 'ls:' .. id)
+  end
+  return st
+end
+
+-- ro_count: how many of the given messages are in each outcome. KEYS: <prefix>{<shard>} per shard
+-- involved. ARGV[5..]: message ids. Returns {queued, sent, delivered, completed, completed with
+-- error, failed, expired, cancelled, gone (record retired past the retention)}.
+local function ro_count(keys, args)
+  local c = ctx(args)
+  local n = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+  local slot = {[2] = 3, [3] = 4, [4] = 5, [7] = 6, [6] = 7, [5] = 8, [8] = 8}
+  for i = 5, #args do
+    local m = load(c, tonumber(args[i]))
+    local k = 9
+    if m then
+      local st = m.r[R_ST]
+      if st == 0 or st == 1 then k = (m.r[R_ATT] == 0) and 1 or 2 else k = slot[st] or 9 end
+    end
+    n[k] = n[k] + 1
+  end
+  return n
+end
+
+redis.register_function('ro_create', ro_create)
+redis.register_function{function_name = 'ro_get', callback = ro_get, flags = {'no-writes'}}
+redis.register_function{function_name = 'ro_list', callback = ro_list, flags = {'no-writes'}}
+redis.register_function('ro_ctl', ro_ctl)
+redis.register_function('ro_take', ro_take)
+redis.register_function('ro_done', ro_done)
+redis.register_function{function_name = 'ro_count', callback = ro_count, flags = {'no-writes'}}
+
+-- ---- API keys ----------------------------------------------------------------------------------
+-- REST's key management; the hash <prefix>ak:<id> is the one drover-ctl writes and auth.c reads
+-- (h: SHA-256 of the key, scope, dev, name, created ms, revoked 0|1). KEYS[1] = <prefix>ak:<id>.
+
+-- ak_create: ARGV[1..4] hash, scope, device, name. Returns the creation time, or 0 when the id is
+-- taken (the caller generates another key).
+local function ak_create(keys, args)
+  if redis.call('HSETNX', keys[1], 'h', args[1]) == 0 then return 0 end
+  local now = reg_now()
+  redis.call('HSET', keys[1], 'scope', args[2], 'dev', args[3], 'name', args[4], 'created', s(now), 'revoked', '0')
+  return now
+end
+
+-- ak_revoke: Returns 1 when the key exists (it is revoked now), else 0.
+local function ak_revoke(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
+  redis.call('HSET', keys[1], 'revoked', '1')
+  return 1
+end
+
+redis.register_function('ak_create', ak_create)
+redis.register_function('ak_revoke', ak_revoke)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dr/loop.h"
 #include "dr/metrics.h"
 #include "dr/status.h"
 
@@ -11,6 +12,10 @@
 static const char *names[DR_M_COUNT] = {DR_METRICS(DR_METRIC_NAME)};
 static atomic_llong values[DR_M_COUNT];
 static atomic_llong statuses[DR_ST_COUNT];
+#define DR_GAUGE_NAME(id, name) name,
+static const char *gauge_names[DR_GAUGE_COUNT] = {DR_GAUGES(DR_GAUGE_NAME)};
+static atomic_llong gauges[DR_GAUGE_COUNT];
+static atomic_int gauges_set;
 
 /* ---- histograms ---------------------------------------------------------------------------------- */
 
@@ -71,6 +76,14 @@ void dr_metrics_add(int id, int64_t n)
 int64_t dr_metrics_get(int id)
 {
     return (id >= 0 && id < DR_M_COUNT) ? atomic_load(&values[id]) : 0;
+}
+
+void dr_metrics_gauge_set(int id, int64_t v)
+{
+    if (id >= 0 && id < DR_GAUGE_COUNT) {
+        atomic_store(&gauges[id], v);
+        atomic_store(&gauges_set, 1);
+    }
 }
 
 void dr_metrics_status(int st, int64_t n)
@@ -177,7 +190,7 @@ static void on_flushed(dr_redis_t *r, redisReply *reply, int err, void *data)
 
 void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node)
 {
-    enum { NFIELDS = DR_M_COUNT + DR_ST_COUNT };
+    enum { NFIELDS = DR_M_COUNT + DR_ST_COUNT + DR_GAUGE_COUNT + 1 };
     const char *argv[2 + 2 * NFIELDS];
     char key[256], vals[NFIELDS][24], stnames[DR_ST_COUNT][40];
     snprintf(key, sizeof(key), "%smetrics:%s", prefix, node);
@@ -198,6 +211,19 @@ void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node)
         argv[n++] = stnames[st];
         argv[n++] = vals[DR_M_COUNT + st];
     }
+    /* Gauges go out in the same HSET as the flush time, so a reader that checks flushed_at_ms never
+     * pairs a fresh time with old gauges. */
+    int v = DR_M_COUNT + DR_ST_COUNT;
+    if (atomic_load(&gauges_set)) {
+        for (int g = 0; g < DR_GAUGE_COUNT; g++, v++) {
+            snprintf(vals[v], sizeof(vals[v]), "%lld", (long long)atomic_load(&gauges[g]));
+            argv[n++] = gauge_names[g];
+            argv[n++] = vals[v];
+        }
+    }
+    snprintf(vals[v], sizeof(vals[v]), "%lld", (long long)dr_now_ms());
+    argv[n++] = DR_METRICS_FLUSHED_AT;
+    argv[n++] = vals[v];
     dr_redis_cmd(r, on_flushed, NULL, n, argv, NULL);
     /* A node that is gone for good leaves its counters for a week, not forever. */
     const char *ex[] = {"EXPIRE", key, METRICS_KEEP_S};

@@ -1,4 +1,4 @@
-/* dr_mqttc: MQTT 3.1.1 client on libuv with application-controlled PUBACKs (see dr/mqttc.h).
+/* dr_mqttc: MQTT 3.1.1 and MQTT 5 client on libuv with application-controlled PUBACKs (see dr/mqttc.h).
  *
  * DESIGN
  * One dr_mqttc_t lives as long as the application wants the connection; each TCP connection is a
@@ -26,6 +26,11 @@
  * `inflight` (send order, so deadlines are ordered too). A publish whose deadline passes while in flight
  * gets DR_ETIMEDOUT but keeps its packet id (and window slot) until the PUBACK comes or the connection
  * ends, so an id is never reused while the broker may still answer for it.
+ *
+ * MQTT 5 is a property of each connection (conn_t.version): the codec encodes and decodes by it. What
+ * the broker announces in its CONNACK (Receive Maximum, Server Keep Alive, Maximum Packet Size) applies
+ * to that connection only. A broker that refuses version 5 answers with a 3.1.1 CONNACK "unacceptable
+ * protocol version" (or v5 reason 0x84); with protocol_fallback the next attempt uses 3.1.1.
  *
  * Re-entrancy: any callback may call any function, including stop and free. Memory is only released
  * from uv_close callbacks, so the objects on our stack stay valid; after every user callback the code
@@ -83,6 +88,8 @@ typedef struct pub {
     void *data;
     int done; /* completed (timed out): the entry only holds its packet id until the PUBACK */
     int64_t deadline;
+    int64_t accepted;  /* dr_mono_ms() of the publish call: the message expiry counts from it */
+    uint32_t expiry_s; /* MQTT 5 Message Expiry Interval asked for, 0: none */
     int qos;
     uint16_t id;
     size_t topic_len, len;
@@ -120,6 +127,7 @@ struct conn {
     size_t wlen, wcap;
     pub_list_t written0; /* QoS 0 publishes in wbuf or in libuv's write queue, in order */
     size_t wbuf_qos0;    /* how many of written0 are still in wbuf */
+    int version;         /* DR_MQTTC_V311 or DR_MQTTC_V5: fixed for the connection's life */
     char inbuf[READ_CHUNK];
 };
 
@@ -144,6 +152,11 @@ struct dr_mqttc {
     int keepalive_ms, clean_session, connect_timeout_ms, publish_timeout_ms;
     size_t max_inflight, max_queued, max_packet;
     int reconnect_min_ms, reconnect_max_ms;
+    int protocol, protocol_fallback; /* the level the next connection asks for; fall back to 3.1.1 */
+    uint32_t session_expiry_s;       /* MQTT 5 Session Expiry Interval sent with clean_session 0 */
+    int keepalive_cfg_ms;            /* keepalive asked for; keepalive_ms is the connection's */
+    size_t inflight_cap;             /* min(max_inflight, the broker's Receive Maximum) */
+    uint32_t server_max_packet;      /* the broker's Maximum Packet Size, 0: none announced */
     SSL_CTX *ssl_ctx;
     sub_t *subs, *stale;
     size_t nsubs, nstale;
@@ -328,8 +341,11 @@ static void reserve(uint8_t **buf, size_t *cap, size_t len, size_t more)
 }
 
 /* Appends an encoded packet to the connection's write buffer (flushed by the idle handle). */
-static void put_packet(conn_t *c, const dr_mqttc_packet_t *p)
+static void put_packet(conn_t *c, const dr_mqttc_packet_t *pk)
 {
+    dr_mqttc_packet_t v = *pk;
+    const dr_mqttc_packet_t *p = &v;
+    v.version = c->version;
     size_t n = dr_mqttc_encode(p, NULL, 0);
     assert(n > 0); /* every field was validated when it was accepted */
     reserve(&c->wbuf, &c->wcap, c->wlen, n);
@@ -559,24 +575,56 @@ static int session_up(const dr_mqttc_t *m)
     return m->state == ST_READY || m->state == ST_SUBSCRIBING;
 }
 
+/* MQTT 5 only: the expiry left (the wait in `waiting` counts, rounded up to whole seconds, so the broker
+ * never keeps a message longer than asked) and the broker's Maximum Packet Size. Returns -1 when p was
+ * completed instead of sent (expired: DR_ETIMEDOUT; too big: DR_ETOOBIG). */
+static int publish_v5_checks(dr_mqttc_t *m, conn_t *c, pub_t *p, dr_mqttc_packet_t *pk)
+{
+    if (c->version != DR_MQTTC_V5)
+        return 0;
+    if (p->expiry_s > 0) {
+        int64_t waited_s = (dr_mono_ms() - p->accepted + 999) / 1000;
+        if (waited_s >= (int64_t)p->expiry_s) {
+            dr_log(DR_LOG_VERBOSE, "event=mqttc_publish_expired waited_s=%lld expiry_s=%u",
+                   (long long)waited_s, p->expiry_s);
+            complete(m, p, DR_ETIMEDOUT);
+            return -1;
+        }
+        pk->props.has_message_expiry = 1;
+        pk->props.message_expiry = p->expiry_s - (uint32_t)waited_s;
+    }
+    if (m->server_max_packet > 0) {
+        pk->id = 1; /* sizing only: QoS 1 packets carry an id */
+        size_t n = dr_mqttc_encode(pk, NULL, 0);
+        pk->id = 0;
+        if (n > m->server_max_packet) {
+            complete(m, p, DR_ETOOBIG);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Moves waiting publishes into the window and encodes them. */
 static void pump(dr_mqttc_t *m)
 {
     conn_t *c = m->conn;
     if (!session_up(m) || c == NULL)
         return;
-    while (m->waiting.head) {
+    while (m->waiting.head && m->conn == c && session_up(m)) {
         pub_t *p = m->waiting.head;
-        if (p->qos > 0 && m->inflight.n >= m->max_inflight)
+        if (p->qos > 0 && m->inflight.n >= m->inflight_cap)
             break;
         /* A socket that does not drain (a slow or stuck broker) must not grow memory without bound: stop
          * here, so the waiting queue fills and dr_mqttc_publish answers DR_EBUSY. on_write resumes. */
         if (c->wlen + uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_HIGH_WATER)
             break;
         list_unlink(&m->waiting, p);
-        dr_mqttc_packet_t pk = {.type = DR_MQTTC_PUBLISH, .qos = p->qos};
+        dr_mqttc_packet_t pk = {.type = DR_MQTTC_PUBLISH, .qos = p->qos, .version = c->version};
         pk.topic = (dr_mqttc_str_t){p->bytes, p->topic_len};
         pk.payload = (dr_mqttc_str_t){p->bytes + p->topic_len, p->len};
+        if (publish_v5_checks(m, c, p, &pk) != 0)
+            continue; /* completed unsent; a callback may have stopped us: the loop re-checks */
         if (p->qos > 0) {
             p->id = pk.id = alloc_id(m);
             list_push(&m->inflight, p);
@@ -591,7 +639,20 @@ static void pump(dr_mqttc_t *m)
 static void send_connect(dr_mqttc_t *m, conn_t *c)
 {
     dr_mqttc_packet_t p = {.type = DR_MQTTC_CONNECT, .clean_session = m->clean_session};
+    m->keepalive_ms = m->keepalive_cfg_ms;
+    m->inflight_cap = m->max_inflight;
+    m->server_max_packet = 0;
     p.keepalive = m->keepalive_ms / 1000;
+    if (c->version == DR_MQTTC_V5) {
+        /* 3.1.1's persistent session lasts until it is cleaned; v5 says how long after a disconnect. */
+        if (!m->clean_session) {
+            p.props.has_session_expiry = 1;
+            p.props.session_expiry = m->session_expiry_s ? m->session_expiry_s : 0xffffffffu;
+        }
+        /* Tell the broker our frame limit, so it drops what we could not take instead of sending it
+         * and losing the connection to our refusal. */
+        p.props.maximum_packet_size = (uint32_t)(m->max_packet < 0xffffffffu ? m->max_packet : 0xffffffffu);
+    }
     p.client_id = (dr_mqttc_str_t){m->client_id, strlen(m->client_id)};
     if (m->username)
         p.username = (dr_mqttc_str_t){m->username, strlen(m->username)};
@@ -717,7 +778,7 @@ static uint16_t send_filters(dr_mqttc_t *m, conn_t *c, int type, const sub_t *li
 {
     dr_mqttc_filter_t *f = dr_malloc(n * sizeof(*f));
     for (size_t i = 0; i < n; i++)
-        f[i] = (dr_mqttc_filter_t){{list[i].filter, strlen(list[i].filter)}, list[i].qos};
+        f[i] = (dr_mqttc_filter_t){{list[i].filter, strlen(list[i].filter)}, list[i].qos, 0};
     dr_mqttc_packet_t p = {.type = type, .filters = f, .nfilters = n};
     p.id = alloc_id(m);
     put_packet(c, &p);
@@ -725,12 +786,48 @@ static uint16_t send_filters(dr_mqttc_t *m, conn_t *c, int type, const sub_t *li
     return p.id;
 }
 
+/* A v5 CONNACK refusal, or a 3.1.1 answer to our v5 CONNECT. Returns 1 when the connection was
+ * dropped. */
+static int connack_refused(dr_mqttc_t *m, conn_t *c, const dr_mqttc_packet_t *p)
+{
+    int old_broker = c->version == DR_MQTTC_V5 && p->version != DR_MQTTC_V5;
+    int bad_version = (old_broker && p->return_code == 1) || p->return_code == 0x84;
+    if (bad_version && m->protocol_fallback && m->protocol == DR_MQTTC_V5) {
+        m->protocol = DR_MQTTC_V311;
+        dr_log(DR_LOG_WARNING,
+               "event=mqttc_protocol_fallback url=%s client_id=%s from=5 to=4 reason=\"%s\" "
+               "effect=\"MQTT 5 features (message expiry) are off for this client\"",
+               m->url, m->client_id, dr_mqttc_connack_reason(p->return_code));
+    }
+    if (p->return_code != 0) {
+        const dr_mqttc_str_t *rs = &p->props.reason_string;
+        drop(m, "%s%s%.*s%s", dr_mqttc_connack_reason(p->return_code), rs->ptr ? " (" : "",
+             rs->ptr ? (int)rs->len : 0, rs->ptr ? rs->ptr : "", rs->ptr ? ")" : "");
+        return 1;
+    }
+    if (old_broker) {
+        drop(m, "protocol error: MQTT 3.1.1 CONNACK accepting an MQTT 5 CONNECT");
+        return 1;
+    }
+    return 0;
+}
+
+/* What a v5 broker announced for this connection. */
+static void apply_connack_props(dr_mqttc_t *m, const dr_mqttc_props_t *pr)
+{
+    if (pr->receive_maximum > 0 && pr->receive_maximum < m->inflight_cap)
+        m->inflight_cap = pr->receive_maximum;
+    if (pr->has_server_keepalive && pr->server_keepalive > 0) /* 0 (no keepalive) keeps ours */
+        m->keepalive_ms = (int)pr->server_keepalive * 1000;
+    m->server_max_packet = pr->maximum_packet_size;
+}
+
 static void on_connack(dr_mqttc_t *m, conn_t *c, const dr_mqttc_packet_t *p)
 {
-    if (p->return_code != 0) {
-        drop(m, "%s", dr_mqttc_connack_reason(p->return_code));
+    if (connack_refused(m, c, p))
         return;
-    }
+    if (c->version == DR_MQTTC_V5)
+        apply_connack_props(m, &p->props);
     m->session_present = p->session_present;
     if (!m->clean_session && !p->session_present)
         dr_log(DR_LOG_NOTICE, "event=mqttc_new_session url=%s client_id=%s", m->url, m->client_id);
@@ -755,8 +852,12 @@ static void on_suback(dr_mqttc_t *m, const dr_mqttc_packet_t *p)
     }
     for (size_t i = 0; i < m->nsubs; i++) {
         int granted = (uint8_t)p->list.ptr[i];
-        if (granted == DR_MQTTC_SUBACK_FAILURE) {
-            drop(m, "subscription refused by the broker: %s", m->subs[i].filter);
+        if (granted >= DR_MQTTC_SUBACK_FAILURE) {
+            if (p->version == DR_MQTTC_V5)
+                drop(m, "subscription refused by the broker: %s (%s)", m->subs[i].filter,
+                     dr_mqttc_reason_name(granted));
+            else
+                drop(m, "subscription refused by the broker: %s", m->subs[i].filter);
             return;
         }
         if (granted < m->subs[i].qos)
@@ -775,6 +876,19 @@ static void on_unsuback(dr_mqttc_t *m, const dr_mqttc_packet_t *p)
         drop(m, "UNSUBACK for unknown packet id %u", p->id);
         return;
     }
+    /* v5 reports per filter; 3.1.1 has no failure. A refusal is handled like a SUBACK refusal. */
+    if (p->version == DR_MQTTC_V5 && p->list.len != m->nstale) {
+        drop(m, "UNSUBACK with %zu reason codes for %zu filters", p->list.len, m->nstale);
+        return;
+    }
+    for (size_t i = 0; p->version == DR_MQTTC_V5 && i < m->nstale; i++) {
+        int code = (uint8_t)p->list.ptr[i];
+        if (code >= 0x80) {
+            drop(m, "unsubscribe refused by the broker: %s (%s)", m->stale[i].filter,
+                 dr_mqttc_reason_name(code));
+            return;
+        }
+    }
     id_set(m, m->unsub_id, 0);
     m->unsub_id = 0;
     if (m->sub_id == 0)
@@ -792,8 +906,12 @@ static void on_puback(dr_mqttc_t *m, const dr_mqttc_packet_t *p)
     }
     list_unlink(&m->inflight, e);
     id_set(m, e->id, 0);
-    complete(m, e, 0);
-    pump(m);
+    if (p->return_code >= 0x80) /* v5 only: 3.1.1 PUBACKs decode with 0 */
+        dr_log(DR_LOG_VERBOSE, "event=mqttc_publish_refused id=%u reason=\"%s\"", p->id,
+               dr_mqttc_reason_name(p->return_code));
+    complete(m, e, p->return_code >= 0x80 ? DR_EIO : 0);
+    if (m->conn != NULL && session_up(m))
+        pump(m);
 }
 
 /* Writes every PUBACK the ack queue releases. */
@@ -812,8 +930,15 @@ static void on_publish(dr_mqttc_t *m, conn_t *c, const dr_mqttc_packet_t *p)
         drop(m, "QoS 2 PUBLISH received (subscriptions ask for at most QoS 1)");
         return;
     }
-    dr_mqttc_msg_t msg = {p->topic.ptr, p->topic.len, p->payload.ptr, p->payload.len,
-                          p->qos,       p->dup,       p->retain,      0};
+    dr_mqttc_msg_t msg = {.topic = p->topic.ptr,
+                          .topic_len = p->topic.len,
+                          .payload = p->payload.ptr,
+                          .len = p->payload.len,
+                          .qos = p->qos,
+                          .dup = p->dup,
+                          .retain = p->retain,
+                          .has_expiry = p->props.has_message_expiry,
+                          .expiry_s = p->props.message_expiry};
     if (p->qos == 1) {
         msg.token = dr_mqttc_ackq_push(&m->ackq, p->id);
         if (msg.token == 0) {
@@ -853,6 +978,15 @@ static void handle_packet(dr_mqttc_t *m, conn_t *c, const dr_mqttc_packet_t *p)
     case DR_MQTTC_PINGRESP:
         m->ping_out = 0;
         return;
+    case DR_MQTTC_DISCONNECT:
+        if (c->version == DR_MQTTC_V5) { /* 3.1.1 brokers never send it */
+            const dr_mqttc_str_t *rs = &p->props.reason_string;
+            drop(m, "disconnected by the broker: %s (0x%02x)%s%.*s%s", dr_mqttc_reason_name(p->return_code),
+                 (unsigned)p->return_code, rs->ptr ? " (" : "", rs->ptr ? (int)rs->len : 0,
+                 rs->ptr ? rs->ptr : "", rs->ptr ? ")" : "");
+            return;
+        }
+        break;
     }
     drop(m, "protocol error: unexpected %s from the broker", dr_mqttc_type_name(p->type));
 }
@@ -865,7 +999,7 @@ static void process_input(dr_mqttc_t *m, conn_t *c)
         dr_mqttc_packet_t p;
         size_t used;
         const char *why;
-        int rc = dr_mqttc_decode(c->rbuf + pos, c->rlen - pos, m->max_packet, &p, &used, &why);
+        int rc = dr_mqttc_decode_v(c->rbuf + pos, c->rlen - pos, m->max_packet, c->version, &p, &used, &why);
         if (rc == DR_MQTTC_NEED_MORE)
             break;
         if (rc < 0) {
@@ -949,6 +1083,7 @@ static void start_tcp(dr_mqttc_t *m, const struct sockaddr *addr)
     c->tcp.data = c;
     c->creq.data = c;
     c->m = m;
+    c->version = m->protocol;
     m->conn = c;
     m->state = ST_CONNECTING;
     int rc = uv_tcp_connect(&c->creq, &c->tcp, addr, on_tcp_connected);
@@ -1183,6 +1318,8 @@ static int check_options(const dr_mqttc_options_t *o, char *err)
         return fail(err, "mqttc: max_inflight must be 0..65535 and max_queued not negative");
     if (o->max_packet != 0 && o->max_packet < 16)
         return fail(err, "mqttc: max_packet must be at least 16 bytes");
+    if (o->protocol != 0 && o->protocol != DR_MQTTC_V311 && o->protocol != DR_MQTTC_V5)
+        return fail(err, "mqttc: protocol must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not %d", o->protocol);
     const char *id = o->client_id ? o->client_id : "";
     if (id[0] == '\0' && !o->clean_session)
         return fail(err, "mqttc: a persistent session needs a client_id");
@@ -1236,11 +1373,15 @@ int dr_mqttc_open(uv_loop_t *loop, const dr_mqttc_options_t *opt, dr_mqttc_t **o
     m->client_id = dr_strdup(opt->client_id ? opt->client_id : "");
     m->username = opt->username && opt->username[0] ? dr_strdup(opt->username) : NULL;
     m->password = opt->password ? dr_strdup(opt->password) : NULL;
-    m->keepalive_ms = (opt->keepalive_s ? opt->keepalive_s : 30) * 1000;
+    m->keepalive_ms = m->keepalive_cfg_ms = (opt->keepalive_s ? opt->keepalive_s : 30) * 1000;
+    m->protocol = opt->protocol == DR_MQTTC_V5 ? DR_MQTTC_V5 : DR_MQTTC_V311;
+    m->protocol_fallback = opt->protocol_fallback ? 1 : 0;
+    m->session_expiry_s = opt->session_expiry_s;
     m->clean_session = opt->clean_session ? 1 : 0;
     m->connect_timeout_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 5000;
     m->publish_timeout_ms = opt->publish_timeout_ms ? opt->publish_timeout_ms : 10000;
     m->max_inflight = opt->max_inflight ? (size_t)opt->max_inflight : 1000;
+    m->inflight_cap = m->max_inflight;
     m->max_queued = opt->max_queued ? (size_t)opt->max_queued : 100000;
     m->max_packet = opt->max_packet ? opt->max_packet : 1024 * 1024;
     m->reconnect_min_ms = opt->reconnect_min_ms ? opt->reconnect_min_ms : 100;
@@ -1283,7 +1424,7 @@ static void add_filter(sub_t **list, size_t *n, const char *filter, int qos)
 
 static int filter_ok(const char *filter)
 {
-    dr_mqttc_filter_t f = {{filter, filter ? strlen(filter) : 0}, 0};
+    dr_mqttc_filter_t f = {{filter, filter ? strlen(filter) : 0}, 0, 0};
     if (filter == NULL || f.filter.len > 65535)
         return 0;
     /* Reuse the decoder's filter rules: encode a one-filter UNSUBSCRIBE and decode it again. */
@@ -1342,12 +1483,23 @@ void dr_mqttc_start(dr_mqttc_t *m)
 int dr_mqttc_publish(dr_mqttc_t *m, const char *topic, const void *payload, size_t len, int qos,
                      dr_mqttc_pub_cb *cb, void *data)
 {
+    dr_mqttc_pub_opts_t o = {.qos = qos};
+    return dr_mqttc_publish_ex(m, topic, payload, len, &o, cb, data);
+}
+
+int dr_mqttc_publish_ex(dr_mqttc_t *m, const char *topic, const void *payload, size_t len,
+                        const dr_mqttc_pub_opts_t *opt, dr_mqttc_pub_cb *cb, void *data)
+{
+    static const dr_mqttc_pub_opts_t none = {0, 0};
+    if (opt == NULL)
+        opt = &none;
+    int qos = opt->qos;
     if (qos != 0 && qos != 1)
         return DR_EINVAL;
     size_t tlen = topic ? strlen(topic) : 0;
     if (topic == NULL || dr_topic_check_name(topic, tlen) != 0)
         return DR_EINVAL;
-    if (len > DR_MQTTC_MAX_REMAINING - 4 - tlen)
+    if (len > DR_MQTTC_MAX_REMAINING - 4 - 6 - tlen) /* 6: a v5 property section with an expiry */
         return DR_ETOOBIG;
     if (!session_up(m))
         return DR_EUNAVAIL;
@@ -1357,7 +1509,9 @@ int dr_mqttc_publish(dr_mqttc_t *m, const char *topic, const void *payload, size
     p->cb = cb;
     p->data = data;
     p->done = 0;
-    p->deadline = dr_mono_ms() + m->publish_timeout_ms;
+    p->accepted = dr_mono_ms();
+    p->deadline = p->accepted + m->publish_timeout_ms;
+    p->expiry_s = opt->message_expiry_s;
     p->qos = qos;
     p->id = 0;
     p->topic_len = tlen;
@@ -1377,6 +1531,11 @@ void dr_mqttc_ack(dr_mqttc_t *m, uint64_t token)
         return;
     if (m->conn && in_session(m))
         release_pubacks(m, m->conn);
+}
+
+int dr_mqttc_protocol(const dr_mqttc_t *m)
+{
+    return m->conn != NULL && in_session(m) ? m->conn->version : m->protocol;
 }
 
 int dr_mqttc_connected(const dr_mqttc_t *m)

@@ -9,17 +9,43 @@
 #include "dr/codec.h"
 #include "dr/err.h"
 #include "dr/log.h"
+#include "dr/loop.h"
 #include "dr/mem.h"
 #include "dr/metrics.h"
 #include "dr/notes.h"
 #include "dr/shard.h"
 #include "dr/status.h"
 
-/* Log entries this node handed to the broker recently. A function that logs a change takes over the
- * message's previous change when it is still unconfirmed, and that may be one of ours still in flight
- * (confirmed in a moment): publishing it again would only repeat it, so it is skipped. Entries of
- * ours that are not here were never published (their call's reply was lost) and do go out. */
+/* Log entries this node handed to the broker recently (or queued for the window). A function that logs a
+ * change takes over the message's previous change when it is still unconfirmed, and that may be one of ours
+ * still in flight (confirmed in a moment): publishing it again would only repeat it, so it is skipped.
+ * Entries of ours that are not here were never published (their call's reply was lost) and do go out. */
 #define SEEN_SLOTS 32768
+
+/* MQTT publishes of notifications awaiting their PUBACK at once. The rest wait here, in order, with
+ * no deadline: under a saturated broker a notification waits for a slot instead of timing out inside
+ * the client (whose publish deadline counts from the call, queueing included) and then being
+ * reclaimed and published a second time. Below dr_mqttc's default window, so a notification never
+ * waits for a window slot inside the client. */
+#define WINDOW_MAX 768
+
+/* A node keeps the log entries it has claimed and not yet settled (waiting for a slot, in flight,
+ * held) fresh in Redis: other nodes take over an entry unconfirmed for FRESH_MS (3 s, drover.lua)
+ * and the shard's owner reclaims one idle for 5 s. Without this, a live node's slow publish would be
+ * taken over and published twice. Touched once TOUCH_AFTER_MS passed since the claim or the last
+ * touch, leaving a margin for the reply that carried the claim to arrive. */
+#define TOUCH_TICK_MS 250
+#define TOUCH_AFTER_MS 1000
+#define TOUCH_NEVER_STALE ((int64_t)1 << 50) /* note_wait: never take over another node's entry */
+
+typedef struct batch batch_t;
+
+typedef struct ref {
+    batch_t *b;
+    size_t i;
+    STAILQ_ENTRY(ref) link;
+} ref_t;
+
 struct dr_notes {
     dr_redis_t *redis;
     const dr_store_t *st;
@@ -32,6 +58,11 @@ struct dr_notes {
     int closed;
     uv_loop_t *loop;
     LIST_HEAD(, hold) holds; /* notes waiting for another node's earlier note (dr_note_t.after) */
+    LIST_HEAD(, batch) batches; /* unsettled batches, for touching their entries */
+    STAILQ_HEAD(, ref) waiting; /* MQTT publishes waiting for a slot of the window, in order */
+    size_t window;         /* MQTT publishes awaiting their PUBACK */
+    size_t window_max;
+    uv_timer_t touch_timer;
     uint64_t *seen;        /* open addressing, 0 = empty; SEEN_SLOTS entries */
     uint64_t *ring;        /* insertion order, for eviction */
     size_t ring_at, seen_n;
@@ -87,17 +118,15 @@ static void seen_add(dr_notes_t *p, uint64_t k)
     p->seen_n++;
 }
 
-typedef struct {
+struct batch {
     dr_notes_t *p;
     size_t n, pending;
     dr_note_t *notes;      /* strings owned (copied) */
     char *ok;              /* per note: published or skipped, may be acknowledged */
-} batch_t;
-
-typedef struct {
-    batch_t *b;
-    size_t i;
-} ref_t;
+    char *open;            /* per note: ours and not settled yet (kept fresh in Redis) */
+    int64_t touched_at;    /* dr_mono_ms() of the claim (approximately) or the last touch */
+    LIST_ENTRY(batch) link; /* in p->batches */
+};
 
 /* A note that waits until the message's earlier change, which another node is publishing, is
  * confirmed (or has gone stale and is taken over): published after it, never before. */
@@ -132,6 +161,7 @@ static void batch_free(batch_t *b)
     }
     free(b->notes);
     free(b->ok);
+    free(b->open);
     free(b);
 }
 
@@ -148,25 +178,73 @@ static void settle(batch_t *b)
         dr_store_notes_done(p->redis, p->st, done, k, NULL, NULL);
     free(done);
     p->in_flight -= b->n;
+    LIST_REMOVE(b, link);
     batch_free(b);
     unref(p);
 }
+
+static void pump(dr_notes_t *p);
 
 static void on_published(void *data, int err)
 {
     ref_t *r = data;
     batch_t *b = r->b;
+    dr_notes_t *p = b->p;
+    p->refs++; /* settling the batch may drop the last other reference */
+    p->window--;
+    b->open[r->i] = 0;
     if (err == 0) {
         b->ok[r->i] = 1;
         dr_metrics_inc(DR_M_NOTIFIED);
     } else {
-        dr_metrics_inc(DR_M_PUBLISH_FAILED);
-        if (!b->p->closed)
-            seen_del(b->p, seen_key(&b->notes[r->i])); /* not published: a takeover must publish it */
+        dr_metrics_inc(DR_M_PUBLISH_FAILED); /* stays claimed: the shard owner publishes it later */
+        if (!p->closed)
+            seen_del(p, seen_key(&b->notes[r->i])); /* not published: a takeover must publish it */
     }
     free(r);
     if (--b->pending == 0)
         settle(b);
+    pump(p);
+    unref(p);
+}
+
+/* Hands waiting notes to the broker while the window has room. A note the client refuses now (no
+ * connection) is left claimed for the shard's owner, as one whose publish failed. */
+static void pump(dr_notes_t *p)
+{
+    while (!p->closed && p->window < p->window_max && !STAILQ_EMPTY(&p->waiting)) {
+        ref_t *r = STAILQ_FIRST(&p->waiting);
+        STAILQ_REMOVE_HEAD(&p->waiting, link);
+        batch_t *b = r->b;
+        const dr_note_t *n = &b->notes[r->i];
+        int status = n->ext ? n->status : dr_status_for_duster(n->status);
+        char topic[256];
+        snprintf(topic, sizeof(topic), "producer/response/%s", n->pd);
+        dr_log(DR_LOG_DEBUG, "event=notify id=%lld status=%s log=%u:%s", (long long)n->id, dr_status_name(status),
+               n->shard, n->log_id);
+        char *body = dr_codec_encode_producer(n->id, 1, n->tmp, status);
+        int rc = p->pub(p->pub_ctx, topic, body, strlen(body), on_published, r);
+        free(body);
+        if (rc == 0) {
+            p->window++;
+            continue;
+        }
+        b->open[r->i] = 0;
+        if (rc == DR_EINVAL) {
+            b->ok[r->i] = 1;
+            dr_metrics_inc(DR_M_NOTIFY_REFUSED);
+            dr_log(DR_LOG_WARNING,
+                   "event=notification_refused id=%lld reason=\"producer id is not a valid topic level\" "
+                   "action=skipped",
+                   (long long)n->id);
+        } else {
+            dr_metrics_inc(DR_M_PUBLISH_FAILED); /* stays claimed: the shard owner publishes it later */
+            seen_del(p, seen_key(n));
+        }
+        free(r);
+        if (--b->pending == 0)
+            settle(b);
+    }
 }
 
 static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
@@ -174,7 +252,9 @@ static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
     const dr_note_t *n = &b->notes[i];
     uint64_t k = seen_key(n);
     if (seen_has(p, k)) {
-        b->ok[i] = 1; /* ours, already handed to the broker (see SEEN_SLOTS) */
+        /* Ours, on its way already (see SEEN_SLOTS). The first copy's batch acknowledges it once the
+         * broker confirmed it; acknowledging it here could lose it if that publish then fails. */
+        b->open[i] = 0;
         return;
     }
     char ev[512];
@@ -187,43 +267,58 @@ static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
     if (len > 0 && (size_t)len < sizeof(ev) && dr_bus_publish(p->bus, p->subject, ev, (size_t)len) != 0)
         dr_metrics_inc(DR_M_BUS_DROPPED);
 
-    int status = n->status;
-    if (!n->has_tmp || n->pd[0] == '\0' || status < 0) {
+    if (!n->has_tmp || n->pd[0] == '\0' || n->status < 0 ||
+        (!n->ext && dr_status_is_extended(dr_status_for_duster(n->status)))) {
+        /* Nothing to publish over MQTT (Drover-only outcomes go only to producers that used
+         * Drover-only fields). */
         b->ok[i] = 1;
+        b->open[i] = 0;
         return;
     }
-    if (!n->ext) {
-        status = dr_status_for_duster(status);
-        if (dr_status_is_extended(status)) {
-            b->ok[i] = 1; /* only producers that used Drover-only fields meet these */
-            return;
-        }
-    }
-    char topic[256];
-    snprintf(topic, sizeof(topic), "producer/response/%s", n->pd);
-    dr_log(DR_LOG_DEBUG, "event=notify id=%lld status=%s log=%u:%s", (long long)n->id, dr_status_name(status),
-           n->shard, n->log_id);
-    char *body = dr_codec_encode_producer(n->id, 1, n->tmp, status);
+    /* In line behind every earlier note of this node, so one message's changes leave in order. */
+    seen_add(p, k);
     ref_t *r = dr_malloc(sizeof(*r));
     r->b = b;
     r->i = i;
     b->pending++;
-    int rc = p->pub(p->pub_ctx, topic, body, strlen(body), on_published, r);
-    free(body);
-    if (rc == 0) {
-        seen_add(p, k);
+    STAILQ_INSERT_TAIL(&p->waiting, r, link);
+    pump(p);
+}
+
+/* ---- keeping claimed entries fresh ------------------------------------------------------------------ */
+
+static void on_touched(void *data, int err, const char *errstr, int result, const dr_note_t *taken)
+{
+    (void)err;
+    (void)errstr;
+    (void)result;
+    (void)taken; /* our own entry, claimed again: it is published by the batch that holds it */
+    unref(data);
+}
+
+/* Claims again, for this node, every entry it has not settled for TOUCH_AFTER_MS, which resets the
+ * entry's idle time. note_wait with a stale time that never passes does exactly that, and leaves an
+ * entry alone that another node took over meanwhile. */
+static void on_touch_tick(uv_timer_t *t)
+{
+    dr_notes_t *p = t->data;
+    if (p->closed || !dr_redis_ready(p->redis))
         return;
-    }
-    free(r);
-    b->pending--;
-    if (rc == DR_EINVAL) {
-        b->ok[i] = 1;
-        dr_metrics_inc(DR_M_NOTIFY_REFUSED);
-        dr_log(DR_LOG_WARNING,
-               "event=notification_refused id=%lld reason=\"producer id is not a valid topic level\" action=skipped",
-               (long long)n->id);
-    } else {
-        dr_metrics_inc(DR_M_PUBLISH_FAILED); /* stays claimed: the shard owner publishes it later */
+    int64_t now = dr_mono_ms();
+    batch_t *b;
+    LIST_FOREACH(b, &p->batches, link)
+    {
+        if (now - b->touched_at < TOUCH_AFTER_MS)
+            continue;
+        b->touched_at = now;
+        for (size_t i = 0; i < b->n; i++) {
+            if (!b->open[i])
+                continue;
+            dr_note_t probe = b->notes[i];
+            probe.after = probe.log_id;
+            if (dr_store_note_wait(p->redis, p->st, &probe, TOUCH_NEVER_STALE, on_touched, p) == 0)
+                p->refs++;
+        }
     }
 }
 
@@ -301,6 +396,9 @@ dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, d
     dr_notes_t *p = dr_calloc(1, sizeof(*p));
     p->loop = loop;
     LIST_INIT(&p->holds);
+    LIST_INIT(&p->batches);
+    STAILQ_INIT(&p->waiting);
+    p->window_max = WINDOW_MAX;
     p->redis = r;
     p->st = st;
     p->bus = bus;
@@ -310,6 +408,11 @@ dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, d
     p->refs = 1;
     p->seen = dr_calloc(SEEN_SLOTS * 2, sizeof(uint64_t));
     p->ring = dr_calloc(SEEN_SLOTS, sizeof(uint64_t));
+    uv_timer_init(loop, &p->touch_timer);
+    p->touch_timer.data = p;
+    uv_timer_start(&p->touch_timer, on_touch_tick, TOUCH_TICK_MS, TOUCH_TICK_MS);
+    uv_unref((uv_handle_t *)&p->touch_timer);
+    p->refs++; /* released when the timer is closed */
     return p;
 }
 
@@ -322,6 +425,10 @@ void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n)
     b->n = n;
     b->notes = dr_calloc(n, sizeof(*b->notes));
     b->ok = dr_calloc(n, 1);
+    b->open = dr_calloc(n, 1);
+    memset(b->open, 1, n);
+    b->touched_at = dr_mono_ms();
+    LIST_INSERT_HEAD(&p->batches, b, link);
     for (size_t i = 0; i < n; i++) {
         b->notes[i] = notes[i];
         b->notes[i].log_id = dr_strdup(notes[i].log_id);
@@ -347,11 +454,26 @@ size_t dr_notes_in_flight(const dr_notes_t *p)
     return p->in_flight;
 }
 
+static void on_touch_timer_closed(uv_handle_t *h)
+{
+    unref(h->data);
+}
+
 void dr_notes_free(dr_notes_t *p)
 {
     if (p == NULL)
         return;
     p->closed = 1;
+    uv_close((uv_handle_t *)&p->touch_timer, on_touch_timer_closed);
+    /* Notes still waiting for the window are dropped the same way (they stay claimed). */
+    while (!STAILQ_EMPTY(&p->waiting)) {
+        ref_t *r = STAILQ_FIRST(&p->waiting);
+        STAILQ_REMOVE_HEAD(&p->waiting, link);
+        batch_t *b = r->b;
+        free(r);
+        if (--b->pending == 0)
+            settle(b);
+    }
     /* Held notes are dropped (they stay claimed: the shard owner publishes them); a check still
      * running ends its hold when it answers. */
     struct hold *hd = LIST_FIRST(&p->holds), *next;

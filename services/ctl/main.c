@@ -667,15 +667,19 @@ static int metrics(redisContext *c)
             redisReply *h = cmd(c, "HGETALL %s", keys->element[i]->str);
             printf("%s\n", keys->element[i]->str + strlen(cfg.redis_prefix) + 8);
             for (size_t j = 0; j + 1 < h->elements; j += 2) {
-                printf("  %-24s %s\n", h->element[j]->str, h->element[j + 1]->str);
-                add_sum(&sums, &nsums, h->element[j]->str, h->element[j + 1]->str);
+                const char *name = h->element[j]->str;
+                printf("  %-24s %s\n", name, h->element[j + 1]->str);
+                /* Gauges and flush times are a node's current state, not counts: summing them means
+                 * nothing (GET /v1/stats combines fresh dispatchers' gauges). */
+                if (strncmp(name, "gauge_", 6) != 0 && strcmp(name, "flushed_at_ms") != 0)
+                    add_sum(&sums, &nsums, name, h->element[j + 1]->str);
             }
             nodes++;
             freeReplyObject(h);
         }
         freeReplyObject(page);
     } while (strcmp(cursor, "0") != 0);
-    /* Each node's hash holds its own counts, so the cluster's figures are plain sums. */
+    /* Each node's hash holds its own counts, so the cluster's counters are plain sums. */
     printf("cluster (sum over %zu node%s)\n", nodes, nodes == 1 ? "" : "s");
     for (size_t i = 0; i < nsums; i++)
         printf("  %-24s %lld\n", sums[i].name, sums[i].sum);

@@ -7,7 +7,8 @@
  * read-only backlog call per BACKLOG_CHUNK owned shards, each looking at no more than
  * BACKLOG_DEVICES devices per shard, so its cost is bounded whatever the scrape rate; the figures
  * are published once every call of the round has answered, and a failed round keeps the previous
- * figures (drover_backlog_age_seconds shows how old they are).
+ * figures (drover_backlog_age_seconds shows how old they are). A complete round's figures also go
+ * into the node's metrics hash as gauges (dr_metrics_gauge_set), for cluster-wide readers.
  */
 #define DR_MODULE "dispatcher/http"
 
@@ -32,6 +33,7 @@ typedef struct {
     dispatcher_t *d;
     int calls; /* calls of this round still to answer */
     int failed;
+    uint32_t held; /* shards the round looks at */
     dr_store_backlog_t sum;
 } round_t;
 
@@ -56,6 +58,14 @@ static void on_backlog(void *data, int err, const char *errstr, const dr_store_b
     if (!rd->failed) {
         d->backlog = rd->sum;
         d->backlog_at = dr_mono_ms();
+        /* Also into this node's metrics hash (flushed by the node's cron), where GET /v1/stats on any
+         * ingress sums them over the dispatchers whose flush is recent. */
+        dr_metrics_gauge_set(DR_GAUGE_QUEUE_DEPTH, rd->sum.queued);
+        dr_metrics_gauge_set(DR_GAUGE_IN_FLIGHT, rd->sum.in_flight);
+        dr_metrics_gauge_set(DR_GAUGE_SCHEDULED, rd->sum.scheduled);
+        dr_metrics_gauge_set(DR_GAUGE_OLDEST_PENDING_MS, rd->sum.oldest_age_ms);
+        dr_metrics_gauge_set(DR_GAUGE_SHARDS_HELD, rd->held);
+        dr_metrics_gauge_set(DR_GAUGE_BACKLOG_AT_MS, dr_now_ms());
     }
     free(rd);
 }
@@ -71,8 +81,10 @@ static void backlog_round(dispatcher_t *d)
     uint32_t chunk[BACKLOG_CHUNK];
     size_t n = 0;
     for (uint32_t sh = 0; sh < d->nshards; sh++) {
-        if (d->shards[sh].epoch != 0)
+        if (d->shards[sh].epoch != 0) {
             chunk[n++] = sh;
+            rd->held++;
+        }
         if (n == BACKLOG_CHUNK || (sh + 1 == d->nshards && n > 0)) {
             rd->calls++;
             if (dr_store_backlog(d->node.redis, &d->store, chunk, n, BACKLOG_DEVICES, on_backlog, rd) != 0) {

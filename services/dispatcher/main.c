@@ -159,6 +159,10 @@ int main(int argc, char **argv)
         .keepalive_s = (int)(cfg->mqtt_keepalive_s < DISPATCHER_KEEPALIVE_S ? cfg->mqtt_keepalive_s
                                                                              : DISPATCHER_KEEPALIVE_S),
         .clean_session = 1,
+        /* MQTT 5 lets device sends expire in an offline device's session before they are re-sent
+         * (dispatch.c send_expiry_s); a broker without it gets 3.1.1 and the old behaviour. */
+        .protocol = (int)cfg->mqtt_protocol,
+        .protocol_fallback = 1,
     };
     if (cfg->mqtt_tls) { /* the URL is mqtts:// then (settings); "" means "not set" */
         mo.ca_file = cfg->mqtt_tls_ca[0] ? cfg->mqtt_tls_ca : NULL;

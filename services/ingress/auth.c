@@ -23,6 +23,9 @@
 #include "dr/registry.h"
 #include "http.h"
 
+#include <openssl/evp.h>
+#include <strings.h>
+
 #define NBUCKETS 4096
 #define MAX_ENTRIES 100000 /* beyond this (random ids from a scanner) the cache starts over */
 
@@ -227,4 +230,85 @@ void auth_check(hreq_t *hr, const char *token, size_t len, auth_cb *cb)
         free(l);
         cb(hr, 503);
     }
+}
+
+/* ---- browser sessions ----------------------------------------------------------------------------- */
+
+/* Finds name=value in the Cookie headers; returns the value (not NUL-terminated) or NULL. */
+static const char *cookie_value(hreq_t *hr, const char *name, size_t *len)
+{
+    if (hr->req == NULL)
+        return NULL;
+    size_t nl = strlen(name);
+    ssize_t i = -1;
+    while ((i = h2o_find_header(&hr->req->headers, H2O_TOKEN_COOKIE, i)) >= 0) {
+        const char *p = hr->req->headers.entries[i].value.base;
+        const char *end = p + hr->req->headers.entries[i].value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *stop = semi ? semi : end;
+            if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+                *len = (size_t)(stop - p - (ptrdiff_t)nl - 1);
+                return p + nl + 1;
+            }
+            p = stop;
+        }
+    }
+    return NULL;
+}
+
+int auth_credential(hreq_t *hr, const char **tok, size_t *len)
+{
+    size_t alen = 0;
+    const char *auth = http_header(hr, "authorization", &alen);
+    if (auth != NULL) {
+        if (alen < 8 || strncasecmp(auth, "Bearer ", 7) != 0)
+            return 0;
+        *tok = auth + 7;
+        *len = alen - 7;
+        return 1;
+    }
+    const char *c = cookie_value(hr, "drover_session", len);
+    if (c == NULL || !dr_token_is(c, *len))
+        return 0; /* only login tokens travel in the cookie, never API keys */
+    *tok = c;
+    return 2;
+}
+
+void auth_csrf_of(const char *token, size_t len, char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    EVP_DigestUpdate(ctx, "drover-csrf:", 12);
+    EVP_DigestUpdate(ctx, token, len);
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    for (int i = 0; i < AUTH_CSRF_LEN / 2; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    out[AUTH_CSRF_LEN] = '\0';
+}
+
+int auth_csrf_ok(hreq_t *hr)
+{
+    if (!hr->who.cookie || hr->req == NULL)
+        return 1;
+    const h2o_iovec_t m = hr->req->method;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")) || h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
+        return 1;
+    const char *tok;
+    size_t tl, hl;
+    const char *h = http_header(hr, "x-csrf-token", &hl);
+    if (auth_credential(hr, &tok, &tl) != 2 || h == NULL || hl != AUTH_CSRF_LEN)
+        return 0;
+    char want[AUTH_CSRF_LEN + 1];
+    auth_csrf_of(tok, tl, want);
+    /* constant time: the header is attacker-controlled */
+    unsigned diff = 0;
+    for (size_t i = 0; i < AUTH_CSRF_LEN; i++)
+        diff |= (unsigned)(want[i] ^ h[i]);
+    return diff == 0;
 }

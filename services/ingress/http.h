@@ -15,6 +15,7 @@ typedef struct {
     char device[256];              /* device scope: the one device the key may touch */
     char client[256];              /* login token: the registry client (deviseId); "" for API keys */
     int64_t token_ttl_ms;          /* login token: its remaining lifetime */
+    int cookie;                    /* authenticated by the session cookie (writes need a CSRF token) */
 } caller_t;
 
 typedef struct hreq hreq_t;
@@ -60,6 +61,15 @@ int http_unavailable(hreq_t *hr, int err);
 typedef void auth_cb(hreq_t *hr, int status); /* status: 0 ok, 401, 429 (Retry-After set) or 503 */
 void auth_check(hreq_t *hr, const char *token, size_t len, auth_cb *cb);
 void auth_dispose(ingress_t *in);
+/* The request's credential: the Bearer token (returns 1), else the login token of the session cookie
+ * (returns 2), else 0. *tok points into the request and is valid while it lives. */
+int auth_credential(hreq_t *hr, const char **tok, size_t *len);
+#define AUTH_CSRF_LEN 32
+/* The CSRF token of a session token into out[AUTH_CSRF_LEN + 1] (a keyed hash of the token). */
+void auth_csrf_of(const char *token, size_t len, char *out);
+/* 1 when a cookie-authenticated request may proceed: a safe method, or X-CSRF-Token matching the
+ * session. Requests authenticated by a Bearer header always may. */
+int auth_csrf_ok(hreq_t *hr);
 
 /* rest_auth.c: Duster's login API. Login tokens ("drt_...") are verified by auth_check too. */
 void auth_login(hreq_t *hr);
@@ -102,8 +112,51 @@ void v1_pacing(hreq_t *hr);
 void v1_pull(hreq_t *hr);
 void v1_ack(hreq_t *hr);
 void v1_openapi(hreq_t *hr);
+/* static.c: the console's files (registered on their own h2o paths) and its redirects; static_route
+ * answers and returns 1 when the request is one of /, /admin, /swagger-ui.html or /v3/api-docs. */
+void static_register(h2o_hostconf_t *host, const dr_settings_t *cfg);
+int static_route(hreq_t *hr);
+/* rest_console.c: GET /admin/api/messages (Duster's admin list), GET /v1/messages (fleet search) */
+void admin_messages(hreq_t *hr);
+void v1_search(hreq_t *hr);
+/* rest_saved.c: Duster's saved commands */
+void saved_list(hreq_t *hr);
+void saved_get(hreq_t *hr);
+void saved_create(hreq_t *hr);
+void saved_update(hreq_t *hr);
+void saved_delete(hreq_t *hr);
+void saved_send(hreq_t *hr);
 /* rest_metrics.c: GET /metrics (Prometheus text) */
 void rest_metrics(hreq_t *hr);
+/* rest_stats.c: GET /v1/stats (the cluster's counters and backlog gauges, from the metrics hashes) */
+void v1_stats(hreq_t *hr);
+/* rest_devices.c: GET /v1/devices, and the name paging it shares with rollout queries */
+void v1_devices(hreq_t *hr);
+typedef struct {
+    char *name;
+    int registered;        /* a registry client of role DEVISE */
+    char *description;     /* the client's, "" otherwise */
+} dev_entry_t;
+/* A page of device names: e valid during the call; next the `after` of the next page or NULL. */
+typedef void dev_page_cb(void *data, int err, const dev_entry_t *e, size_t n, const char *next);
+/* Names starting with prefix after after, at most limit (1..1000); cb is called exactly once when 0
+ * is returned. */
+int dev_page(ingress_t *in, const char *prefix, const char *after, int64_t limit, dev_page_cb *cb, void *data);
+/* 1 when the query names parameter name at all (a value that fails to decode is then an error). */
+int rest_query_has(hreq_t *hr, const char *name);
+/* rest_rollout.c: rollouts over REST, and the loop timer that advances running ones */
+void rollout_create(hreq_t *hr);
+void rollout_list(hreq_t *hr);
+void rollout_get(hreq_t *hr);
+void rollout_pause(hreq_t *hr);
+void rollout_resume(hreq_t *hr);
+void rollout_cancel(hreq_t *hr);
+void rollout_start(ingress_t *in);
+void rollout_stop(ingress_t *in);
+/* rest_keys.c: API keys over REST */
+void keys_create(hreq_t *hr);
+void keys_list(hreq_t *hr);
+void keys_revoke(hreq_t *hr);
 /* sse.c */
 void v1_events(hreq_t *hr);
 void sse_close_all(void);

@@ -62,6 +62,18 @@ static const route_t routes[] = {
     {"GET", "/v1/messages/{id}", S_PRODUCER | S_DEVICE | S_ADMIN, 0, v1_get_message},
     {"POST", "/v1/messages/{id}/cancel", S_PRODUCER | S_ADMIN, 0, v1_cancel},
     {"GET", "/v1/events", S_PRODUCER | S_DEVICE | S_ADMIN, 0, v1_events},
+    {"GET", "/v1/messages", S_PRODUCER | S_ADMIN, 0, v1_search},
+    {"GET", "/v1/devices", S_PRODUCER | S_ADMIN, 0, v1_devices},
+    {"GET", "/v1/stats", S_ADMIN, 0, v1_stats},
+    {"POST", "/v1/rollouts", S_PRODUCER | S_ADMIN, 0, rollout_create},
+    {"GET", "/v1/rollouts", S_PRODUCER | S_ADMIN, 0, rollout_list},
+    {"GET", "/v1/rollouts/{id}", S_PRODUCER | S_ADMIN, 0, rollout_get},
+    {"POST", "/v1/rollouts/{id}/pause", S_PRODUCER | S_ADMIN, 0, rollout_pause},
+    {"POST", "/v1/rollouts/{id}/resume", S_PRODUCER | S_ADMIN, 0, rollout_resume},
+    {"POST", "/v1/rollouts/{id}/cancel", S_PRODUCER | S_ADMIN, 0, rollout_cancel},
+    {"POST", "/v1/keys", S_ADMIN, 0, keys_create},
+    {"GET", "/v1/keys", S_ADMIN, 0, keys_list},
+    {"DELETE", "/v1/keys/{dev}", S_ADMIN, 0, keys_revoke}, /* {dev}: the key id, a plain name */
     /* Duster's login and admin API (rest_auth.c, rest_admin.c): they check their callers themselves,
      * to answer with Duster's 401/403 bodies */
     {"POST", "/auth/login", OPEN, 0, auth_login},
@@ -73,6 +85,13 @@ static const route_t routes[] = {
     {"GET", "/admin/api/clients/{id}", OPEN, 0, admin_get},
     {"PUT", "/admin/api/clients/{id}", OPEN, 0, admin_update},
     {"DELETE", "/admin/api/clients/{id}", OPEN, 0, admin_delete},
+    {"GET", "/admin/api/messages", OPEN, 0, admin_messages},
+    {"GET", "/admin/api/saved-messages", OPEN, 0, saved_list},
+    {"POST", "/admin/api/saved-messages", OPEN, 0, saved_create},
+    {"GET", "/admin/api/saved-messages/{id}", OPEN, 0, saved_get},
+    {"PUT", "/admin/api/saved-messages/{id}", OPEN, 0, saved_update},
+    {"DELETE", "/admin/api/saved-messages/{id}", OPEN, 0, saved_delete},
+    {"POST", "/admin/api/saved-messages/{id}/send", OPEN, 0, saved_send},
 };
 
 struct http_server {
@@ -377,6 +396,11 @@ static void after_auth(hreq_t *hr, int status)
         return;
     }
     const route_t *r = hr->route;
+    if (!auth_csrf_ok(hr)) {
+        http_error(hr, 403, "CSRF", "missing or wrong X-CSRF-Token header");
+        hreq_release(hr);
+        return;
+    }
     if ((r->scopes & SCOPE(hr->who.scope)) == 0) {
         http_error(hr, 403, "FORBIDDEN", "a %s key may not use %s %s", dr_scope_name(hr->who.scope), r->method,
                    r->pattern);
@@ -403,6 +427,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
     /* Precedence: a route whose path and method match cleanly; else a route whose path matches
      * cleanly with another method (405); else a route that matches but with a bad parameter (400). */
+    if (static_route(hr))
+        return 0;
     path_t p;
     int bad = 0, path_matched = 0;
     const route_t *found = NULL, *bad_route = NULL;
@@ -459,13 +485,15 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         found->fn(hr);
         return 0;
     }
-    size_t alen = 0;
-    const char *auth = http_header(hr, "authorization", &alen);
-    if (auth == NULL || alen < 8 || strncasecmp(auth, "Bearer ", 7) != 0) {
+    const char *tok;
+    size_t tlen;
+    int how = auth_credential(hr, &tok, &tlen); /* Bearer header, else the session cookie */
+    if (how == 0) {
         after_auth(hr, 401);
         return 0;
     }
-    auth_check(hr, auth + 7, alen - 7, after_auth);
+    hr->who.cookie = how == 2;
+    auth_check(hr, tok, tlen, after_auth);
     return 0;
 }
 
@@ -560,26 +588,26 @@ bad:;
     return DR_ECONFIG;
 }
 
+/* A listener that could not listen: the server is freed once libuv let go of the handle. */
+static void on_failed_listener_closed(uv_handle_t *h)
+{
+    struct http_server *s = h->data;
+    if (s->accept_ctx.ssl_ctx != NULL)
+        SSL_CTX_free(s->accept_ctx.ssl_ctx);
+    free(s);
+}
+
 int http_start(ingress_t *in, char *err)
 {
     const dr_settings_t *cfg = &in->node.cfg;
     if (cfg->http_port == 0)
         return 0;
     struct http_server *s = dr_calloc(1, sizeof(*s));
-    h2o_config_init(&s->config);
-    s->config.max_request_entity_size = (size_t)cfg->http_max_body * 4; /* h2o's own 413 beyond this */
-    s->config.http1.req_timeout = 5000;
-    h2o_hostconf_t *host = h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
-    handler_t *h = (handler_t *)h2o_create_handler(path, sizeof(*h));
-    h->super.on_req = on_req;
-    h->in = in;
-    h2o_context_init(&s->ctx, in->node.loop.uv, &s->config);
-    s->accept_ctx.ctx = &s->ctx;
-    s->accept_ctx.hosts = s->config.hosts;
+    /* Everything that can fail comes before h2o's configuration: h2o 2.2 does not free all of it
+     * (h2o_config_dispose keeps the file handler's allocations), and a node that refuses to start must
+     * not leak. The listener accepts nothing before the loop runs, by which time h2o is set up. */
     if (cfg->http_tls_cert[0] && http_tls_setup(s, cfg, err) != 0)
         goto fail;
-
     struct sockaddr_storage addr;
     if (uv_ip4_addr(cfg->http_bind, (int)cfg->http_port, (struct sockaddr_in *)&addr) != 0 &&
         uv_ip6_addr(cfg->http_bind, (int)cfg->http_port, (struct sockaddr_in6 *)&addr) != 0) {
@@ -594,9 +622,27 @@ int http_start(ingress_t *in, char *err)
     if (rc != 0) {
         snprintf(err, DR_ERR_LEN, "cannot listen on %s:%lld: %s", cfg->http_bind, (long long)cfg->http_port,
                  uv_strerror(rc));
-        uv_close((uv_handle_t *)&s->listener, NULL);
-        goto fail;
+        uv_close((uv_handle_t *)&s->listener, on_failed_listener_closed); /* frees s */
+        return DR_ECONFIG;
     }
+
+    h2o_config_init(&s->config);
+    s->config.max_request_entity_size = (size_t)cfg->http_max_body * 4; /* h2o's own 413 beyond this */
+    s->config.http1.req_timeout = 5000;
+    h2o_hostconf_t *host = h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    /* the console's files live beside the API (static.c); /admin/api stays with the API. h2o takes
+     * the first registered path that matches, so the longer prefixes come first. */
+    handler_t *ha = (handler_t *)h2o_create_handler(h2o_config_register_path(host, "/admin/api", 0), sizeof(*ha));
+    ha->super.on_req = on_req;
+    ha->in = in;
+    static_register(host, cfg);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    handler_t *h = (handler_t *)h2o_create_handler(path, sizeof(*h));
+    h->super.on_req = on_req;
+    h->in = in;
+    h2o_context_init(&s->ctx, in->node.loop.uv, &s->config);
+    s->accept_ctx.ctx = &s->ctx;
+    s->accept_ctx.hosts = s->config.hosts;
     s->listening = 1;
     in->http = s;
     dr_log(DR_LOG_NOTICE, "event=http_listening address=%s port=%lld tls=%d duster_open=%lld", cfg->http_bind,
@@ -605,8 +651,6 @@ int http_start(ingress_t *in, char *err)
 fail:
     if (s->accept_ctx.ssl_ctx != NULL)
         SSL_CTX_free(s->accept_ctx.ssl_ctx);
-    h2o_context_dispose(&s->ctx);
-    h2o_config_dispose(&s->config);
     free(s);
     return DR_ECONFIG;
 }

@@ -3,8 +3,9 @@
  * DESIGN
  * Producer messages and acks from MQTT and REST are queued and stored in batches: once per loop turn
  * (a uv_check handle, run right after the poll phase that read them) every queued item goes into one
- * accept_batch or ack_batch call (at most BATCH_MAX items each; at most CALLS_MAX calls in flight, the
- * rest wait for the next turn). Redis replies only after the batch is in the AOF and fsynced, and
+ * accept_batch or ack_batch call (at most BATCH_MAX items each; at most CALLS_MAX calls in flight, of
+ * which at most ACCEPT_CALLS_MAX accept calls, so acks always find a free call; the rest wait for the
+ * next turn). Redis replies only after the batch is in the AOF and fsynced, and
  * only then are the items completed: an MQTT item's PUBACK goes out (dr_mqttc sends them in arrival
  * order), a REST request is answered. So one fsync covers a whole batch, and nothing is acknowledged
  * that Redis does not hold.
@@ -37,6 +38,7 @@
 
 #define BATCH_MAX 256       /* items per call: a few ms of Redis time, one fsync */
 #define CALLS_MAX 4         /* calls in flight; more items wait for the next loop turn */
+#define ACCEPT_CALLS_MAX 3  /* of which accept calls: one is always free for acks (see on_check) */
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 1000
 #define RECENT_SLOTS 16384  /* cache of settled receipt acks */
@@ -85,6 +87,7 @@ struct ingest {
     size_t queued;
     size_t in_calls;        /* items inside calls (or waiting to retry) */
     int calls;
+    int accept_calls;       /* of calls, accept_batch calls */
     LIST_HEAD(, batch) retrying;
     struct recent_ack *recent;
     int closing;            /* ingest_free was called */
@@ -440,6 +443,8 @@ static int reply_begin(batch_t *b, int err, const char *errstr, const dr_note_t 
 {
     struct ingest *ig = b->ig;
     ig->calls--;
+    if (b->kind == K_ACCEPT)
+        ig->accept_calls--;
     if (closing_answer(b))
         return 0;
     if (err != 0 && transient(err, errstr)) {
@@ -489,6 +494,7 @@ static void send_batch(batch_t *b)
     int rc;
     ig->calls++;
     if (b->kind == K_ACCEPT) {
+        ig->accept_calls++;
         dr_store_accept_t *items = dr_calloc(b->n, sizeof(*items));
         for (size_t i = 0; i < b->n; i++) {
             items[i].dev = b->items[i]->dev;
@@ -516,6 +522,8 @@ static void send_batch(batch_t *b)
     }
     if (rc != 0) {
         ig->calls--;
+        if (b->kind == K_ACCEPT)
+            ig->accept_calls--;
         schedule_retry(b, rc);
     }
 }
@@ -547,20 +555,37 @@ static void form_batch(struct ingest *ig, struct item_list *list, int kind)
     send_batch(b);
 }
 
-/* Once per loop turn, after the poll phase: everything queued goes to Redis. */
+static int can_send_ack(const struct ingest *ig)
+{
+    return ig->calls < CALLS_MAX && !STAILQ_EMPTY(&ig->acks);
+}
+
+static int can_send_accept(const struct ingest *ig)
+{
+    return ig->calls < CALLS_MAX && ig->accept_calls < ACCEPT_CALLS_MAX && !STAILQ_EMPTY(&ig->accepts);
+}
+
+/* Once per loop turn, after the poll phase: everything queued goes to Redis.
+ * Acks go first: they free window slots, nothing repeats a completion report, and a device's next
+ * command waits for its ack. Producer batches never take the last call slot, so acks that arrive
+ * while producers keep the ingress busy leave in the next turn instead of after a whole round of
+ * producer batches. */
 static void on_check(uv_check_t *h)
 {
     struct ingest *ig = h->data;
-    if (!dr_redis_ready(ig->in->node.redis) || !ig->in->layout_ok)
-        return; /* the items wait; the timer below tries again */
-    while (ig->calls < CALLS_MAX && (!STAILQ_EMPTY(&ig->acks) || !STAILQ_EMPTY(&ig->accepts))) {
-        /* Acks first: they free window slots, and nothing repeats a completion report. */
-        if (!STAILQ_EMPTY(&ig->acks))
+    if (!dr_redis_ready(ig->in->node.redis) || !ig->in->layout_ok) {
+        uv_idle_stop(&ig->idle); /* the items wait; the retry timer kicks again */
+        return;
+    }
+    while (can_send_ack(ig) || can_send_accept(ig)) {
+        if (can_send_ack(ig))
             form_batch(ig, &ig->acks, K_ACK);
-        if (ig->calls < CALLS_MAX && !STAILQ_EMPTY(&ig->accepts))
+        if (can_send_accept(ig))
             form_batch(ig, &ig->accepts, K_ACCEPT);
     }
-    if (ig->queued == 0)
+    /* With nothing that can leave now, the loop may block in poll: a call's reply (batch_done) or the
+     * retry timer kicks again. Spinning through empty turns meanwhile only took CPU from Redis. */
+    if (ig->queued == 0 || (!can_send_ack(ig) && !can_send_accept(ig)))
         uv_idle_stop(&ig->idle);
 }
 

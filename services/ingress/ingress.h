@@ -23,6 +23,7 @@ typedef struct {
     struct http_server *http;  /* REST API (http_api.c); NULL when http.port is 0 */
     struct auth_cache *auth;   /* verified API keys and rate buckets (auth.c) */
     struct dynsec *dynsec;     /* broker provisioning connection (rest_admin.c); NULL unless registry.dynsec */
+    struct rollouts *rollouts; /* the timer advancing running rollouts (rest_rollout.c); NULL when stopped */
     int sse_streams;           /* open event streams (sse.c) */
     int mqtt_started;
     int layout_ok;             /* Redis holds our data layout and shard count (dr_store_check_layout) */

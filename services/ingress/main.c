@@ -153,6 +153,7 @@ static void on_stop(dr_node_t *n, void *data)
     ingress_t *in = data;
     http_stop(in);
     dynsec_stop(in);
+    rollout_stop(in);
     in->stop_deadline = dr_mono_ms() + in->node.cfg.redis_timeout_ms;
     uv_timer_init(in->node.loop.uv, &in->stop_timer);
     in->stop_timer.data = in;
@@ -171,6 +172,11 @@ static int open_mqtt(ingress_t *in, char *err)
         .password = cfg->mqtt_password[0] ? cfg->mqtt_password : NULL, /* "": none */
         .keepalive_s = (int)cfg->mqtt_keepalive_s,
         .clean_session = 0, /* the broker keeps our share of messages while we restart */
+        /* Notifications wait for a window slot in dr_notes (no deadline there), and a node keeps the
+         * entries it is publishing fresh in Redis, so a slow broker delays them without any being
+         * reclaimed. The deadline is a last resort for a broker that keeps the connection but never
+         * answers: such a notification is left to the shard's owner to publish. */
+        .publish_timeout_ms = 30000,
     };
     if (cfg->mqtt_tls) { /* the URL is mqtts:// then (settings); "" means "not set" */
         mo.ca_file = cfg->mqtt_tls_ca[0] ? cfg->mqtt_tls_ca : NULL;
@@ -210,6 +216,7 @@ int main(int argc, char **argv)
     dr_node_set_callbacks(&in->node, 100, NULL, on_stop, in);
     if (http_start(in, err) != 0 || dynsec_start(in, err) != 0)
         goto fail;
+    rollout_start(in);
 
     dr_node_run(&in->node);
     dr_node_dispose(&in->node);

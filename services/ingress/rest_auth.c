@@ -111,6 +111,21 @@ void auth_peer(hreq_t *hr, char *buf, size_t cap)
         snprintf(buf, cap, "%s", host);
 }
 
+/* The session cookie (HttpOnly: scripts never see the token) and the CSRF cookie (readable: the page
+ * echoes it in X-CSRF-Token). SameSite=Strict keeps both out of cross-site requests; Secure when the
+ * API is served over HTTPS. An empty token with max_age 0 clears them. */
+static void set_cookies(hreq_t *hr, const char *tok, const char *csrf, int64_t max_age)
+{
+    const char *secure = hr->in->node.cfg.http_tls_cert[0] ? "; Secure" : "";
+    char v[256];
+    snprintf(v, sizeof(v), "drover_session=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict%s", tok,
+             (long long)max_age, secure);
+    http_add_header(hr, "set-cookie", v);
+    snprintf(v, sizeof(v), "drover_csrf=%s; Path=/; Max-Age=%lld; SameSite=Strict%s", csrf, (long long)max_age,
+             secure);
+    http_add_header(hr, "set-cookie", v);
+}
+
 /* ---- the gate of the auth and admin routes -------------------------------------------------------- */
 
 static void after_gate(hreq_t *hr, int status)
@@ -126,6 +141,11 @@ static void after_gate(hreq_t *hr, int status)
     } else if (status != 0) {
         deny(hr, 401);
     } else {
+        if (!auth_csrf_ok(hr)) {
+            auth_error(hr, 403, "missing or wrong X-CSRF-Token header");
+            hreq_release(hr);
+            return;
+        }
         hr->resume(hr); /* now authenticated: the handler runs its body */
         return;
     }
@@ -142,15 +162,17 @@ int auth_gate(hreq_t *hr, int admin_only, route_fn *self)
         }
         return 1;
     }
-    size_t alen = 0;
-    const char *auth = http_header(hr, "authorization", &alen);
-    if (auth == NULL || alen < 8 || strncasecmp(auth, "Bearer ", 7) != 0) {
+    const char *tok;
+    size_t tlen;
+    int how = auth_credential(hr, &tok, &tlen); /* Bearer header, else the session cookie */
+    if (how == 0) {
         deny(hr, 401);
         hreq_release(hr);
         return 0;
     }
+    hr->who.cookie = how == 2;
     hr->resume = self;
-    auth_check(hr, auth + 7, alen - 7, after_gate);
+    auth_check(hr, tok, tlen, after_gate);
     return 0;
 }
 
@@ -192,6 +214,7 @@ static const char *str_field(json_t *o, const char *name)
 typedef struct {
     hreq_t *hr;
     int hook; /* isClientEnabled: answer {decision} */
+    int cookie; /* browser login: also set the session and CSRF cookies */
     char name[256];
     char addr[320];
     char *pw;
@@ -253,12 +276,18 @@ static void on_issued(void *data, int err, const char *errstr, int result, const
     } else if (result != DR_REG_OK) {
         bad_credentials(hr); /* deleted, disabled or a new password since the check */
     } else {
-        dr_log(DR_LOG_NOTICE, "event=login client=\"%s\" role=%s addr=%s", c->devise_id,
-               dr_reg_role_name(c->role), l->addr);
-        send_json(hr, 200,
-                  json_pack("{s:s, s:s, s:s, s:s, s:I}", "accessToken", l->tok, "tokenType", "Bearer",
-                            "deviseId", c->devise_id, "role", dr_reg_role_name(c->role), "expiresIn",
-                            (json_int_t)hr->in->node.cfg.auth_token_ttl_s));
+        dr_log(DR_LOG_NOTICE, "event=login client=\"%s\" role=%s addr=%s cookie=%d", c->devise_id,
+               dr_reg_role_name(c->role), l->addr, l->cookie);
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "accessToken", l->tok, "tokenType", "Bearer",
+                              "deviseId", c->devise_id, "role", dr_reg_role_name(c->role), "expiresIn",
+                              (json_int_t)hr->in->node.cfg.auth_token_ttl_s);
+        if (l->cookie) {
+            char csrf[AUTH_CSRF_LEN + 1];
+            auth_csrf_of(l->tok, strlen(l->tok), csrf);
+            set_cookies(hr, l->tok, csrf, hr->in->node.cfg.auth_token_ttl_s);
+            json_object_set_new(j, "csrfToken", json_string(csrf));
+        }
+        send_json(hr, 200, j);
     }
     login_done(l);
 }
@@ -338,6 +367,16 @@ static void start_login(hreq_t *hr, int hook)
         hreq_release(hr);
         return;
     }
+    json_t *ck = json_object_get(j, "cookie");
+    char q[8];
+    if (ck != NULL && !json_is_boolean(ck)) {
+        auth_error(hr, 400, "cookie must be true or false");
+        json_decref(j);
+        hreq_release(hr);
+        return;
+    }
+    int cookie = !hook && (json_is_true(ck) || (http_query(hr, "cookie", q, sizeof(q)) &&
+                                                (strcmp(q, "1") == 0 || strcmp(q, "true") == 0)));
     if (strlen(name) > 255) {
         /* no client can have such an id; answered like any unknown id */
         name = "";
@@ -345,6 +384,7 @@ static void start_login(hreq_t *hr, int hook)
     login_t *l = dr_calloc(1, sizeof(*l));
     l->hr = hr;
     l->hook = hook;
+    l->cookie = cookie;
     snprintf(l->name, sizeof(l->name), "%s", name);
     l->pw = dr_strdup(pw);
     json_decref(j);
@@ -378,10 +418,17 @@ void auth_me(hreq_t *hr)
         return;
     const caller_t *w = &hr->who;
     if (w->client[0] != '\0') {
-        send_json(hr, 200,
-                  json_pack("{s:s, s:s, s:I}", "deviseId", w->client, "role",
-                            w->scope == DR_SCOPE_ADMIN ? "MAN" : "DEVISE", "expiresIn",
-                            (json_int_t)(w->token_ttl_ms / 1000)));
+        json_t *j = json_pack("{s:s, s:s, s:I}", "deviseId", w->client, "role",
+                              w->scope == DR_SCOPE_ADMIN ? "MAN" : "DEVISE", "expiresIn",
+                              (json_int_t)(w->token_ttl_ms / 1000));
+        const char *tok;
+        size_t tl;
+        if (w->cookie && auth_credential(hr, &tok, &tl) == 2) {
+            char csrf[AUTH_CSRF_LEN + 1];
+            auth_csrf_of(tok, tl, csrf);
+            json_object_set_new(j, "csrfToken", json_string(csrf));
+        }
+        send_json(hr, 200, j);
     } else {
         const char *role = w->scope == DR_SCOPE_ADMIN    ? "MAN"
                            : w->scope == DR_SCOPE_DEVICE ? "DEVISE"
@@ -396,27 +443,36 @@ static void on_revoked(void *data, int err, const char *errstr, int64_t result)
 {
     (void)errstr, (void)result;
     hreq_t *hr = data;
-    if (err != 0)
+    if (err != 0) {
         unavailable(hr);
-    else
+    } else {
+        set_cookies(hr, "", "", 0);
         http_empty(hr, 204);
+    }
     hreq_release(hr);
 }
 
 void auth_logout(hreq_t *hr)
 {
+    const char *auth;
+    size_t alen = 0;
+    if (!hr->who.authenticated && auth_credential(hr, &auth, &alen) == 0) {
+        /* nothing to revoke: a page resetting its state gets its cookies cleared */
+        set_cookies(hr, "", "", 0);
+        http_empty(hr, 204);
+        hreq_release(hr);
+        return;
+    }
     if (!auth_gate(hr, 0, auth_logout))
         return;
-    size_t alen = 0;
-    const char *auth = http_header(hr, "authorization", &alen);
-    if (hr->who.client[0] == '\0' || auth == NULL) {
+    if (hr->who.client[0] == '\0' || auth_credential(hr, &auth, &alen) == 0) {
         auth_error(hr, 400,
                    "only a login token can log out; API keys are revoked with drover-ctl key revoke");
         hreq_release(hr);
         return;
     }
     char h[DR_TOKEN_HASH_LEN + 1];
-    dr_token_hash(auth + 7, DR_TOKEN_LEN, h);
+    dr_token_hash(auth, DR_TOKEN_LEN, h);
     if (dr_reg_token_revoke(hr->in->node.redis, &hr->in->store, h, on_revoked, hr) != 0) {
         unavailable(hr);
         hreq_release(hr);

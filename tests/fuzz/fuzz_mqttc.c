@@ -1,10 +1,12 @@
 /* libFuzzer target for the MQTT codec and the PUBACK ordering queue (common/src/mqttc_packet.c).
  *
- * The first input byte picks the mode and a max_packet; the rest is a byte stream from a "broker".
+ * The first input byte picks the mode, the protocol version (bit 0x40: MQTT 5) and a max_packet; the rest
+ * is a byte stream from a "broker".
  * Decoder mode checks three oracles: (1) decoding the stream at once and in random-sized chunks (the way
  * the client receives it) gives the same packets and the same final verdict; (2) every decoded packet
- * encodes back to exactly its original bytes (modulo a non-minimal length encoding); (3) the re-encoded
- * packet decodes to the same fields. Queue mode drives push/ack/pop from the bytes and checks that
+ * encodes back to exactly its original bytes (modulo a non-minimal length encoding, and for MQTT 5 the
+ * one form the encoder shortens: a reason code 0 without properties); (3) the re-encoded packet decodes
+ * to the same fields, properties included. Queue mode drives push/ack/pop from the bytes and checks that
  * PUBACKs leave in arrival order, each once, and only when everything before was acked. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,8 +28,30 @@ static void check(int ok)
         abort();
 }
 
+static int same_props(const dr_mqttc_props_t *a, const dr_mqttc_props_t *b)
+{
+    return same_str(a->raw, b->raw) && a->has_message_expiry == b->has_message_expiry &&
+           a->message_expiry == b->message_expiry && a->has_session_expiry == b->has_session_expiry &&
+           a->session_expiry == b->session_expiry && a->receive_maximum == b->receive_maximum &&
+           a->maximum_packet_size == b->maximum_packet_size &&
+           a->has_server_keepalive == b->has_server_keepalive && a->server_keepalive == b->server_keepalive &&
+           a->has_maximum_qos == b->has_maximum_qos && a->maximum_qos == b->maximum_qos &&
+           a->topic_alias == b->topic_alias && same_str(a->reason_string, b->reason_string);
+}
+
+/* The v5 forms the encoder writes shorter than a peer may: PUBACK..PUBCOMP with a reason code byte 0 and
+ * no properties (3 bytes of body instead of 2), DISCONNECT with a reason code byte 0 (1 instead of 0). */
+static int shortened(const dr_mqttc_packet_t *p, size_t body)
+{
+    if (p->version != DR_MQTTC_V5 || p->return_code != 0 || p->props.raw.ptr != NULL)
+        return 0;
+    if (p->type == DR_MQTTC_DISCONNECT)
+        return body == 1;
+    return p->type >= DR_MQTTC_PUBACK && p->type <= DR_MQTTC_PUBCOMP && body == 3;
+}
+
 /* Oracles (2) and (3) for one decoded packet whose frame is buf[0..used). */
-static void round_trip(const dr_mqttc_packet_t *p, const uint8_t *buf, size_t used)
+static void round_trip(const dr_mqttc_packet_t *p, const uint8_t *buf, size_t used, int version)
 {
     dr_mqttc_filter_t *filters = NULL;
     dr_mqttc_packet_t e = *p;
@@ -49,13 +73,21 @@ static void round_trip(const dr_mqttc_packet_t *p, const uint8_t *buf, size_t us
         hin++;
     while (out[hout - 1] & 0x80)
         hout++;
-    check(out[0] == buf[0] && hout <= hin && n - hout == used - hin);
-    check(memcmp(out + hout, buf + hin, n - hout) == 0);
+    check(out[0] == buf[0] && hout <= hin);
+    if (shortened(p, used - hin)) {
+        check(n - hout == (p->type == DR_MQTTC_DISCONNECT ? 0u : 2u));
+        check(memcmp(out + hout, buf + hin, n - hout) == 0);
+    } else {
+        check(n - hout == used - hin);
+        check(memcmp(out + hout, buf + hin, n - hout) == 0);
+    }
 
     dr_mqttc_packet_t q;
     size_t used2;
     const char *why;
-    check(dr_mqttc_decode(out, n, 0, &q, &used2, &why) == DR_MQTTC_PACKET && used2 == n);
+    check(dr_mqttc_decode_v(out, n, 0, version, &q, &used2, &why) == DR_MQTTC_PACKET && used2 == n);
+    check(q.version == p->version && same_props(&q.props, &p->props) &&
+          same_str(q.will_props, p->will_props));
     check(q.type == p->type && q.id == p->id && q.qos == p->qos && q.dup == p->dup && q.retain == p->retain);
     check(same_str(q.topic, p->topic));
     check(q.payload.len == p->payload.len);
@@ -75,7 +107,7 @@ typedef struct {
     int verdict; /* DR_MQTTC_NEED_MORE at the end, or DR_EINVAL */
 } trace_t;
 
-static void decode_whole(const uint8_t *s, size_t len, size_t max, trace_t *t)
+static void decode_whole(const uint8_t *s, size_t len, size_t max, int version, trace_t *t)
 {
     size_t pos = 0;
     t->n = 0;
@@ -83,14 +115,14 @@ static void decode_whole(const uint8_t *s, size_t len, size_t max, trace_t *t)
         dr_mqttc_packet_t p;
         size_t used = 0;
         const char *why = NULL;
-        int rc = dr_mqttc_decode(s + pos, len - pos, max, &p, &used, &why);
+        int rc = dr_mqttc_decode_v(s + pos, len - pos, max, version, &p, &used, &why);
         if (rc != DR_MQTTC_PACKET) {
             check(rc == DR_MQTTC_NEED_MORE || (rc == DR_EINVAL && why != NULL));
             t->verdict = rc;
             return;
         }
         check(used >= 2 && used <= len - pos && (max == 0 || used <= max));
-        round_trip(&p, s + pos, used);
+        round_trip(&p, s + pos, used, version);
         if (t->n < 64)
             t->types[t->n] = p.type;
         t->n++;
@@ -99,7 +131,8 @@ static void decode_whole(const uint8_t *s, size_t len, size_t max, trace_t *t)
 }
 
 /* Oracle (1): the same stream in chunks, appended to a buffer that is compacted after each packet. */
-static void decode_chunked(const uint8_t *s, size_t len, size_t max, uint32_t seed, const trace_t *want)
+static void decode_chunked(const uint8_t *s, size_t len, size_t max, int version, uint32_t seed,
+                           const trace_t *want)
 {
     uint8_t *buf = malloc(len ? len : 1);
     size_t blen = 0, fed = 0, n = 0;
@@ -116,7 +149,7 @@ static void decode_chunked(const uint8_t *s, size_t len, size_t max, uint32_t se
             dr_mqttc_packet_t p;
             size_t used;
             const char *why;
-            int rc = dr_mqttc_decode(buf, blen, max, &p, &used, &why);
+            int rc = dr_mqttc_decode_v(buf, blen, max, version, &p, &used, &why);
             if (rc != DR_MQTTC_PACKET) {
                 verdict = rc;
                 break;
@@ -184,8 +217,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     static const size_t limits[] = {0, 16, 64, 256, 1024, 1024 * 1024};
     size_t max = limits[data[0] % 6];
+    int version = (data[0] & 0x40) ? DR_MQTTC_V5 : DR_MQTTC_V311;
     trace_t whole;
-    decode_whole(data + 1, size - 1, max, &whole);
-    decode_chunked(data + 1, size - 1, max, data[0], &whole);
+    decode_whole(data + 1, size - 1, max, version, &whole);
+    decode_chunked(data + 1, size - 1, max, version, data[0], &whole);
     return 0;
 }

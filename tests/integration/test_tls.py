@@ -263,6 +263,27 @@ def test_bad_tls_settings_are_refused(tmp_path, args, needle):
         assert marker not in err, err
 
 
+def test_http_port_in_use_is_refused_cleanly(tmp_path):
+    """The REST port is taken: the node says so and exits, without a sanitizer report (the listener's
+    handle is released before the server is freed, and nothing of h2o is set up yet)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        binary = os.path.join(harness.BIN_DIR, "drover-ingress")
+        argv = [binary, "--redis.port=1", "--nats.url=nats://127.0.0.1:1", "--mqtt.url=tcp://127.0.0.1:1",
+                "--http.port=%d" % taken.getsockname()[1]]
+        out = subprocess.run(argv, capture_output=True, timeout=30, cwd=str(tmp_path), env=harness.clean_env(),
+                             stdin=subprocess.DEVNULL)
+    finally:
+        taken.close()
+    err = out.stderr.decode(errors="replace")
+    assert out.returncode != 0, err
+    assert "cannot listen on 127.0.0.1:" in err and "address already in use" in err, err
+    for marker in harness.SANITIZER_MARKERS:
+        assert marker not in err, err
+
+
 def test_mqtt_tls_switch_turns_plain_url_into_tls(tls_stack, tls):
     stack = tls_stack()
     n = stack.add_dispatcher(node_id="dispatcher-switch", overrides={

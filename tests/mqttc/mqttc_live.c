@@ -3,15 +3,17 @@
  *
  * Usage: mqttc_live key=value...   (url id user pass keepalive clean ca capath cert key insecure
  *                                   connect_timeout publish_timeout max_inflight max_queued max_packet
- *                                   rmin rmax autoack)
+ *                                   rmin rmax autoack protocol fallback session_expiry)
  * Commands (one per line; a word starting with "x:" is hex, e.g. x:61c285):
  *   sub FILTER QOS | stale FILTER | start | autoack 0|1 | ack TOKEN | ackall | stat
  *   pub TAG TOPIC QOS PAYLOAD     -> "pubrc TAG RC", then "pubdone TAG ERR" when RC is 0
+ *   pubx TAG TOPIC QOS EXPIRY PAYLOAD -> as pub, with an MQTT 5 message expiry of EXPIRY seconds
+ *   proto                         -> "proto N" (dr_mqttc_protocol)
  *   pubn TAG TOPIC QOS COUNT      -> COUNT publishes TAG-0.., payload = tag; "pubn TAG ACCEPTED"
  *   stop                          -> "stopped" once closed
  *   exit                          -> stop, free, exit 0 | free -> free at once, exit 0
- * Events: "state 0|1 REASON", "msg TOKEN QOS DUP RETAIN TOPIC PAYLOAD", "stat connected=.. pending=..
- * unacked=..".
+ * Events: "state 0|1 REASON", "msg TOKEN QOS DUP RETAIN TOPIC PAYLOAD" (followed by "expiry SECONDS" when
+ * the message carries an MQTT 5 expiry), "stat connected=.. pending=.. unacked=..".
  */
 #define DR_MODULE "tests/mqttc_live"
 
@@ -81,6 +83,8 @@ static void on_msg(void *data, const dr_mqttc_msg_t *msg)
     drv_t *d = data;
     out("msg %llu %d %d %d %.*s %.*s", (unsigned long long)msg->token, msg->qos, msg->dup, msg->retain,
         (int)msg->topic_len, msg->topic, (int)msg->len, msg->payload);
+    if (msg->has_expiry)
+        out("expiry %u", msg->expiry_s);
     if (msg->token == 0)
         return;
     if (d->autoack) {
@@ -122,11 +126,13 @@ static void on_stopped(void *data)
         finish(d);
 }
 
-static void publish(drv_t *d, const char *tag, char *topic, int qos, const char *payload, size_t plen)
+static void publish(drv_t *d, const char *tag, char *topic, int qos, uint32_t expiry, const char *payload,
+                    size_t plen)
 {
     pubtag_t *t = dr_calloc(1, sizeof(*t));
     snprintf(t->tag, sizeof(t->tag), "%s", tag);
-    int rc = dr_mqttc_publish(d->m, topic, payload, plen, qos, on_pub, t);
+    dr_mqttc_pub_opts_t o = {.qos = qos, .message_expiry_s = expiry};
+    int rc = dr_mqttc_publish_ex(d->m, topic, payload, plen, &o, on_pub, t);
     if (rc != 0)
         free(t);
     out("pubrc %s %d", tag, rc);
@@ -163,7 +169,13 @@ static void command(drv_t *d, char *line)
     } else if (strcmp(c, "pub") == 0 && argc == 5) {
         word(argv[2]);
         size_t plen = word(argv[4]);
-        publish(d, argv[1], argv[2], atoi(argv[3]), argv[4], plen);
+        publish(d, argv[1], argv[2], atoi(argv[3]), 0, argv[4], plen);
+    } else if (strcmp(c, "pubx") == 0 && argc == 6) {
+        word(argv[2]);
+        size_t plen = word(argv[5]);
+        publish(d, argv[1], argv[2], atoi(argv[3]), (uint32_t)strtoul(argv[4], NULL, 10), argv[5], plen);
+    } else if (strcmp(c, "proto") == 0) {
+        out("proto %d", dr_mqttc_protocol(d->m));
     } else if (strcmp(c, "pubn") == 0 && argc == 5) {
         int n = atoi(argv[4]), ok = 0;
         for (int i = 0; i < n; i++) {
@@ -257,6 +269,9 @@ int main(int argc, char **argv)
         .cert_file = opt(argc, argv, "cert", NULL),
         .key_file = opt(argc, argv, "key", NULL),
         .tls_insecure = iopt(argc, argv, "insecure", 0),
+        .protocol = iopt(argc, argv, "protocol", 0),
+        .protocol_fallback = iopt(argc, argv, "fallback", 0),
+        .session_expiry_s = (uint32_t)iopt(argc, argv, "session_expiry", 0),
     };
     d.autoack = iopt(argc, argv, "autoack", 0);
     char err[DR_ERR_LEN];

@@ -647,3 +647,170 @@ def test_broken_frames_drop_the_connection_with_a_reason_and_reconnect(lives):
     assert peer.error is None, peer.error
     assert peer.results == ["closed"] * len(BROKEN)
     assert peer.final["disconnect"] == b"\xe0\x00"
+
+
+# ---------------------------------------------------------------------------------------------------
+# MQTT 5
+
+
+def expiry_of(lv, payload):
+    """The "expiry N" line printed right after the message with `payload`, or None without one."""
+    lines = lv.snapshot()
+    for i, line in enumerate(lines):
+        if line.startswith("msg ") and line.endswith(" " + payload):
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            return int(nxt.split()[1]) if nxt.startswith("expiry ") else None
+    raise AssertionError("no message %r in %s" % (payload, lines))
+
+
+def test_v5_message_expiry_in_offline_sessions_of_v5_and_v311_subscribers(broker, lives):
+    # Two persistent sessions, one MQTT 5 and one 3.1.1, subscribe and go offline.
+    subs = {}
+    for name, proto in (("sub5", 5), ("sub4", 4)):
+        lv = lives(name, **drover_opts(broker, id="exp-" + name, clean=0, protocol=proto, autoack=1))
+        lv.send("sub exp/# 1", "start")
+        lv.wait_connected()
+        lv.send("proto")
+        lv.wait_line(r"proto %d$" % proto, 20)
+        lv.exit()
+        subs[name] = proto
+    pub = lives("pub5", **drover_opts(broker, id="exp-pub", protocol=5))
+    pub.send("start")
+    pub.wait_connected()
+    assert pub.pub("p0", "exp/t", 1, "plain") == 0  # no expiry: kept
+    pub.send("pubx gone exp/t 1 1 gone", "pubx keep exp/t 1 3600 keep")
+    for tag in ("p0", "gone", "keep"):
+        assert pub.pubdone(tag) == 0
+    # Mosquitto stamps a message with whole seconds and keeps it while now <= stamp + expiry: a 1 s
+    # expiry is over after at most 2 s. This wait is the expiry itself, not a timing assertion.
+    time.sleep(2.5)
+    for name, proto in subs.items():
+        lv = lives(name + "-back", **drover_opts(broker, id="exp-" + name, clean=0, protocol=proto, autoack=1))
+        lv.send("sub exp/# 1", "start")
+        # The queue keeps publish order: once "keep" arrived, "gone" (queued before it) was skipped.
+        lv.wait_line(r"msg \d+ 1 \d 0 exp/t keep$", 20)
+        assert [m["payload"] for m in lv.msgs()] == ["plain", "keep"], lv.msgs()
+        if proto == 5:
+            left = expiry_of(lv, "keep")
+            assert left is not None and 3500 <= left <= 3600, left  # what is left of the hour
+            assert expiry_of(lv, "plain") is None
+        else:
+            assert expiry_of(lv, "keep") is None  # 3.1.1 has no properties
+        lv.exit()
+
+
+def test_v5_publish_expiry_is_ignored_on_311_and_refused_options(broker, lives, tmp_path):
+    lv = lives("v4pub", **drover_opts(broker, id="v4pub"))
+    lv.send("sub own/# 1", "autoack 1", "start")
+    lv.wait_connected()
+    lv.send("pubx e own/x 1 1 on-311")  # expiry has no meaning in 3.1.1: published as usual
+    assert lv.pubdone("e") == 0
+    lv.wait_line(r"msg \d+ 1 0 0 own/x on-311$", 20)
+    bad = subprocess.run([LIVE, "url=" + broker.url, "protocol=3"], input=b"", stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=harness.clean_env(), timeout=30)
+    assert bad.returncode != 0 and b"protocol must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not 3" in bad.stderr + bad.stdout
+
+
+class V5Peer(threading.Thread):
+    """Plays a broker for the MQTT 5 paths Mosquitto cannot be made to take on demand: (1) a 3.1.1-only
+    broker that refuses protocol level 5, then accepts the 3.1.1 retry; (2) a v5 broker that announces a
+    Receive Maximum and then disconnects the client with a reason code and reason string."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.srv.settimeout(30)
+        self.port = self.srv.getsockname()[1]
+        self.levels = []
+        self.error = None
+
+    def read_connect(self, conn):
+        data = b""
+        while len(data) < 2 or len(data) < 2 + data[1]:
+            chunk = conn.recv(1024)
+            if not chunk:
+                raise AssertionError("client closed before CONNECT")
+            data += chunk
+        self.levels.append(data[8])  # fixed header (2), protocol name (6), then the level
+
+    def run(self):
+        try:
+            conn, _ = self.srv.accept()
+            self.read_connect(conn)
+            conn.sendall(b"\x20\x02\x00\x01")  # 3.1.1: unacceptable protocol version
+            conn.recv(16)
+            conn.close()
+            conn, _ = self.srv.accept()
+            self.read_connect(conn)
+            conn.sendall(CONNACK_OK)
+            conn.recv(16)  # the client's DISCONNECT when it exits
+            conn.close()
+        except Exception as e:  # reported by the test
+            self.error = e
+        finally:
+            self.srv.close()
+
+
+def test_v5_refused_protocol_falls_back_to_311(lives):
+    peer = V5Peer()
+    peer.start()
+    lv = lives("fallback", url="tcp://127.0.0.1:%d" % peer.port, id="fb-1", rmin=50, rmax=200, protocol=5,
+               fallback=1)
+    lv.send("start")
+    lv.wait_connected()
+    states = lv.states()
+    assert states[0].startswith("state 0 connection refused: unacceptable protocol version"), states
+    lv.send("proto")
+    lv.wait_line(r"proto 4$", 20)
+    assert "event=mqttc_protocol_fallback" in lv.log_text()
+    lv.exit()
+    peer.join(30)
+    assert peer.error is None, peer.error
+    assert peer.levels == [5, 4], peer.levels
+
+
+V5_BROKEN = [
+    # CONNACK v5 with Receive Maximum 1, then DISCONNECT 0x8b "server shutting down" + reason string
+    (b"\x20\x06\x00\x00\x03\x21\x00\x01" + b"\xe0\x07\x8b\x05\x1f\x00\x02by",
+     "disconnected by the broker: server shutting down (0x8b) (by)"),
+    (b"\x20\x05\x00\x87\x02\x1f\x00", "protocol error: property value runs past the properties"),
+    (b"\x20\x08\x00\x87\x05\x1f\x00\x02no", "connection refused: not authorized (no)"),
+    (b"\x20\x03\x00\x00\x00" + b"\x30\x06\x00\x01t\x02\x30\x00", "protocol error: unknown property identifier"),
+    (b"\x20\x02\x00\x00", "protocol error: MQTT 3.1.1 CONNACK accepting an MQTT 5 CONNECT"),
+]
+
+
+def test_v5_broken_and_refusing_brokers_give_reasons(lives):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(30)
+    port = srv.getsockname()[1]
+    closed = []
+
+    def play():
+        for payload, _ in V5_BROKEN:
+            conn, _ = srv.accept()
+            conn.settimeout(20)
+            ScriptedPeer.read_connect(conn)
+            conn.sendall(payload)
+            try:
+                closed.append(conn.recv(1024) == b"")
+            except OSError:
+                closed.append(True)
+            conn.close()
+        srv.close()
+    t = threading.Thread(target=play, daemon=True)
+    t.start()
+    lv = lives("v5broken", url="tcp://127.0.0.1:%d" % port, id="v5b", rmin=50, rmax=200, protocol=5)
+    lv.send("start")
+    def drops():
+        return [s[len("state 0 "):] for s in lv.states() if s.startswith("state 0 ")]
+    wait_until(lambda: len(drops()) >= len(V5_BROKEN), 60, msg=lambda: "\n".join(lv.states()))
+    reasons = drops()
+    for (_, want), got in zip(V5_BROKEN, reasons):
+        assert got.startswith(want), "expected %r, got %r (all: %s)" % (want, got, reasons)
+    t.join(30)
+    assert closed == [True] * len(V5_BROKEN), closed

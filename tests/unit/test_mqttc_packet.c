@@ -1,4 +1,4 @@
-/* Unit tests for the MQTT 3.1.1 codec and the PUBACK ordering queue (common/src/mqttc_packet.c):
+/* Unit tests for the MQTT 3.1.1 and MQTT 5 codec and the PUBACK ordering queue (common/src/mqttc_packet.c):
  * byte-exact encodings, round trips of every packet type, every malformation the decoder must refuse,
  * incremental (byte by byte) decoding, and PUBACK release order. No sockets. */
 #include <stdlib.h>
@@ -118,7 +118,7 @@ static void test_known_bytes(void)
     p.type = DR_MQTTC_PUBREL;
     EXPECT_BYTES(&p, "\x62\x02\x00\x07");
 
-    dr_mqttc_filter_t f[] = {{S("a/+"), 1}, {S("#"), 0}};
+    dr_mqttc_filter_t f[] = {{S("a/+"), 1, 0}, {S("#"), 0, 0}};
     p = (dr_mqttc_packet_t){.type = DR_MQTTC_SUBSCRIBE, .id = 2, .filters = f, .nfilters = 2};
     EXPECT_BYTES(&p, "\x82\x0c\x00\x02\x00\x03"
                      "a/+\x01\x00\x01#\x00");
@@ -287,7 +287,7 @@ static void test_varint_boundaries(void)
 
 static void test_round_trip_subscribe(void)
 {
-    dr_mqttc_filter_t f[] = {{S("$share/g/producer/request/#"), 1}, {S("+/+/x"), 0}, {S("a"), 2}};
+    dr_mqttc_filter_t f[] = {{S("$share/g/producer/request/#"), 1, 0}, {S("+/+/x"), 0, 0}, {S("a"), 2, 0}};
     dr_mqttc_packet_t p = {.type = DR_MQTTC_SUBSCRIBE, .id = 10, .filters = f, .nfilters = 3};
     dr_mqttc_packet_t q;
     uint8_t *buf = ROUND_TRIP(&p, &q);
@@ -552,6 +552,249 @@ static void test_ackq_reset_and_growth(void)
     dr_mqttc_ackq_dispose(&q);
 }
 
+/* ---- MQTT 5 ----------------------------------------------------------------------------------- */
+
+/* Decodes buf as v5 and checks it is one whole packet. */
+static int decode5_at(const char *file, int line, const uint8_t *buf, size_t len, dr_mqttc_packet_t *q)
+{
+    size_t used = 0;
+    const char *why = NULL;
+    int rc = dr_mqttc_decode_v(buf, len, 0, DR_MQTTC_V5, q, &used, &why);
+    if (!CHECK_EQ_INT_AT(file, line, rc, DR_MQTTC_PACKET))
+        fprintf(stderr, "    reason: %s\n", why ? why : "(none)");
+    return CHECK_EQ_INT_AT(file, line, used, len);
+}
+#define DECODE5(lit, q) decode5_at(__FILE__, __LINE__, BYTES(lit), (q))
+
+static void reject5_at(const char *file, int line, const uint8_t *buf, size_t len, const char *part)
+{
+    dr_mqttc_packet_t p;
+    size_t used;
+    const char *why = NULL;
+    int rc = dr_mqttc_decode_v(buf, len, 0, DR_MQTTC_V5, &p, &used, &why);
+    if (!CHECK_EQ_INT_AT(file, line, rc, DR_EINVAL))
+        return;
+    if (!CHECK_AT(file, line, why != NULL && strstr(why, part) != NULL))
+        fprintf(stderr, "    reason: \"%s\", expected to contain \"%s\"\n", why ? why : "(null)", part);
+}
+#define REJECT5(lit, part) reject5_at(__FILE__, __LINE__, BYTES(lit), (part))
+
+static void test_v5_known_bytes(void)
+{
+    /* CONNECT level 5, clean start 0, session expiry 0xffffffff, maximum packet size 1 MiB. */
+    dr_mqttc_packet_t p = {
+        .type = DR_MQTTC_CONNECT, .version = DR_MQTTC_V5, .keepalive = 5, .client_id = S("d")};
+    p.props.has_session_expiry = 1;
+    p.props.session_expiry = 0xffffffffu;
+    p.props.maximum_packet_size = 1048576;
+    EXPECT_BYTES(&p, "\x10\x18\x00\x04MQTT\x05\x00\x00\x05\x0a\x11\xff\xff\xff\xff\x27\x00\x10\x00\x00"
+                     "\x00\x01"
+                     "d");
+
+    /* PUBLISH QoS 1 with a 10 s message expiry. */
+    p = (dr_mqttc_packet_t){.type = DR_MQTTC_PUBLISH,
+                            .version = DR_MQTTC_V5,
+                            .qos = 1,
+                            .id = 3,
+                            .topic = S("t"),
+                            .payload = S("x")};
+    p.props.has_message_expiry = 1;
+    p.props.message_expiry = 10;
+    EXPECT_BYTES(&p, "\x32\x0c\x00\x01t\x00\x03\x05\x02\x00\x00\x00\x0ax");
+    p.props.has_message_expiry = 0; /* no properties: a zero property length */
+    EXPECT_BYTES(&p, "\x32\x07\x00\x01t\x00\x03\x00x");
+
+    /* PUBACK: success without properties is the 3.1.1 form; a reason code adds one byte. */
+    p = (dr_mqttc_packet_t){.type = DR_MQTTC_PUBACK, .version = DR_MQTTC_V5, .id = 7};
+    EXPECT_BYTES(&p, "\x40\x02\x00\x07");
+    p.return_code = 0x87;
+    EXPECT_BYTES(&p, "\x40\x03\x00\x07\x87");
+    p.props.reason_string = S("no");
+    EXPECT_BYTES(&p, "\x40\x09\x00\x07\x87\x05\x1f\x00\x02no");
+
+    p = (dr_mqttc_packet_t){.type = DR_MQTTC_DISCONNECT, .version = DR_MQTTC_V5};
+    EXPECT_BYTES(&p, "\xe0\x00");
+    p.return_code = 0x8b;
+    EXPECT_BYTES(&p, "\xe0\x01\x8b");
+
+    dr_mqttc_filter_t f[] = {{S("a"), 1, 0x04}}; /* no local */
+    p = (dr_mqttc_packet_t){
+        .type = DR_MQTTC_SUBSCRIBE, .version = DR_MQTTC_V5, .id = 2, .filters = f, .nfilters = 1};
+    EXPECT_BYTES(&p, "\x82\x07\x00\x02\x00\x00\x01"
+                     "a\x05");
+
+    /* Encoder refusals: options beyond bits 2..5, unknown version, receive maximum > 65535. */
+    f[0].options = 0x40;
+    CHECK_EQ_INT(dr_mqttc_encode(&p, NULL, 0), 0);
+    p = (dr_mqttc_packet_t){.type = DR_MQTTC_PINGREQ, .version = 3};
+    CHECK_EQ_INT(dr_mqttc_encode(&p, NULL, 0), 0);
+    p = (dr_mqttc_packet_t){.type = DR_MQTTC_CONNECT, .version = DR_MQTTC_V5, .client_id = S("c")};
+    p.props.receive_maximum = 70000;
+    CHECK_EQ_INT(dr_mqttc_encode(&p, NULL, 0), 0);
+}
+
+static void test_v5_decode(void)
+{
+    dr_mqttc_packet_t q;
+    /* CONNACK with receive maximum 20, server keep alive 5, maximum packet size 4096, reason string,
+     * a user property and properties we do not act on (retain available, shared subscription). */
+    if (DECODE5("\x20\x1e\x01\x00\x1b\x21\x00\x14\x13\x00\x05\x27\x00\x00\x10\x00\x1f\x00\x02ok"
+                "\x26\x00\x01k\x00\x01v\x25\x01\x2a\x00",
+                &q)) {
+        CHECK_EQ_INT(q.version, DR_MQTTC_V5);
+        CHECK_EQ_INT(q.session_present, 1);
+        CHECK_EQ_INT(q.return_code, 0);
+        CHECK_EQ_INT(q.props.receive_maximum, 20);
+        CHECK(q.props.has_server_keepalive && q.props.server_keepalive == 5);
+        CHECK_EQ_INT(q.props.maximum_packet_size, 4096);
+        CHECK(str_eq(q.props.reason_string, S("ok")));
+        CHECK_EQ_INT(q.props.raw.len, 0x1b);
+    }
+    /* A refusal with a reason code; and a 3.1.1 CONNACK on a v5 connection (an old broker). */
+    if (DECODE5("\x20\x03\x00\x87\x00", &q))
+        CHECK(q.return_code == 0x87 && q.version == DR_MQTTC_V5);
+    if (DECODE5("\x20\x02\x00\x01", &q))
+        CHECK(q.return_code == 1 && q.version == DR_MQTTC_V311);
+    CHECK_EQ_STR(dr_mqttc_connack_reason(0x84), "connection refused: unsupported protocol version");
+    CHECK_EQ_STR(dr_mqttc_reason_name(0x97), "quota exceeded");
+    CHECK_EQ_STR(dr_mqttc_reason_name(0x7f), "unknown reason code");
+
+    /* PUBLISH with an expiry, a subscription identifier given twice (allowed) and correlation data. */
+    if (DECODE5("\x30\x15\x00\x01t\x0e\x02\x00\x00\x01\x00\x0b\x01\x0b\x7f\x09\x00\x02\x00\xffpay", &q)) {
+        CHECK(q.props.has_message_expiry && q.props.message_expiry == 256);
+        CHECK(str_eq(q.payload, S("pay")));
+    }
+    /* A subscription identifier at the largest variable byte integer (four bytes), and one byte more. */
+    if (DECODE5("\x30\x0a\x00\x01t\x05\x0b\xff\xff\xff\x7fx", &q))
+        CHECK(str_eq(q.payload, S("x")));
+    REJECT5("\x30\x0b\x00\x01t\x06\x0b\xff\xff\xff\xff\x01x", "malformed variable byte integer");
+    /* PUBACK forms: 2 bytes (success), 3 (reason), 4+ (properties). */
+    if (DECODE5("\x40\x02\x00\x05", &q))
+        CHECK(q.return_code == 0 && q.props.raw.ptr == NULL);
+    if (DECODE5("\x40\x03\x00\x05\x10", &q))
+        CHECK_EQ_INT(q.return_code, 0x10);
+    if (DECODE5("\x40\x04\x00\x05\x97\x00", &q))
+        CHECK(q.return_code == 0x97 && q.props.raw.ptr != NULL && q.props.raw.len == 0);
+    if (DECODE5("\x90\x05\x00\x05\x00\x01\x80", &q))
+        CHECK(q.list.len == 2 && (uint8_t)q.list.ptr[1] == 0x80);
+    if (DECODE5("\xb0\x04\x00\x05\x00\x11", &q))
+        CHECK(q.list.len == 1 && (uint8_t)q.list.ptr[0] == 0x11);
+    if (DECODE5("\xe0\x00", &q))
+        CHECK_EQ_INT(q.return_code, 0);
+    if (DECODE5("\xe0\x07\x8b\x05\x1f\x00\x02up", &q))
+        CHECK(q.return_code == 0x8b && str_eq(q.props.reason_string, S("up")));
+
+    /* Property lengths at the variable byte integer limits: 127 (one byte) and 128 (two bytes). */
+    uint8_t buf[400];
+    size_t n = 0, used, len;
+    const char *why;
+    for (int big = 0; big <= 1; big++) {
+        n = 3; /* fixed header: first byte and a two-byte remaining length, filled below */
+        memcpy(buf + n, "\x00\x01t", 3);
+        n += 3;
+        if (big) {
+            memcpy(buf + n, "\x80\x01", 2);
+            n += 2;
+        } else {
+            buf[n++] = 0x7f;
+        }
+        for (int i = 0; i < 25; i++) { /* 25 empty user properties, 5 bytes each */
+            memcpy(buf + n, "\x26\x00\x00\x00\x00", 5);
+            n += 5;
+        }
+        memcpy(buf + n, big ? "\x03\x00\x00" : "\x01\x00", big ? 3 : 2); /* to 128 or 127 bytes */
+        n += big ? 3 : 2;
+        buf[n++] = 'z'; /* the payload */
+        buf[0] = 0x30;
+        buf[1] = (uint8_t)(0x80 | ((n - 3) & 0x7f));
+        buf[2] = (uint8_t)((n - 3) >> 7);
+        CHECK_EQ_INT(dr_mqttc_decode_v(buf, n, 0, DR_MQTTC_V5, &q, &used, &why), DR_MQTTC_PACKET);
+        CHECK_EQ_INT(q.props.raw.len, big ? 128 : 127);
+        CHECK(str_eq(q.payload, S("z")));
+        /* Re-encoding keeps the raw properties byte for byte (the remaining length is minimal here:
+         * 2 bytes for >= 128). */
+        uint8_t *out = encode(&q, &len);
+        CHECK(len == n && memcmp(out, buf, n) == 0);
+        free(out);
+    }
+    /* A 3.1.1 decode of the same bytes reads the properties as payload. */
+    CHECK_EQ_INT(dr_mqttc_decode(buf, n, 0, &q, &used, &why), DR_MQTTC_PACKET);
+    CHECK_EQ_INT(q.payload.len, n - 3 - 3); /* the 3.1.1 view: properties are payload */
+}
+
+static void test_v5_round_trips(void)
+{
+    dr_mqttc_packet_t p = {.type = DR_MQTTC_CONNECT,
+                           .version = DR_MQTTC_V5,
+                           .clean_session = 1,
+                           .keepalive = 30,
+                           .client_id = S("dev"),
+                           .will_topic = S("w"),
+                           .will_payload = S("bye"),
+                           .will_qos = 1,
+                           .will_props = S("\x02\x00\x00\x00\x05"),
+                           .username = S("u"),
+                           .password = S("p")};
+    p.props.receive_maximum = 100;
+    dr_mqttc_packet_t q;
+    uint8_t *buf = ROUND_TRIP(&p, &q);
+    /* ROUND_TRIP decodes as 3.1.1: a CONNECT is decoded by its own level. */
+    CHECK_EQ_INT(q.version, DR_MQTTC_V5);
+    CHECK_EQ_INT(q.props.receive_maximum, 100);
+    CHECK(str_eq(q.will_props, S("\x02\x00\x00\x00\x05")) && str_eq(q.will_topic, S("w")));
+    CHECK(str_eq(q.password, S("p")));
+    free(buf);
+
+    /* A password without a user name is valid in v5 only. */
+    p = (dr_mqttc_packet_t){.type = DR_MQTTC_CONNECT,
+                            .version = DR_MQTTC_V5,
+                            .clean_session = 1,
+                            .client_id = S(""),
+                            .password = S("p")};
+    buf = ROUND_TRIP(&p, &q);
+    CHECK(q.username.ptr == NULL && str_eq(q.password, S("p")));
+    free(buf);
+    p.version = DR_MQTTC_V311;
+    CHECK_EQ_INT(dr_mqttc_encode(&p, NULL, 0), 0);
+}
+
+static void test_v5_reject(void)
+{
+    REJECT5("\x20\x02\x00\x06", "return code reserved");     /* a 3.1.1 code 6 */
+    REJECT5("\x20\x03\x00\x05\x00", "return code reserved"); /* v5 codes below 0x80 other than 0 */
+    REJECT5("\x20\x04\x00\x00\x01\x30", "unknown property");
+    REJECT5("\x20\x04\x00\x00\x05\x11", "run past");      /* property length beyond the packet */
+    REJECT5("\x20\x05\x00\x00\x02\x11\x00", "runs past"); /* u32 value cut short */
+    REJECT5("\x20\x03\x00\x00\x80", "property length");   /* varint not terminated */
+    REJECT5("\x20\x08\x00\x00\x80\x80\x80\x80\x01\x00", "property length"); /* five bytes */
+    REJECT5("\x20\x05\x00\x00\x81\x00\x00", "property length");             /* not the shortest form */
+    REJECT5("\x20\x04\x00\x00\x01\x02", "not allowed");                     /* message expiry in CONNACK */
+    REJECT5("\x20\x09\x00\x00\x06\x21\x00\x01\x21\x00\x01", "more than once");
+    REJECT5("\x20\x06\x00\x00\x03\x21\x00\x00", "receive maximum or topic alias 0");
+    REJECT5("\x20\x05\x00\x00\x02\x24\x02", "out of range"); /* maximum QoS 2 */
+    REJECT5("\x20\x08\x00\x00\x05\x27\x00\x00\x00\x00", "maximum packet size 0");
+    REJECT5("\x20\x07\x00\x00\x04\x1f\x00\x01\xff", "UTF-8");
+    REJECT5("\x30\x07\x00\x01t\x02\x0b\x00x", "subscription identifier 0");
+    REJECT5("\x30\x08\x00\x01t\x03\x0b\x80\x00x", "malformed variable byte integer");
+    REJECT5("\x30\x04\x00\x01t\x01", "run past");     /* property length 1, nothing follows */
+    REJECT5("\x30\x02\x00\x01", "PUBLISH too short"); /* no property length */
+    REJECT5("\x40\x03\x00\x01\x05", "reason code reserved");
+    REJECT5("\x40\x03\x00\x01\xff", "reason code reserved");
+    REJECT5("\x90\x04\x00\x01\x00\x03", "return code reserved");
+    REJECT5("\x90\x03\x00\x01\x00", "SUBACK without return codes");
+    REJECT5("\xb0\x03\x00\x01\x00", "UNSUBACK without reason codes");
+    REJECT5("\xb0\x04\x00\x01\x00\x01", "return code reserved");
+    REJECT5("\xe0\x01\x01", "reason code reserved");
+    REJECT5("\xe0\x03\x00\x01\x02", "not allowed"); /* PUBLISH-only property in DISCONNECT */
+    REJECT5("\x82\x07\x00\x01\x00\x00\x01"
+            "a\x30",
+            "reserved bits"); /* retain handling 3 */
+    REJECT5("\x82\x07\x00\x01\x00\x00\x01"
+            "a\x41",
+            "reserved bits");
+    REJECT5("\xf0\x00", "reserved packet type"); /* AUTH: we never start enhanced authentication */
+}
+
 int main(void)
 {
     test_known_bytes();
@@ -567,5 +810,9 @@ int main(void)
     test_incremental();
     test_ackq_order();
     test_ackq_reset_and_growth();
+    test_v5_known_bytes();
+    test_v5_decode();
+    test_v5_round_trips();
+    test_v5_reject();
     return t_report("test_mqttc_packet");
 }

@@ -85,8 +85,31 @@ void dr_metrics_status(int st, int64_t n);
  * build's version string. Any thread, though transport splits are exact only on the loop thread. */
 void dr_metrics_expose(dr_prom_t *p, const char *version);
 
-/* Writes all counters to <prefix>metrics:<node>, which expires a week after the last flush (a node
- * gone for good does not leave it forever). Loop thread; errors are ignored (next flush). */
+/* Gauges a service publishes beside its counters (the dispatcher: the figures of its last backlog
+ * round), flushed as gauge_<name> so any node can read the cluster's figures from Redis. Unlike the
+ * counters they describe "now": a reader sums them only over hashes whose flushed_at_ms is recent. */
+#define DR_GAUGES(X)                                                                                         \
+    X(QUEUE_DEPTH, "gauge_queue_depth")             /* queued messages of the shards held (in flight too) */ \
+    X(IN_FLIGHT, "gauge_in_flight")                 /* sent, not yet acknowledged */                         \
+    X(SCHEDULED, "gauge_scheduled")                 /* waiting for their not-before time */                  \
+    X(OLDEST_PENDING_MS, "gauge_oldest_pending_ms") /* age of the oldest queued message; -1: none */         \
+    X(SHARDS_HELD, "gauge_shards_held")             /* shard leases held when the round started */           \
+    X(BACKLOG_AT_MS, "gauge_backlog_at_ms")         /* wall-clock ms when the round finished */
+
+#define DR_GAUGE_ENUM(id, name) DR_GAUGE_##id,
+enum { DR_GAUGES(DR_GAUGE_ENUM) DR_GAUGE_COUNT };
+#undef DR_GAUGE_ENUM
+
+/* Field of every metrics hash: the writer's wall clock (ms since the epoch) at the flush. */
+#define DR_METRICS_FLUSHED_AT "flushed_at_ms"
+
+/* Sets gauge id to v. Gauges are flushed only once a process has set one, so services without any
+ * (the ingress) write no gauge fields. Any thread. */
+void dr_metrics_gauge_set(int id, int64_t v);
+
+/* Writes all counters, the gauges once set and flushed_at_ms to <prefix>metrics:<node>, which
+ * expires a week after the last flush (a node gone for good does not leave it forever). Loop thread;
+ * errors are ignored (next flush). */
 void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node);
 
 #endif

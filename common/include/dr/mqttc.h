@@ -1,4 +1,4 @@
-/* dr_mqttc: a small MQTT 3.1.1 client on the libuv loop, with application-controlled PUBACKs.
+/* dr_mqttc: a small MQTT 3.1.1 and MQTT 5 client on the libuv loop, with application-controlled PUBACKs.
  *
  * A received QoS 1 message is acknowledged to the broker only when the application calls
  * dr_mqttc_ack() with the message's token, so a service can store a batch of messages durably before
@@ -7,7 +7,9 @@
  *
  * The client connects over TCP or TLS (OpenSSL), subscribes its fixed set of filters on every
  * connection, reconnects with exponential back-off, and publishes QoS 0 and QoS 1 messages with a
- * completion callback and deadline. It does not do QoS 2, MQTT 5, wills or offline queueing.
+ * completion callback and deadline. With `protocol = 5` it speaks MQTT 5: session expiry for persistent
+ * sessions, a Message Expiry Interval on publishes (dr_mqttc_publish_ex), reason codes and the broker's
+ * DISCONNECT. It does not do QoS 2, wills, topic aliases, enhanced authentication or offline queueing.
  * docs/mqtt-client.md describes the behaviour in prose.
  *
  * Threads: every function, and every callback, runs on the thread of the loop given to
@@ -46,8 +48,23 @@ typedef struct {
     const char *ca_path;    /* TLS: c_rehash directory of trusted CAs */
     const char *cert_file;  /* TLS: client certificate (PEM), NULL: none */
     const char *key_file;   /* TLS: its private key (PEM); default cert_file */
-    int tls_insecure; /* TLS: skip server certificate and host name checks (tests only; logged loudly) */
+    int tls_insecure;      /* TLS: skip server certificate and host name checks (tests only; logged loudly) */
+    int protocol;          /* 0 or 4: MQTT 3.1.1 (the default); 5: MQTT 5 */
+    int protocol_fallback; /* with protocol 5: when the broker refuses the protocol version, log
+                            * event=mqttc_protocol_fallback and use 3.1.1 from the next attempt on */
+    uint32_t session_expiry_s; /* MQTT 5, clean_session 0: Session Expiry Interval; 0 means "never"
+                                * (0xFFFFFFFF, as a 3.1.1 persistent session). clean_session 1: 0 */
 } dr_mqttc_options_t;
+
+/* Options of one publish (dr_mqttc_publish_ex). A zeroed struct is QoS 0 without expiry. */
+typedef struct {
+    int qos;                   /* 0 or 1 */
+    uint32_t message_expiry_s; /* MQTT 5: Message Expiry Interval in seconds, 0: none. The broker drops
+                                * the message when it is still queued (e.g. for an offline subscriber)
+                                * that long after it received it. The time the publish waits in this
+                                * client counts: a publish whose expiry passes before it is written
+                                * completes with DR_ETIMEDOUT unsent. Ignored on a 3.1.1 connection. */
+} dr_mqttc_pub_opts_t;
 
 /* A received message, valid only during the message callback. */
 typedef struct {
@@ -57,6 +74,8 @@ typedef struct {
     size_t len;
     int qos, dup, retain; /* qos is 0 or 1 (subscriptions ask for at most 1) */
     uint64_t token;       /* QoS 1: give it to dr_mqttc_ack() once handled; 0 for QoS 0 */
+    int has_expiry;       /* MQTT 5: the message carries a Message Expiry Interval ... */
+    uint32_t expiry_s;    /* ... of this many seconds (what is left of it at the broker) */
 } dr_mqttc_msg_t;
 
 /* A message arrived. msg and everything it points to are valid during the call only. With a persistent
@@ -65,9 +84,11 @@ typedef struct {
 typedef void dr_mqttc_msg_cb(void *data, const dr_mqttc_msg_t *msg);
 
 /* A publish completed. Called exactly once per accepted dr_mqttc_publish(): err 0 (QoS 1: the broker's
- * PUBACK arrived; QoS 0: the packet was handed to the socket), DR_ETIMEDOUT (publish_timeout_ms passed),
- * or DR_ECLOSED (the connection was lost or the client stopped or freed first; the message may or may
- * not have reached the broker). Never called from inside dr_mqttc_publish(). */
+ * PUBACK arrived; QoS 0: the packet was handed to the socket), DR_ETIMEDOUT (publish_timeout_ms passed,
+ * or the message expiry passed before it was written), DR_EIO (MQTT 5: the PUBACK carried a failure
+ * reason code, such as "not authorized" or "quota exceeded"; logged at VERBOSE), or DR_ECLOSED (the
+ * connection was lost or the client stopped or freed first; the message may or may not have reached the
+ * broker). Never called from inside dr_mqttc_publish(). */
 typedef void dr_mqttc_pub_cb(void *data, int err);
 
 /* The connection became ready (connected 1, reason "connected": CONNACK accepted and every
@@ -107,12 +128,21 @@ void dr_mqttc_start(dr_mqttc_t *m);
  * Returns 0 (cb is then called exactly once, later), DR_EINVAL (topic fails dr_topic_check_name, or qos
  * is not 0/1: nothing is sent, so the connection is never put at risk), DR_ETOOBIG (the packet would
  * exceed MQTT's 256 MiB limit), DR_EUNAVAIL (no session: publishing works from the CONNACK on, before
- * the SUBACK, since a persistent session's queued messages arrive then), or DR_EBUSY (max_queued publishes wait
- * already). cb is not called on error. Packets go out in call order; QoS 1 packets beyond
- * max_inflight wait for a PUBACK to free a slot. Never retransmitted: after a connection loss the
- * application decides what to publish again. */
+ * the SUBACK, since a persistent session's queued messages arrive then), or DR_EBUSY (max_queued publishes
+ * wait already). cb is not called on error. Packets go out in call order; QoS 1 packets beyond max_inflight
+ * wait for a PUBACK to free a slot. Never retransmitted: after a connection loss the application decides what
+ * to publish again. */
 int dr_mqttc_publish(dr_mqttc_t *m, const char *topic, const void *payload, size_t len, int qos,
                      dr_mqttc_pub_cb *cb, void *data);
+
+/* dr_mqttc_publish() with options (borrowed during the call; NULL: QoS 0, no expiry). Same returns;
+ * DR_ETOOBIG also when an MQTT 5 broker announced a smaller Maximum Packet Size. */
+int dr_mqttc_publish_ex(dr_mqttc_t *m, const char *topic, const void *payload, size_t len,
+                        const dr_mqttc_pub_opts_t *opt, dr_mqttc_pub_cb *cb, void *data);
+
+/* The protocol level of the current session (4: MQTT 3.1.1, 5: MQTT 5), or of the next connection
+ * attempt when there is no session (after a fallback: 4). */
+int dr_mqttc_protocol(const dr_mqttc_t *m);
 
 /* Acknowledges the QoS 1 message of token. PUBACKs go out in the order the PUBLISH packets arrived: an
  * ack for a later message waits until every earlier QoS 1 message of the same connection was acked, then

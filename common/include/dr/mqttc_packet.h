@@ -1,4 +1,4 @@
-/* MQTT 3.1.1 packet encoder and decoder, and the PUBACK ordering queue, for dr_mqttc.
+/* MQTT 3.1.1 and MQTT 5 packet encoder and decoder, and the PUBACK ordering queue, for dr_mqttc.
  *
  * Everything here is pure: no I/O, no clock, no global state, and the only allocation is the ring of
  * dr_mqttc_ackq_t (documented there). That is what lets tests/unit/test_mqttc_packet.c and
@@ -9,6 +9,13 @@
  * valid until the caller moves or overwrites the bytes it was decoded from. The decoder is direction
  * agnostic (it decodes CONNECT as well as CONNACK) so that round trips can be tested; refusing packets
  * a server must not send is the client's job.
+ *
+ * MQTT 5 (OASIS MQTT Version 5.0) is chosen per packet: dr_mqttc_encode() looks at p->version and
+ * dr_mqttc_decode_v() takes the connection's version. Version 5 adds a property section to most packets
+ * and reason codes to the acknowledgements; the decoder validates every property (identifier known and
+ * allowed in that packet, given once unless the standard allows repeats, value in range, strings valid
+ * UTF-8) and exposes the ones a client acts on as typed fields. The raw property bytes are kept too, so
+ * a decoded packet encodes back to the same bytes.
  *
  * All functions may be called from any thread on distinct objects.
  */
@@ -44,7 +51,10 @@ enum {
 
 #define DR_MQTTC_MAX_REMAINING 268435455u /* largest remaining length four varint bytes can carry */
 #define DR_MQTTC_MAX_HEADER 5             /* first byte plus at most four length bytes */
-#define DR_MQTTC_SUBACK_FAILURE 0x80      /* SUBACK return code of a refused filter */
+#define DR_MQTTC_SUBACK_FAILURE 0x80      /* SUBACK return code of a refused filter (v5: any code >= it) */
+#define DR_MQTTC_V311 4                   /* protocol level of MQTT 3.1.1 */
+#define DR_MQTTC_V5 5                     /* protocol level of MQTT 5 */
+#define DR_MQTTC_MAX_VARINT 268435455u    /* largest variable byte integer (MQTT 5 §1.5.5) */
 
 /* A byte string inside a packet. ptr NULL means absent (optional CONNECT fields); a present empty
  * string has a non-NULL ptr and len 0. Decoded strings point into the caller's buffer. */
@@ -57,11 +67,32 @@ typedef struct {
 typedef struct {
     dr_mqttc_str_t filter;
     int qos;
+    unsigned options; /* MQTT 5 subscription options besides the QoS (bits 2..5 of the byte); 0 for 3.1.1 */
 } dr_mqttc_filter_t;
+
+/* MQTT 5 properties of one packet (or of a CONNECT's will). Decoding fills `raw` and the typed fields
+ * of the properties present; the others are 0 / absent. Encoding writes `raw` verbatim when its ptr is
+ * not NULL, else the typed fields that are present, so a zeroed struct means "no properties". */
+typedef struct {
+    dr_mqttc_str_t raw;           /* the property bytes after the property length; ptr NULL: none decoded */
+    int has_message_expiry;       /* PUBLISH: Message Expiry Interval present */
+    uint32_t message_expiry;      /* seconds */
+    int has_session_expiry;       /* CONNECT, CONNACK, DISCONNECT: Session Expiry Interval present */
+    uint32_t session_expiry;      /* seconds; 0xFFFFFFFF: never */
+    unsigned receive_maximum;     /* CONNECT, CONNACK: 1..65535; 0: absent (65535 then) */
+    uint32_t maximum_packet_size; /* CONNECT, CONNACK: 0: absent (no limit but the protocol's) */
+    int has_server_keepalive;     /* CONNACK: Server Keep Alive present */
+    unsigned server_keepalive;    /* seconds the client must use instead of its own */
+    int has_maximum_qos;          /* CONNACK: Maximum QoS present */
+    unsigned maximum_qos;         /* 0 or 1 */
+    unsigned topic_alias;         /* PUBLISH: 0 absent */
+    dr_mqttc_str_t reason_string; /* acks, CONNACK, DISCONNECT; ptr NULL: absent */
+} dr_mqttc_props_t;
 
 /* One control packet. Only the fields of its type are meaningful; the decoder sets the others to 0. */
 typedef struct {
-    int type;       /* DR_MQTTC_* */
+    int type;    /* DR_MQTTC_* */
+    int version; /* DR_MQTTC_V311 (0: the same) or DR_MQTTC_V5; set by the decoder, read by the encoder */
     unsigned flags; /* decoded: the low nibble of the first byte; the encoder derives it */
     uint16_t id;    /* packet identifier: PUBLISH (QoS > 0), PUB*, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK */
 
@@ -82,13 +113,20 @@ typedef struct {
 
     /* CONNACK */
     int session_present;
-    int return_code; /* 0 accepted, 1..5 refusals (dr_mqttc_connack_reason) */
+    /* CONNACK: 0 accepted, 1..5 refusals (3.1.1) or a reason code >= 0x80 (v5; dr_mqttc_connack_reason).
+     * v5 only: the reason code of PUBACK, PUBREC, PUBREL, PUBCOMP and DISCONNECT (0: success). */
+    int return_code;
+
+    /* MQTT 5 only: the packet's properties, and a CONNECT's will properties (raw; validated) */
+    dr_mqttc_props_t props;
+    dr_mqttc_str_t will_props;
 
     /* SUBSCRIBE, UNSUBSCRIBE: to encode, filters[0..nfilters). Decoding sets nfilters and `list` (the raw
      * entries, already validated); walk them with dr_mqttc_filter_next(). */
     const dr_mqttc_filter_t *filters;
     size_t nfilters;
-    /* SUBSCRIBE/UNSUBSCRIBE (decoded): raw entries. SUBACK (both ways): one return code per byte. */
+    /* SUBSCRIBE/UNSUBSCRIBE (decoded): raw entries. SUBACK and (v5) UNSUBACK, both ways: one return or
+     * reason code per byte. */
     dr_mqttc_str_t list;
 } dr_mqttc_packet_t;
 
@@ -105,6 +143,16 @@ typedef struct {
 int dr_mqttc_decode(const uint8_t *buf, size_t len, size_t max_packet, dr_mqttc_packet_t *p, size_t *used,
                     const char **reason);
 
+/* dr_mqttc_decode() for a connection of protocol version (DR_MQTTC_V311 or DR_MQTTC_V5; any other value
+ * is taken as 3.1.1). dr_mqttc_decode() is this with DR_MQTTC_V311. With DR_MQTTC_V5 the decoder also
+ * refuses malformed properties (a property length or variable byte integer longer than four bytes or not
+ * in its shortest form, an unknown identifier, a property not allowed in the packet or given twice, a
+ * value out of range, a string that is not valid UTF-8) and reserved reason codes. Two exceptions let a
+ * v5 client understand a broker that does not speak v5: a 2-byte CONNACK is decoded as a 3.1.1 CONNACK
+ * (p->version is then DR_MQTTC_V311), and a CONNECT is decoded by the protocol level it carries. */
+int dr_mqttc_decode_v(const uint8_t *buf, size_t len, size_t max_packet, int version, dr_mqttc_packet_t *p,
+                      size_t *used, const char **reason);
+
 /* Steps through the filters of a decoded SUBSCRIBE or UNSUBSCRIBE. Start with *pos = 0. Returns 1 and
  * fills *f while entries remain, then 0. Only valid for packets dr_mqttc_decode() accepted. */
 int dr_mqttc_filter_next(const dr_mqttc_packet_t *p, size_t *pos, dr_mqttc_filter_t *f);
@@ -113,11 +161,19 @@ int dr_mqttc_filter_next(const dr_mqttc_packet_t *p, size_t *pos, dr_mqttc_filte
  * cap >= that size (so a first call with cap 0 sizes the buffer). Returns 0 when p cannot be encoded:
  * an unknown type, a string longer than 65535 bytes, QoS outside 0..2, packet id 0 where one is
  * required, no filter in a (UN)SUBSCRIBE, or a total beyond DR_MQTTC_MAX_REMAINING. The encoder does not
- * validate UTF-8; callers check topics with dr/topic.h first. */
+ * validate UTF-8; callers check topics with dr/topic.h first.
+ * With p->version DR_MQTTC_V5 the packet gets its v5 layout: the properties of p->props (see
+ * dr_mqttc_props_t), and for PUBACK..PUBCOMP and DISCONNECT the shortest form the reason code and
+ * properties allow (no reason code byte for success without properties). */
 size_t dr_mqttc_encode(const dr_mqttc_packet_t *p, uint8_t *out, size_t cap);
 
-/* Returns a static description of a CONNACK return code, e.g. "bad user name or password". */
+/* Returns a static description of a CONNACK return code, e.g. "bad user name or password". Codes of
+ * 0x80 and above are MQTT 5 reason codes (dr_mqttc_reason_name). */
 const char *dr_mqttc_connack_reason(int return_code);
+
+/* Returns the static name of an MQTT 5 reason code ("not authorized", "quota exceeded"), or
+ * "unknown reason code". */
+const char *dr_mqttc_reason_name(int code);
 
 /* Returns a static name of a packet type ("PUBLISH"), or "reserved". */
 const char *dr_mqttc_type_name(int type);

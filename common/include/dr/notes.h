@@ -9,9 +9,19 @@
  * owner publishes them again after notify reclaim time (dr_store_reclaim), so a crash or a broker
  * outage delays a notification but never loses it. A note whose message's previous change another
  * node is still publishing (dr_note_t.after) is held until that one is confirmed, or taken over once it
- * went stale, so a producer never sees an older status after a newer one. A notification to a producer id that no broker
- * accepts in a topic (data stored before input was checked this strictly) is counted
- * (notify_refused), acknowledged and skipped, so it can never stall anything.
+ * went stale, so a producer never sees an older status after a newer one.
+ *
+ * Back-pressure: at most a fixed window of MQTT publishes awaits the broker's PUBACK; the rest wait in
+ * order inside the publisher with no deadline, so a slow broker delays notifications instead of
+ * timing them out. While a note waits (for the window, its PUBACK or an earlier change), the node
+ * claims its log entry again every second, which keeps it from looking abandoned: other nodes do not
+ * take it over and the shard's owner does not reclaim it, so a live node's slow publish is never
+ * published a second time by someone else. A note whose publish failed is no longer kept fresh and
+ * goes to the owner's reclaim as before.
+ *
+ * A notification to a producer id that no broker accepts in a topic (data stored before input was
+ * checked this strictly) is counted (notify_refused), acknowledged and skipped, so it can never stall
+ * anything.
  *
  * Loop thread only.
  */
@@ -39,7 +49,7 @@ dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, d
 /* Publishes n notes (copied) as described above. */
 void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n);
 
-/* Notes whose publication has not settled yet. */
+/* Notes whose publication has not settled yet (waiting for the window included). */
 size_t dr_notes_in_flight(const dr_notes_t *p);
 
 /* Frees p once every publish it started has completed (their callbacks still arrive); nothing

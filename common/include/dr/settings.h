@@ -34,6 +34,7 @@ typedef struct {
     char *mqtt_password;
     int64_t mqtt_qos;
     int64_t mqtt_keepalive_s;
+    int64_t mqtt_protocol;  /* dispatcher: 5 MQTT 5 (message expiry on device sends), 4 MQTT 3.1.1 */
     char *mqtt_share_group;
     int64_t mqtt_tls;       /* 1: TLS (also implied by an mqtts:// or ssl:// mqtt.url) */
     char *mqtt_tls_ca;      /* trusted CAs (PEM bundle), "" = system store */
@@ -52,6 +53,8 @@ typedef struct {
     int64_t http_rate;
     int64_t http_burst;
     int64_t http_key_cache_ms;
+    char *http_console_dir;  /* console pages; "" = the installed ones (or the sources in a build tree) */
+    char *http_vendor_dir;   /* third-party scripts served under /vendor/ */
     /* client registry and logins (ingress) */
     int64_t auth_token_ttl_s;
     int64_t auth_bcrypt_cost;
