@@ -43,10 +43,12 @@ ok "dpkg-buildpackage -b -uc -us built $(basename "$deb")"
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' >"$work/files"
 for f in /usr/bin/drover-ingress /usr/bin/drover-dispatcher /usr/bin/drover-ctl \
     /lib/systemd/system/drover-ingress@.service /lib/systemd/system/drover-dispatcher@.service \
-    /etc/drover/drover.conf /usr/share/doc/drover/copyright; do
+    /etc/drover/drover.conf /usr/share/doc/drover/copyright /usr/share/drover/console/login.html \
+    /usr/share/drover/console/dashboard.js; do
     check "the package holds $f" grep -qx "$f" "$work/files"
 done
 check "the device simulator (a development tool) is not shipped" sh -c "! grep -q drover-device-sim '$work/files'"
+check "the console's chart library comes from Debian's package" sh -c "dpkg-deb -f '$deb' Depends | grep -q libjs-chart.js"
 
 mkdir -p "$work/ctl"
 dpkg-deb -e "$deb" "$work/ctl"
