@@ -583,15 +583,19 @@ static int publish_v5_checks(dr_mqttc_t *m, conn_t *c, pub_t *p, dr_mqttc_packet
     if (c->version != DR_MQTTC_V5)
         return 0;
     if (p->expiry_s > 0) {
-        int64_t waited_s = (dr_mono_ms() - p->accepted + 999) / 1000;
-        if (waited_s >= (int64_t)p->expiry_s) {
-            dr_log(DR_LOG_VERBOSE, "event=mqttc_publish_expired waited_s=%lld expiry_s=%u",
-                   (long long)waited_s, p->expiry_s);
+        /* Dropped only once really expired; otherwise the wait, rounded up to whole seconds, comes off
+         * the expiry, which stays at least 1 s (MQTT's unit): the broker keeps it at most 1 s longer
+         * than asked, which callers allow for. */
+        int64_t waited_ms = dr_mono_ms() - p->accepted;
+        if (waited_ms >= (int64_t)p->expiry_s * 1000) {
+            dr_log(DR_LOG_VERBOSE, "event=mqttc_publish_expired waited_ms=%lld expiry_s=%u", (long long)waited_ms,
+                   p->expiry_s);
             complete(m, p, DR_ETIMEDOUT);
             return -1;
         }
+        uint32_t waited_s = (uint32_t)((waited_ms + 999) / 1000);
         pk->props.has_message_expiry = 1;
-        pk->props.message_expiry = p->expiry_s - (uint32_t)waited_s;
+        pk->props.message_expiry = p->expiry_s > waited_s ? p->expiry_s - waited_s : 1;
     }
     if (m->server_max_packet > 0) {
         pk->id = 1; /* sizing only: QoS 1 packets carry an id */

@@ -105,7 +105,9 @@ static uint32_t send_expiry_s(const dr_settings_t *cfg, int64_t attempt)
     if (wait > (double)cfg->retry_max_ms)
         wait = (double)cfg->retry_max_ms;
     double lower_ms = wait - wait * (double)cfg->jitter_pct / 100.0 - 1.0;
-    double budget_s = (lower_ms - (double)cfg->interval_ms - 1000.0) / 1000.0;
+    /* 2 s: the broker keeps a message up to 1 s past its expiry (whole-second stamps), and our client
+     * may round a wait in its queue up by up to 1 s more (dr_mqttc). */
+    double budget_s = (lower_ms - (double)cfg->interval_ms - 2000.0) / 1000.0;
     if (budget_s < 1.0)
         return 1;
     return budget_s > 4294967295.0 ? 4294967295u : (uint32_t)budget_s;
@@ -122,8 +124,9 @@ static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_st
     sent_t *s = dr_malloc(sizeof(*s));
     *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt,
                   .published_ns = uv_hrtime()};
+    /* Guarantee NO is sent once and never re-sent: no later copy to make room for, so no expiry. */
     dr_mqttc_pub_opts_t po = {.qos = (int)d->node.cfg.mqtt_qos,
-                              .message_expiry_s = send_expiry_s(&d->node.cfg, m->attempt)};
+                              .message_expiry_s = m->guarantee == DR_G_NO ? 0 : send_expiry_s(&d->node.cfg, m->attempt)};
     int rc = dr_mqttc_publish_ex(d->mqtt, topic, body, strlen(body), &po, on_published, s);
     free(body);
     if (rc == DR_EINVAL) {
