@@ -121,8 +121,9 @@ local FRESH_MS = 3000
 -- Logs m's change to st. A message's notifications must reach its producer in order, but each is
 -- published by the node that made the change. So when the message's previous change is still
 -- unconfirmed:
---  - ours: it is returned again before the new one (if it is on its way to the broker already, the
---    node knows and does not publish it twice: common/src/notes.c);
+--  - ours: it is returned again before the new one (if it is on its way to the broker already, or was
+--    published and only its confirmation got lost, the node knows and does not publish it twice:
+--    common/src/notes.c);
 --  - another node's, for FRESH_MS or longer (the node died, or lost the reply that claimed it): this
 --    call takes it over and returns it before the new one;
 --  - another node's, younger: that node is publishing it now; the new entry names it ('a'), and the
@@ -142,12 +143,9 @@ local function notify(c, m, st, from)
     elseif not failed(p) and p[1] and p[1][2] ~= c.node and p[1][3] < FRESH_MS then
       after = prev
     elseif not failed(p) and p[1] then
-      local e
-      if p[1][2] ~= c.node then
-        e = redis.call('XCLAIM', lk, PUB, c.node, 0, prev)[1]
-      else
-        e = redis.call('XRANGE', lk, prev, prev)[1]
-      end
+      -- claimed afresh even when it is ours: its idle time starts again, so the shard owner's reclaim
+      -- leaves it to this node, which publishes (or confirms) it before the new change
+      local e = redis.call('XCLAIM', lk, PUB, c.node, 0, prev)[1]
       if e then add_note(c.earlier, m.sh, e) end
     end
   end

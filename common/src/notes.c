@@ -16,11 +16,17 @@
 #include "dr/shard.h"
 #include "dr/status.h"
 
-/* Log entries this node handed to the broker recently (or queued for the window). A function that logs a
- * change takes over the message's previous change when it is still unconfirmed, and that may be one of ours
- * still in flight (confirmed in a moment): publishing it again would only repeat it, so it is skipped.
- * Entries of ours that are not here were never published (their call's reply was lost) and do go out. */
+/* Log entries this node handed to the broker recently (or queued for the window), each marked once the
+ * broker confirmed it. A function that logs a change returns the message's previous change first when it is
+ * still unconfirmed in Redis, and that may be one of ours:
+ *  - still in flight: its own batch confirms it in a moment; publishing it again would only repeat it, so
+ *    it is skipped;
+ *  - published, but its confirmation never reached Redis (Redis restarted, or the XACK failed): it is
+ *    confirmed again with the new change, never published again. Left unconfirmed, the shard owner's
+ *    reclaim would publish it after the new change and the producer would see its status go backwards;
+ *  - not here: never published (its call's reply was lost), or forgotten long ago: it goes out first. */
 #define SEEN_SLOTS 32768
+#define SEEN_DONE ((uint64_t)1 << 63) /* in a slot: the broker confirmed the publish */
 
 /* MQTT publishes of notifications awaiting their PUBACK at once. The rest wait here, in order, with
  * no deadline: under a saturated broker a notification waits for a slot instead of timing out inside
@@ -70,28 +76,41 @@ struct dr_notes {
 
 static uint64_t seen_key(const dr_note_t *n)
 {
-    uint64_t h = dr_fnv1a64(n->log_id, strlen(n->log_id), 0x9e3779b97f4a7c15ULL ^ n->shard);
+    uint64_t h = dr_fnv1a64(n->log_id, strlen(n->log_id), 0x9e3779b97f4a7c15ULL ^ n->shard) & ~SEEN_DONE;
     return h ? h : 1;
 }
 
+/* The slot holding k, or the empty slot where it would go. */
 static size_t seen_find(const dr_notes_t *p, uint64_t k)
 {
     size_t i = k & (SEEN_SLOTS * 2 - 1);
-    while (p->seen[i] != 0 && p->seen[i] != k)
+    while (p->seen[i] != 0 && (p->seen[i] & ~SEEN_DONE) != k)
         i = (i + 1) & (SEEN_SLOTS * 2 - 1);
     return i;
 }
 
 static int seen_has(const dr_notes_t *p, uint64_t k)
 {
-    return p->seen[seen_find(p, k)] == k;
+    return p->seen[seen_find(p, k)] != 0;
+}
+
+static int seen_done(const dr_notes_t *p, uint64_t k)
+{
+    return (p->seen[seen_find(p, k)] & SEEN_DONE) != 0;
+}
+
+static void seen_mark_done(dr_notes_t *p, uint64_t k)
+{
+    size_t i = seen_find(p, k);
+    if (p->seen[i] != 0)
+        p->seen[i] |= SEEN_DONE;
 }
 
 static void seen_del(dr_notes_t *p, uint64_t k)
 {
     /* backward-shift deletion keeps probe chains intact */
     size_t mask = SEEN_SLOTS * 2 - 1, i = seen_find(p, k);
-    if (p->seen[i] != k)
+    if (p->seen[i] == 0)
         return;
     p->seen[i] = 0;
     for (size_t j = (i + 1) & mask; p->seen[j] != 0; j = (j + 1) & mask) {
@@ -195,6 +214,8 @@ static void on_published(void *data, int err)
     b->open[r->i] = 0;
     if (err == 0) {
         b->ok[r->i] = 1;
+        if (!p->closed)
+            seen_mark_done(p, seen_key(&b->notes[r->i]));
         dr_metrics_inc(DR_M_NOTIFIED);
     } else {
         dr_metrics_inc(DR_M_PUBLISH_FAILED); /* stays claimed: the shard owner publishes it later */
@@ -252,8 +273,10 @@ static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
     const dr_note_t *n = &b->notes[i];
     uint64_t k = seen_key(n);
     if (seen_has(p, k)) {
-        /* Ours, on its way already (see SEEN_SLOTS). The first copy's batch acknowledges it once the
-         * broker confirmed it; acknowledging it here could lose it if that publish then fails. */
+        /* Ours (see SEEN_SLOTS). Published: confirmed again with this batch. On its way: the first copy's
+         * batch confirms it once the broker did; confirming it here could lose it if that publish fails. */
+        if (seen_done(p, k))
+            b->ok[i] = 1;
         b->open[i] = 0;
         return;
     }

@@ -3,8 +3,10 @@ and what such a node claimed but never confirmed (it died, or its broker connect
 published by the shard's owner, however much there is, in log order, and the log ends with nothing
 unconfirmed.
 """
+import time
+
 import harness
-from harness import wait_until
+from harness import stays_true, wait_until
 
 N = 450  # more than two reclaim batches (200 each)
 
@@ -57,3 +59,28 @@ def test_changes_a_dead_node_claimed_are_published_by_the_owner(stack_factory):
             firsts.append(t)
     assert firsts == list(range(N)), "not published in log order: %s" % firsts[:20]
     wait_until(lambda: unconfirmed(s, 0) == 0, 20, msg=lambda: "%d still unconfirmed" % unconfirmed(s, 0))
+
+
+def test_a_lost_confirmation_never_repeats_an_older_status(stack_factory):
+    """A node published NOT_DELIVERED, but its confirmation (XACK) never reached Redis, as when Redis dies
+    between the publish and the confirmation. The message's next change, DELIVERED, is made and published by
+    the same node: the old entry must be confirmed with it. Left unconfirmed, the shard owner's reclaim would
+    publish NOT_DELIVERED again after DELIVERED, and the producer would see the status go backwards."""
+    s = stack_factory({"cluster.shards": 1})
+    prod = s.producer("lc")
+    # The nodes (and this test) connect as Redis's default user: without XACK every confirmation fails.
+    s.redis_call(lambda r: r.execute_command("ACL", "SETUSER", "default", "-xack"))
+    try:
+        mid = prod.receipt_id(prod.send("dev-lc", command="x"))
+        wait_until(lambda: s.metric("notified") >= 1, 10)
+        time.sleep(0.5)  # the ingress's confirmation has been refused by now
+        assert unconfirmed(s, 0) >= 1
+    finally:
+        s.redis_call(lambda r: r.execute_command("ACL", "SETUSER", "default", "+xack"))
+    dev = s.device("dev-lc", auto_ack=True)
+    dev.wait_for(mid, 20)
+    prod.wait_status(mid, "DELIVERED", 10)
+    # past the owner's reclaim of entries idle for 5 s (checked every 5 s)
+    stays_true(lambda: prod.statuses(mid) == ["NOT_DELIVERED", "DELIVERED"], 12,
+               msg=lambda: "producer saw %s" % prod.statuses(mid))
+    wait_until(lambda: unconfirmed(s, 0) == 0, 10, msg=lambda: "%d still unconfirmed" % unconfirmed(s, 0))
