@@ -28,7 +28,7 @@ with every command finished; then what a finished message keeps for its retentio
 device with work. Those figures need a few thousand commands: single allocations of tens of kB move them.
 
 Usage: loadtest/redis_cost.py [--devices 1000] [--per-device 5] [--shards 1024] [--batch 64] [--pipeline 32]
-                              [--data-bytes 84] [--memory] [--redis-config KEY=VALUE ...]
+                              [--data-bytes 84] [--burst] [--memory] [--redis-config KEY=VALUE ...]
 Needs redis-server (7.0 or later) and python3-redis (Debian packages; run it with /usr/bin/python3).
 """
 import argparse
@@ -323,9 +323,14 @@ class Bench:
         devs = ["cost-dev-%d" % i for i in range(a.devices)]
         dsh = {d: self.shard(d) for d in devs}
         items = []
-        for k in range(a.per_device):
+        if a.burst:
             for d in devs:
-                items.append((d, dsh[d], self.data(len(items)), str(len(items) + 1)))
+                for k in range(a.per_device):
+                    items.append((d, dsh[d], self.data(len(items)), str(len(items) + 1)))
+        else:
+            for k in range(a.per_device):
+                for d in devs:
+                    items.append((d, dsh[d], self.data(len(items)), str(len(items) + 1)))
         self.notes = 0
         self.settle()
         self.used0 = self.used()
@@ -355,11 +360,11 @@ class Bench:
         n = res["done"]
         total = len(items)
         payload = sum(len(it[2]) for it in items) / total
-        print("redis_cost: %d devices x %d commands, %d shards, batch %d, pipeline %d, data %d B + command "
+        print("redis_cost: %d devices x %d commands%s, %d shards, batch %d, pipeline %d, data %d B + command "
               "'%s'; %d of %d commands went through accept, send, ack and notification in %.1f s (%.2f "
-              "devices per shard with work)" % (a.devices, a.per_device, a.shards, a.batch, a.pipeline,
-                                                payload, a.command, n, total, res["elapsed"],
-                                                a.devices / len({it[1] for it in items})))
+              "devices per shard with work)" % (a.devices, a.per_device, " (in bursts)" if a.burst else "",
+                                                a.shards, a.batch, a.pipeline, payload, a.command, n, total,
+                                                res["elapsed"], a.devices / len({it[1] for it in items})))
         print("function library: common/lua/drover.lua sha1 %s" % self.library)
         print("dispatch passes: %d (%.2f per command, %.2f sends per pass); notifications: %d (%.1f per "
               "command)" % (res["passes"], res["passes"] / n, n / res["passes"], self.notes, self.notes / n))
@@ -475,6 +480,9 @@ def main():
     ap.add_argument("--redis-config", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting of deploy/local/redis-common.conf for comparison, e.g. "
                          "appendfsync=everysec or hash-max-listpack-value=64 (repeatable)")
+    ap.add_argument("--burst", action="store_true",
+                    help="each device's commands arrive one after another (so a batch holds several commands "
+                         "for one device) instead of interleaved with every other device's")
     ap.add_argument("--memory", action="store_true",
                     help="Redis memory by key kind, queued and finished, and the fixed cost per device")
     args = ap.parse_args()

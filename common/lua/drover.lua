@@ -17,7 +17,8 @@
 -- Per device: a stream <prefix>{s}q:<dev> (group 'g', consumer 's<shard>') in acceptance order, each
 -- entry carrying the id, the guarantee and the command; entries up to the group's last-delivered id
 -- are exactly the messages in flight (an entry is acknowledged and deleted together when its message
--- leaves the queue). A hash <prefix>{s}d:<dev> holds pacing state and operator overrides.
+-- leaves the queue). A hash <prefix>{s}d:<dev> holds pacing state, the last entry the group read
+-- (so a pass finds the entries in flight with one read) and operator overrides.
 --
 -- Every status change is appended to the shard's status log <prefix>{s}log, which is both the event
 -- history SSE clients resume from and the notification outbox: the function that made a change
@@ -46,7 +47,7 @@ local EVN = {'accepted', 'sent', 'resent', 'ack', 'superseded', 'deadline', 'max
 -- Record fields (positions in the msgpack array). Absent strings are '', absent numbers 0.
 local R_DEV, R_G, R_CMD, R_DATA, R_ST, R_TS, R_CHG, R_ATT, R_TMP, R_PD = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local R_TTL, R_MAX, R_NB, R_EXT, R_IDK, R_KEY, R_SID, R_SHOWN, R_DUE, R_SENT = 11, 12, 13, 14, 15, 16, 17, 18, 19, 20
-local R_HIST, R_LIVE, R_HASPD, R_NOTE = 21, 22, 23, 24
+local R_HIST, R_LIVE, R_HASPD, R_NOTE, R_FMT = 21, 22, 23, 24, 25
 
 -- ---- call context ------------------------------------------------------------------------------
 
@@ -56,7 +57,7 @@ local function ctx(args)
   local t = redis.call('TIME')
   return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), node = args[4],
           now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-          logged = {}, earlier = {}, qready = {}}
+          logged = {}, earlier = {}, due_min = {}}
 end
 
 local function s(n) return string.format('%d', n) end
@@ -70,17 +71,84 @@ local function locate(c, id)
   return sh, key(c, sh, 'm:' .. s(math.floor(n / BUCKET))), s(n % BUCKET)
 end
 
+-- Stored form. In memory every time is absolute (ms); stored, a record is compact (R_FMT = 1), because
+-- a finished message is kept for the retention period and most of it is timestamps:
+--  - changed, last send and next re-send are ms after acceptance ('' for a time never set; the next
+--    re-send of a message past NOT_DELIVERED is dropped: there is none);
+--  - the last log entry id '<ms>-<seq>' is one number, (ms - accepted) * 1024 + seq ('' for none; the
+--    string itself when seq >= 1024);
+--  - the history leaves out its first entry, always {accepted, initial status, 0, 0}.
+-- A record without R_FMT (written before) holds absolute times and its full history; it is read as it
+-- is and written back compact.
+local NOTE_SEQ = 1024
+
+local function rel(t, ts)
+  if t == 0 then return '' end
+  return t - ts
+end
+
+local function abs(v, ts)
+  if v == '' then return 0 end
+  return ts + v
+end
+
+local function first_status(r) return r[R_G] == 'N' and ST.UNKNOWN or ST.NOT_DELIVERED end
+
+local function pack(r)
+  local ts = r[R_TS]
+  local v = {}
+  for i = 1, R_NOTE do v[i] = r[i] end
+  v[R_CHG] = r[R_CHG] - ts
+  v[R_SENT] = rel(r[R_SENT], ts)
+  v[R_DUE] = RANK[r[R_ST]] > 0 and '' or rel(r[R_DUE], ts)
+  local note = r[R_NOTE]
+  local ms, seq = string.match(note, '^(%d+)-(%d+)$')
+  if ms and tonumber(seq) < NOTE_SEQ then v[R_NOTE] = (tonumber(ms) - ts) * NOTE_SEQ + tonumber(seq) end
+  local h = r[R_HIST]
+  if h[1] == EV.accepted and h[2] == first_status(r) and h[3] == 0 and h[4] == 0 then
+    local rest = {}
+    for i = 5, #h do rest[i - 4] = h[i] end
+    v[R_HIST] = rest
+    v[R_FMT] = 1
+  else
+    v[R_FMT] = 2 -- the first entry is not the implicit one (never written so; kept whole if it were)
+  end
+  return cmsgpack.pack(v)
+end
+
+local function unpack_record(raw)
+  local r = cmsgpack.unpack(raw)
+  local fmt = r[R_FMT]
+  if not fmt then return r end
+  local ts = r[R_TS]
+  r[R_CHG] = ts + r[R_CHG]
+  r[R_SENT] = abs(r[R_SENT], ts)
+  r[R_DUE] = abs(r[R_DUE], ts)
+  local note = r[R_NOTE]
+  if type(note) == 'number' then
+    local seq = note % NOTE_SEQ
+    r[R_NOTE] = s(ts + (note - seq) / NOTE_SEQ) .. '-' .. s(seq)
+  end
+  if fmt == 1 then
+    local h = {EV.accepted, first_status(r), 0, 0}
+    for i, x in ipairs(r[R_HIST]) do h[i + 4] = x end
+    r[R_HIST] = h
+  end
+  r[R_FMT] = nil
+  return r
+end
+
 -- Loads message id (a number) as {id, sh, bk, f, r = record array}, or nil.
 local function load(c, id)
   if not id or id < 1 or id ~= math.floor(id) then return nil end
   local sh, bk, f = locate(c, id)
   local v = redis.call('HGET', bk, f)
   if not v then return nil end
-  return {id = id, sh = sh, bk = bk, f = f, r = cmsgpack.unpack(v)}
+  return {id = id, sh = sh, bk = bk, f = f, r = unpack_record(v)}
 end
 
 local function save(m)
-  redis.call('HSET', m.bk, m.f, cmsgpack.pack(m.r))
+  redis.call('HSET', m.bk, m.f, pack(m.r))
 end
 
 local function attempts(m) return m.r[R_ATT] end
@@ -180,48 +248,69 @@ end
 local function qkey(c, sh, dev) return key(c, sh, 'q:' .. dev) end
 local function dkey(c, sh, dev) return key(c, sh, 'd:' .. dev) end
 
--- An empty device queue keeps its group for an hour, so a device with steady work never re-creates it.
-local QUEUE_IDLE_S = 3600
-
--- The queue's group is created by the first dispatch that finds none (see inflight_of).
-local function enqueue(c, m)
-  local r = m.r
-  local q = qkey(c, m.sh, r[R_DEV])
-  r[R_SID] = redis.call('XADD', q, '*', 'i', s(m.id), 'g', r[R_G], 'c', r[R_CMD])
-  if not c.qready[q] then
-    redis.call('PERSIST', q) -- it may have been empty and expiring
-    c.qready[q] = true
-  end
+-- True when stream entry id a ('<ms>-<seq>') is not after b.
+local function id_le(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) <= tonumber(bs))
 end
 
--- Removes a queue entry that is done with; returns the entries left.
+-- An empty device queue keeps its group for an hour, so a device with steady work never re-creates it.
+-- A device has work exactly while it is in the shard schedule {s}due, so the queue's expiry follows
+-- the schedule: it is set where a device leaves the schedule (idle) and removed where it enters it
+-- (schedule, wake). A queue that gets an entry while its device is scheduled never needs a PERSIST.
+local QUEUE_IDLE_S = 3600
+
+-- The queue's group is created by the first dispatch that finds none (see send_step). The caller
+-- makes the device due (wake), which keeps the queue from expiring.
+local function enqueue(c, m)
+  local r = m.r
+  r[R_SID] = redis.call('XADD', qkey(c, m.sh, r[R_DEV]), '*', 'i', s(m.id), 'g', r[R_G], 'c', r[R_CMD])
+end
+
+-- Removes a queue entry that is done with. The device stays scheduled: whoever decides that it has
+-- nothing left (idle) lets the queue expire.
 local function drop_entry(c, q, sid)
   redis.pcall('XACK', q, GROUP, sid) -- no group yet: the entry was never read
   redis.call('XDEL', q, sid)
-  local left = redis.call('XLEN', q)
-  if left == 0 then redis.call('EXPIRE', q, QUEUE_IDLE_S) end
-  return left
 end
 
--- Entries of q in flight (read by the group, not yet acknowledged); creates the group if needed.
-local function inflight_of(q)
-  local p = redis.pcall('XPENDING', q, GROUP)
-  if failed(p) then
-    redis.call('XGROUP', 'CREATE', q, GROUP, '0')
-    return 0
+-- Sets a device's next due time (lt: only if earlier). Returns true when the device was not scheduled,
+-- that is, had no work: its queue may be expiring and stops doing so. The earliest time set in the
+-- call is kept per shard, for the next-pass time dispatch returns.
+local function schedule(c, sh, dev, t, lt)
+  local added
+  if lt then
+    added = redis.call('ZADD', key(c, sh, 'due'), 'LT', t, dev)
+  else
+    added = redis.call('ZADD', key(c, sh, 'due'), t, dev)
   end
-  return p[1]
+  local h = c.due_min[sh]
+  if not h or t < h then c.due_min[sh] = t end
+  if added == 1 then
+    redis.call('PERSIST', qkey(c, sh, dev))
+    return true
+  end
+  return false
 end
 
--- Makes a device due no later than t.
+-- Makes a device due no later than t; true when it was not scheduled (see schedule).
 local function wake(c, sh, dev, t)
-  redis.call('ZADD', key(c, sh, 'due'), 'LT', t, dev)
+  return schedule(c, sh, dev, t, true)
+end
+
+-- A device with nothing queued or scheduled leaves the schedule; its empty queue expires (with its
+-- group) unless work comes back within QUEUE_IDLE_S.
+local function idle(c, sh, dev)
+  redis.call('ZREM', key(c, sh, 'due'), dev)
+  redis.call('EXPIRE', qkey(c, sh, dev), QUEUE_IDLE_S)
 end
 
 -- Puts a device that receives work or settings in the shard's name index {s}dx (all scores 0, so it
 -- is ordered by name), which the console's device list pages through; con_devices drops the names
--- that have neither work nor state left. Re-adding a present name only looks it up. Called where a
--- device can first appear (accept, devset), not on every wake-up: acks and passes add nothing.
+-- that have neither work nor state left. Called where a device can first appear: devset, and accept
+-- when the device was not scheduled (a scheduled device has work, so con_devices kept its name).
 local function index_dev(c, sh, dev)
   redis.call('ZADD', key(c, sh, 'dx'), 0, dev)
 end
@@ -230,7 +319,7 @@ end
 local function unqueue(c, m)
   local r = m.r
   if r[R_SID] ~= '' then
-    m.qlen = drop_entry(c, qkey(c, m.sh, r[R_DEV]), r[R_SID])
+    drop_entry(c, qkey(c, m.sh, r[R_DEV]), r[R_SID])
     r[R_SID] = ''
   elseif r[R_NB] > 0 then
     if redis.call('ZREM', key(c, m.sh, 'sc:' .. r[R_DEV]), s(m.id)) == 1 then
@@ -291,13 +380,33 @@ local function policy(args, i)
           seed = tonumber(args[i + 6]) % 2147483646 + 1}
 end
 
+-- A d: hash without overrides expires retention_s after the device's last activity. Refreshing the
+-- expiry costs a call, so a write refreshes it only when the last refresh (field 'x', Redis time in
+-- ms) is more than a quarter of the retention old, and then to 1.25 x the retention: the hash lives
+-- at least retention_s after its last write and at most a quarter longer. cfg, x: the hash's fields.
+local function dev_refresh(c, cfg, x)
+  return not cfg and (tonumber(x) or 0) + c.ret * 250 <= c.now
+end
+
+-- Writes fields (a flat list of names and values) to d: hash dk, refreshing its expiry as above.
+local function dev_write(c, dk, cfg, x, fields)
+  if dev_refresh(c, cfg, x) then
+    fields[#fields + 1] = 'x'
+    fields[#fields + 1] = s(c.now)
+    redis.call('HSET', dk, unpack(fields))
+    redis.call('EXPIRE', dk, c.ret + math.ceil(c.ret / 4))
+  else
+    redis.call('HSET', dk, unpack(fields))
+  end
+end
+
 -- One decision for one device: promote due scheduled messages, fail or pick re-sends, take the next
 -- entry when the window (or guarantee NO) allows, and, when pacing allows, record the send. Keeps the
 -- device's entry in the shard schedule up to date. Returns the message sent (or nil) and counts.
 -- allow_send: true (REST pull), or 'mqtt' (the dispatcher: devices in pull mode only get bookkeeping).
 local function send_step(c, sh, dev, allow_send, pol, stats)
   local q, dk = qkey(c, sh, dev), dkey(c, sh, dev)
-  local dv = redis.call('HMGET', dk, 'n', 'iv', 'win', 'cfg', 'sc', 'mode')
+  local dv = redis.call('HMGET', dk, 'n', 'iv', 'win', 'cfg', 'sc', 'mode', 'x', 'r')
   -- Devices in pull mode fetch their messages over REST; the dispatcher only keeps their schedule.
   if allow_send == 'mqtt' then allow_send = dv[6] ~= 'pull' end
   local nxt = tonumber(dv[1]) or 0
@@ -316,16 +425,49 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
         save(m)
       end
     end
+    -- A scheduled device's queue does not expire (see QUEUE_IDLE_S); one left expiring by an older
+    -- library, which let an emptied queue expire whether or not its device stayed scheduled, is
+    -- repaired here.
+    redis.call('PERSIST', q)
   end
 
-  -- In flight: the entries up to the group's last-delivered id (see DESIGN), oldest first.
-  local inflight_n, entries = 0, {}
-  local qlen = redis.call('XLEN', q)
-  local dirty = scheduled > 0 -- the queue may change below; its length is read again at the end
-  if qlen > 0 then
-    inflight_n = inflight_of(q)
-    entries = redis.call('XRANGE', q, '-', '+', 'COUNT', inflight_n + 1)
+  -- In flight: the entries up to the group's last-delivered id (see DESIGN), oldest first. One read
+  -- takes them, the next entry and the one after it, so taking the next entry and looking past it
+  -- need no further read; a read shorter than asked for ends at the end of the queue.
+  -- Which entries are in flight: every send records in the d: hash ('r') the last entry the group
+  -- has read; entries up to it that still exist are exactly those in flight (the others were
+  -- acknowledged and deleted). Without 'r' (a new device, an expired hash, data of an older library)
+  -- the group's pending count tells, and the pending entry with the greatest id serves as 'r'.
+  local inflight_n, entries, complete = 0, {}, false
+  local last = dv[8]
+  if last then
+    local count = win + 2
+    entries = redis.call('XRANGE', q, '-', '+', 'COUNT', count)
+    complete = #entries < count
+    while true do
+      while entries[inflight_n + 1] and id_le(entries[inflight_n + 1][1], last) do inflight_n = inflight_n + 1 end
+      if complete or #entries >= inflight_n + 2 then break end
+      local more = redis.call('XRANGE', q, '(' .. entries[#entries][1], '+', 'COUNT', count)
+      for _, e in ipairs(more) do entries[#entries + 1] = e end
+      complete = #more < count
+    end
+  else
+    local p = redis.pcall('XPENDING', q, GROUP)
+    if not failed(p) then
+      inflight_n = p[1]
+      last = p[3] or '0-0'
+      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', inflight_n + 2)
+      complete = #entries < inflight_n + 2
+    elseif redis.call('XLEN', q) > 0 then
+      -- a queue no pass has seen yet: its group starts before its first entry
+      redis.call('XGROUP', 'CREATE', q, GROUP, '0')
+      last = '0-0'
+      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', 2)
+      complete = #entries < 2
+    end
   end
+  local qlen = #entries -- 0 exactly when the queue is empty
+  local dirty = scheduled > 0 -- the queue may change below; its length is read then at the end
   local inflight, retry, soonest = 0, nil, nil
   for i = 1, inflight_n do
     local e = entries[i]
@@ -354,9 +496,15 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
       end
     end
   end
-  local nexte = entries[inflight_n + 1]
-  local unread = 0
-  if nexte then unread = 1 end
+  local at = inflight_n + 1 -- position in entries of the next entry to take
+  local nexte = entries[at]
+  -- The entry after entries[at], or nil at the end of the queue.
+  local function after()
+    if entries[at + 1] or complete then return entries[at + 1] end
+    local nx = redis.call('XRANGE', q, '(' .. entries[at][1], '+', 'COUNT', 1)[1]
+    if nx then entries[at + 1] = nx else complete = true end
+    return nx
+  end
 
   local sent = nil
   if allow_send and c.now >= nxt then
@@ -364,11 +512,24 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if not m then
       for _ = 1, 64 do
         if not nexte or (inflight >= win and nexte[2][4] ~= 'N') then break end
-        local rd = redis.call('XREADGROUP', 'GROUP', GROUP, 's' .. sh, 'COUNT', 1, 'STREAMS', q, '>')
-        if not rd then nexte = nil; break end
+        local rd = redis.pcall('XREADGROUP', 'GROUP', GROUP, 's' .. sh, 'COUNT', 1, 'STREAMS', q, '>')
+        if failed(rd) then
+          -- The queue expired while idle and came back without its group: nothing of it was read.
+          redis.call('XGROUP', 'CREATE', q, GROUP, '0')
+          rd = redis.call('XREADGROUP', 'GROUP', GROUP, 's' .. sh, 'COUNT', 1, 'STREAMS', q, '>')
+        end
+        if not rd then
+          -- 'r' was behind the group (a send by an older library): count again at the next pass.
+          redis.call('HDEL', dk, 'r')
+          dv[8], last, nexte = nil, nil, nil
+          break
+        end
         local e = rd[1][2][1]
+        last = e[1]
+        -- The group read what the first read saw as the next entry, unless 'r' was behind the group:
+        -- then read on from e (the group's position is e now, so 'r' is right again from here).
+        if e[1] ~= nexte[1] then entries, at, complete = {e}, 1, false end
         local cand = load(c, tonumber(e[2][2]))
-        nexte = nil
         if cand and pending(cand.r) then
           if cand.r[R_TTL] > 0 and cand.r[R_TTL] <= c.now then
             dirty = true
@@ -382,15 +543,13 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
           drop_entry(c, q, e[1])
           dirty = true
         end
+        nexte = after()
         if m then break end
-        -- look at the following entry
-        local nx = redis.call('XRANGE', q, '(' .. e[1], '+', 'COUNT', 1)
-        nexte = nx[1]
+        at = at + 1
       end
     end
     if m then
       local r = m.r
-      local sid = r[R_SID]
       r[R_ATT] = r[R_ATT] + 1
       r[R_SENT] = c.now
       r[R_DUE] = c.now + retry_delay(pol, r[R_ATT])
@@ -405,20 +564,19 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
       end
       save(m)
       nxt = c.now + iv
-      redis.call('HSET', dk, 'n', s(nxt), 'l', s(c.now))
-      if not dv[4] then redis.call('EXPIRE', dk, c.ret) end
+      local f = {'n', s(nxt), 'l', s(c.now)}
+      if last and last ~= dv[8] then f[5], f[6] = 'r', last end
+      dev_write(c, dk, dv[4], dv[7], f)
       sent = m
-      if m ~= retry and nexte == nil and sid ~= '' then
-        local nx = redis.call('XRANGE', q, '(' .. sid, '+', 'COUNT', 1)
-        nexte = nx[1]
-      end
+    elseif last and dv[8] and last ~= dv[8] then
+      dev_write(c, dk, dv[4], dv[7], {'r', last}) -- entries were read, none sent
     end
   end
 
   -- When does this device need attention next? Nothing queued: it leaves the schedule.
   if dirty then qlen = redis.call('XLEN', q) end
   if qlen == 0 and scheduled <= 0 then
-    redis.call('ZREM', key(c, sh, 'due'), dev)
+    idle(c, sh, dev)
     return sent
   end
   local due = nil
@@ -433,7 +591,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if first[2] then consider(tonumber(first[2])) end
   end
   if not due then due = c.now + pol.retry_max end
-  redis.call('ZADD', key(c, sh, 'due'), s(due), dev)
+  schedule(c, sh, dev, due, false)
   return sent
 end
 
@@ -518,7 +676,14 @@ local function accept_one(c, a, i, idmax, out)
 
   -- Firmware has small input buffers: a command its device cannot take would never be acknowledged
   -- and would block the device's queue, so it is refused here (device override 'maxm', else default).
-  local limit = tonumber(redis.call('HGET', dkey(c, sh, dev), 'maxm')) or c.max_message
+  -- A device's override and its place in the schedule cannot change within the call, so a batch
+  -- with several commands for one device reads the one and sets the other once (c.dev).
+  local seen = c.dev[dev]
+  if not seen then
+    seen = {maxm = tonumber(redis.call('HGET', dkey(c, sh, dev), 'maxm')) or false}
+    c.dev[dev] = seen
+  end
+  local limit = seen.maxm or c.max_message
   if limit > 0 and size > limit then
     out[#out + 1] = 'TOO_LARGE'; out[#out + 1] = ''; out[#out + 1] = ''; out[#out + 1] = limit
     return
@@ -564,18 +729,21 @@ local function accept_one(c, a, i, idmax, out)
   hist(c, m, EV.accepted)
   if redis.call('HINCRBY', bk, '#', 1) == 1 then redis.call('PERSIST', bk) end
 
-  index_dev(c, sh, dev)
+  local new_dev
   if nb > c.now then
     local dk = dkey(c, sh, dev)
     redis.call('ZADD', key(c, sh, 'sc:' .. dev), nb, s(id))
     redis.call('HINCRBY', dk, 'sc', 1)
-    if not redis.call('HGET', dk, 'cfg') then redis.call('EXPIRE', dk, c.ret) end
-    wake(c, sh, dev, nb)
+    local dv = redis.call('HMGET', dk, 'cfg', 'x')
+    if dev_refresh(c, dv[1], dv[2]) then dev_write(c, dk, dv[1], dv[2], {}) end
+    new_dev = wake(c, sh, dev, nb)
   else
     m.r[R_NB] = 0
     enqueue(c, m)
-    wake(c, sh, dev, c.now)
+    if not seen.due_now then new_dev = wake(c, sh, dev, c.now) end
+    seen.due_now = true -- due now: later commands of the call need not wake it again
   end
+  if new_dev then index_dev(c, sh, dev) end
   if deadline > 0 then redis.call('ZADD', key(c, sh, 'exp'), deadline, s(id)) end
   notify(c, m, st, nil)
   save(m)
@@ -609,6 +777,7 @@ local function accept_batch(keys, args)
   local c = ctx(args)
   local idmax, token, tttl = tonumber(args[5]), args[6], tonumber(args[7])
   c.default_ttl, c.max_message = tonumber(args[8]), tonumber(args[9])
+  c.dev = {} -- per device of the batch (accept_one)
   local n = tonumber(args[10])
   local tk = nil
   if token ~= '' then
@@ -659,16 +828,14 @@ local function ack_one(c, dev, id, new, out)
   local first = RANK[r[R_ST]] == 0 -- the first ack that confirms delivery
   transition(c, m, st, EV.ack)
   local dk = dkey(c, m.sh, dev)
-  local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg')
-  redis.call('HSET', dk, 'a', s(c.now))
-  if not dv[3] then redis.call('EXPIRE', dk, c.ret) end
+  local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg', 'x')
+  dev_write(c, dk, dv[3], dv[4], {'a', s(c.now)})
   -- The freed window slot lets the next message go as soon as pacing allows, not at the next scan;
   -- a device with nothing left leaves the schedule now rather than at its last re-send time.
-  local left = m.qlen or redis.call('XLEN', qkey(c, m.sh, dev))
-  if (tonumber(dv[2]) or 0) > 0 or left > 0 then
+  if (tonumber(dv[2]) or 0) > 0 or redis.call('XLEN', qkey(c, m.sh, dev)) > 0 then
     wake(c, m.sh, dev, math.max(c.now, tonumber(dv[1]) or 0))
   else
-    redis.call('ZREM', key(c, m.sh, 'due'), dev)
+    idle(c, m.sh, dev)
   end
   out[#out + 1] = 'OK'; out[#out + 1] = new; out[#out + 1] = first and s(c.now - r[R_TS]) or ''
 end
@@ -710,10 +877,17 @@ local function dispatch(keys, args)
   local stats = {expired = 0, failed = 0}
   local out = {}
 
-  -- Deadlines first, so an expired message is never sent.
+  -- Deadlines first, so an expired message is never sent. Each read takes one entry more than the
+  -- batch: the first one not taken is the shard's next time (the pass only removes deadlines, and
+  -- every due time it sets is noted in c.due_min), so no further read is needed for the reply.
   local ek = key(c, sh, 'exp')
-  local ids = redis.call('ZRANGEBYSCORE', ek, '-inf', c.now, 'LIMIT', 0, batch)
-  for _, id in ipairs(ids) do
+  local nexp, head = 0, nil
+  local ex = redis.call('ZRANGE', ek, 0, batch, 'WITHSCORES')
+  for i = 1, #ex, 2 do
+    local t = tonumber(ex[i + 1])
+    if t > c.now or nexp >= batch then head = t; break end
+    nexp = nexp + 1
+    local id = ex[i]
     redis.call('ZREM', ek, id)
     local m = load(c, tonumber(id))
     if m and pending(m.r) then
@@ -723,7 +897,17 @@ local function dispatch(keys, args)
     end
   end
 
-  local devs = redis.call('ZRANGEBYSCORE', key(c, sh, 'due'), '-inf', c.now, 'LIMIT', 0, batch)
+  c.due_min[sh] = nil -- the read below sees the wake-ups above
+  local devs = {}
+  local due = redis.call('ZRANGE', key(c, sh, 'due'), 0, batch, 'WITHSCORES')
+  for i = 1, #due, 2 do
+    local t = tonumber(due[i + 1])
+    if t > c.now or #devs >= batch then
+      if not head or t < head then head = t end
+      break
+    end
+    devs[#devs + 1] = due[i]
+  end
   for _, dev in ipairs(devs) do
     local m = send_step(c, sh, dev, 'mqtt', pol, stats)
     if m then
@@ -731,8 +915,12 @@ local function dispatch(keys, args)
     end
   end
   local more = 0
-  if #devs >= batch or #ids >= batch then more = 1 end
-  return {'OK', stats.expired, stats.failed, more, shard_head(c, sh), out, claim(c, {})}
+  if #devs >= batch or nexp >= batch then more = 1 end
+  local set = c.due_min[sh]
+  if set and (not head or set < head) then head = set end
+  local wait = -1
+  if head then wait = math.max(0, head - c.now) end
+  return {'OK', stats.expired, stats.failed, more, wait, out, claim(c, {})}
 end
 
 -- unsend: a send the dispatcher recorded but could not publish does not count as an attempt: the
@@ -1009,7 +1197,7 @@ local function devset(keys, args)
     redis.call('HSET', dk, 'cfg', '1')
     redis.call('PERSIST', dk)
   else
-    redis.call('HDEL', dk, 'cfg')
+    redis.call('HDEL', dk, 'cfg', 'x') -- the next write refreshes the expiry (dev_refresh)
     if redis.call('EXISTS', dk) == 1 then redis.call('EXPIRE', dk, c.ret) end
   end
   index_dev(c, sh, dev)

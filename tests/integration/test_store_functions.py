@@ -284,3 +284,169 @@ def test_memory_per_queued_and_finished_message(r):
     per = used / n - len(data)
     print("memory: %.0f bytes per queued message beyond its payload" % per)
     assert per < 600, "%.0f bytes per queued message beyond its payload" % per
+
+
+def now_ms(r):
+    s, us = r.time()
+    return s * 1000 + us // 1000
+
+
+def stored(r, mid):
+    """The stored record of mid as Redis holds it: (its size in bytes, the unpacked array)."""
+    sh = mid % S
+    bucket, field = "%sm:%d" % (tag(sh), (mid // S) // 64), str((mid // S) % 64)
+    return r.eval("local v = redis.call('HGET', KEYS[1], ARGV[1]) return {#v, cmsgpack.unpack(v)}", 1, bucket,
+                  field)
+
+
+def test_records_written_before_the_compact_form_are_read_and_rewritten(r):
+    """A record as the previous library wrote it (absolute times, full history, the log entry id as a
+    string) reads the same, and its next change stores it compact with the same content."""
+    sh = shard("dev-old")
+    take_lease(r, sh)
+    res, notes = accept(r, [msg_fields("dev-old", cmd="set", data='{"v":1}', pd="p9", tmp="7")])
+    mid = int(res[1])
+    confirm(r, notes)
+    ts = now_ms(r) - 5000
+    bucket, field = "%sm:%d" % (tag(sh), (mid // S) // 64), str((mid // S) % 64)
+    # device, guarantee, command, data, status, accepted, changed, attempts, tmpId, producerDeviseId,
+    # deliver-by, max attempts, not-before, ext, idempotency key, API key id, stream entry id, shown,
+    # next re-send, last send, history, live, has producer, last log entry
+    sid = r.xrange("%sq:dev-old" % tag(sh))[0][0]
+    r.eval("""
+local ts = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack({'dev-old', 'R', 'set', '{"v":1}', 0, ts, ts + 1200, 1, 7, 'p9',
+  0, 0, 0, 0, '', '', ARGV[2], 0, ts + 60000, ts + 1200, {1, 0, 0, 0, 2, 0, 1200, 1}, 1, 1, ARGV[4]}))
+""", 1, bucket, field, sid, ts, notes[1])
+    m = get(r, mid)
+    assert m[6] == str(ts) and m[7] == str(ts + 1200) and m[8] == "1" and m[9] == "7" and m[10] == "p9"
+    assert m[17] == str(ts + 1200) and m[18] == str(ts + 60000), m
+    assert m[19] == ["accepted", "NOT_DELIVERED", str(ts), "0", "sent", "NOT_DELIVERED", str(ts + 1200), "1"]
+    old_raw, _ = stored(r, mid)
+    res_ack, notes2 = ack(r, [("dev-old", mid, "DELIVERED")])
+    assert res_ack[:2] == ["OK", "DELIVERED"] and notes2[4] == "DELIVERED"
+    raw, arr = stored(r, mid)
+    assert len(arr) == 25 and arr[24] == 1, "written back in the compact form"
+    assert raw < old_raw, (raw, old_raw)
+    m2 = get(r, mid)
+    assert m2[6] == str(ts) and m2[17] == str(ts + 1200) and m2[18] == "0", "delivered: no next re-send"
+    assert m2[19][:8] == m[19] and m2[19][8:10] == ["ack", "DELIVERED"], m2[19]
+    assert int(m2[7]) >= now_ms(r) - 60000 and m2[7] == m2[19][10]
+    # the log entry id kept in the compact record still orders the next change after this one
+    res_c, notes3 = ack(r, [("dev-old", mid, "COMPLETED")])
+    assert res_c[:2] == ["OK", "COMPLETED"] and notes3[4] == "DELIVERED" and notes3[13] == "COMPLETED", notes3
+
+
+def test_queue_expiry_follows_the_schedule(r):
+    """A device's queue expires only once the device has left the schedule, and stops expiring when
+    work comes back, whichever way the queue emptied."""
+    dev = "dev-qx"
+    sh = shard(dev)
+    take_lease(r, sh)
+    q, due = "%sq:%s" % (tag(sh), dev), "%sdue" % tag(sh)
+    res, _ = accept(r, [msg_fields(dev)])
+    mid = int(res[1])
+    assert r.ttl(q) == -1 and r.zscore(due, dev) is not None
+    dispatch(r, sh)
+    ack(r, [(dev, mid, "DELIVERED")])
+    assert r.zscore(due, dev) is None and 0 < r.ttl(q) <= 3600
+    res, _ = accept(r, [msg_fields(dev), msg_fields(dev)])
+    a, b = int(res[1]), int(res[5])
+    assert r.ttl(q) == -1, "work came back: the queue must not expire"
+    assert r.zrange("%sdx" % tag(sh), 0, -1) == [dev]
+    for mid in (a, b):
+        assert r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, mid, "")[0][0] == "OK"
+    assert r.xlen(q) == 0 and r.ttl(q) == -1 and r.zscore(due, dev) is not None, "still scheduled"
+    dispatch(r, sh)
+    assert r.zscore(due, dev) is None and 0 < r.ttl(q) <= 3600
+
+
+def test_in_flight_count_survives_a_lost_or_stale_read_position(r):
+    """The pass counts in-flight entries from the read position it records ('r' in the d: hash); without
+    it, or with one behind the group, it counts from the group and never sends beyond the window or
+    stops re-sending."""
+    dev = "dev-w"
+    sh = shard(dev)
+    take_lease(r, sh)
+    pol = [2, 0, 60000, 60000, 1, 0, 42]  # window 2, no pacing, re-send after a minute
+
+    def pass_():
+        return r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)[5]
+    res, _ = accept(r, [msg_fields(dev), msg_fields(dev), msg_fields(dev)])
+    ids = [res[1], res[5], res[9]]
+    dk = "%sd:%s" % (tag(sh), dev)
+    due = "%sdue" % tag(sh)
+    assert pass_()[0] == ids[0] and pass_()[0] == ids[1] and pass_() == [], "window of 2"
+    assert r.hget(dk, "r") == r.xrange("%sq:%s" % (tag(sh), dev))[1][0]
+    r.hdel(dk, "r")
+    r.zadd(due, {dev: 0})
+    assert pass_() == [], "counted from the group without the recorded position"
+    ack(r, [(dev, int(ids[0]), "DELIVERED")])
+    assert pass_()[0] == ids[2], "the freed slot takes the next entry"
+    r.hset(dk, "r", "0-1")  # behind the group: every entry looks unread, though all were read
+    r.zadd(due, {dev: 0})
+    assert pass_() == [] and r.hget(dk, "r") is None, "the stale position is dropped, nothing sent"
+    # the in-flight entries are still found: one taken back is sent again
+    assert r.fcall("unsend", 1, tag(sh), P, S, RET, NODE, sh, 1, int(ids[1]), 1) == 1
+    sent = pass_()
+    assert sent[0] == ids[1] and sent[5] == "1", sent
+    assert r.hget(dk, "r") == r.xrange("%sq:%s" % (tag(sh), dev))[-1][0]
+
+
+def test_dispatch_next_pass_time_matches_the_schedule(r):
+    """The time until the next pass that dispatch returns comes from what it read and wrote, without
+    reading the schedule again: it must agree with the schedule Redis holds after the pass."""
+    sh = shard("dev-np")
+    take_lease(r, sh)
+    t0 = now_ms(r)
+    accept(r, [msg_fields("dev-np"), msg_fields("dev-np", ttl=30000)])
+    out = dispatch(r, sh)
+    t1 = now_ms(r)
+    heads = []
+    for k in ("due", "exp"):
+        z = r.zrange("%s%s" % (tag(sh), k), 0, 0, withscores=True)
+        heads += [int(z[0][1])] if z else []
+    head = min(heads)
+    assert out[0] == "OK" and max(0, head - t1) <= out[4] <= max(0, head - t0), (out[4], head - t0, head - t1)
+
+
+def test_device_hash_expiry_is_refreshed_at_most_every_quarter_retention(r):
+    dev = "dev-x"
+    sh = shard(dev)
+    take_lease(r, sh)
+    dk = "%sd:%s" % (tag(sh), dev)
+
+    def pass_():
+        return r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, 1, 0, 1000, 60000, 2, 0, 42)[5]
+    res, _ = accept(r, [msg_fields(dev), msg_fields(dev)])
+    assert pass_()[0] == res[1]
+    x = r.hget(dk, "x")
+    assert x is not None and RET < r.ttl(dk) <= RET + RET // 4
+    r.expire(dk, RET)  # as if set a while ago: a write within the quarter leaves it alone
+    ack(r, [(dev, int(res[1]), "DELIVERED")])
+    assert r.hget(dk, "x") == x and r.ttl(dk) <= RET
+    r.hset(dk, "x", int(x) - RET * 250)  # the last refresh is a quarter of the retention old
+    assert pass_()[0] == res[5]
+    assert r.hget(dk, "x") != x and r.ttl(dk) > RET
+    r.fcall("devset", 1, tag(sh), P, S, RET, NODE, dev, sh, 500, "", "", "")
+    assert r.ttl(dk) == -1
+    r.fcall("devset", 1, tag(sh), P, S, RET, NODE, dev, sh, "-", "", "", "")
+    assert r.hget(dk, "x") is None and 0 < r.ttl(dk) <= RET
+
+
+def test_a_batch_with_several_commands_for_one_device(r):
+    """The device's size limit is read, and the device scheduled, once per call: every command of the
+    batch still gets the device's own limit, and a not-before command first does not keep the ones
+    after it from being due now."""
+    dev = "dev-b"
+    sh = shard(dev)
+    r.fcall("devset", 1, tag(sh), P, S, RET, NODE, dev, sh, "", "", "", 2000)
+    r.zrem("%sdue" % tag(sh), dev)  # devset woke it; the batch alone must make it due
+    later = now_ms(r) + 60000
+    t0 = now_ms(r)
+    res, _ = accept(r, [msg_fields(dev, nb=later), msg_fields(dev, size=1900), msg_fields(dev, size=2100),
+                        msg_fields(dev), msg_fields("dev-b2", size=2100)], max_message=1000)
+    assert [res[i] for i in range(0, len(res), 4)] == ["OK", "OK", "TOO_LARGE", "OK", "TOO_LARGE"], res
+    assert res[11] == 2000 and res[19] == 1000, "each device's own limit"
+    assert int(r.zscore("%sdue" % tag(sh), dev)) <= now_ms(r) and r.xlen("%sq:%s" % (tag(sh), dev)) == 2
+    assert int(r.zscore("%sdue" % tag(sh), dev)) >= t0
