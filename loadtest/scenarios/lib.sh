@@ -9,6 +9,8 @@
 #   LT_JSON      append every phase summary as a JSON line to this file
 #   LT_FSYNC, LT_LISTPACK_VALUE  override Redis appendfsync / hash-max-listpack-value for comparisons
 #                (Redis otherwise runs with deploy/local/redis-common.conf, as drover-local does)
+#   LT_REDIS_LATENCY=ms  record Redis events (fsync, commands) and commands slower than ms, and print
+#                them at the end (LATENCY LATEST, SLOWLOG): what a latency tail came from
 #
 # drover-load is told the PIDs of every server and Drover process (cpu.pids) and counts broker
 # messages over Mosquitto's $SYS tree (sys_interval 1 here), so each phase reports CPU per command
@@ -81,6 +83,8 @@ lt_start_servers() {
     local redis_over=()
     [[ -n ${LT_FSYNC:-} ]] && redis_over+=(--appendfsync "$LT_FSYNC")
     [[ -n ${LT_LISTPACK_VALUE:-} ]] && redis_over+=(--hash-max-listpack-value "$LT_LISTPACK_VALUE")
+    [[ -n ${LT_REDIS_LATENCY:-} ]] && redis_over+=(--latency-monitor-threshold "$LT_REDIS_LATENCY" \
+        --slowlog-log-slower-than "$((LT_REDIS_LATENCY * 1000))" --slowlog-max-len 64)
     redis-server "$LT_REDIS_CONF" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$LT_DIR/redis" \
         --requirepass "$REDIS_PW" --logfile "$LT_DIR/redis.log" "${redis_over[@]}" &
     REDIS_PID=$!
@@ -102,6 +106,7 @@ password_file $LT_DIR/mq/pw
 persistence false
 max_queued_messages 1000000
 max_inflight_messages ${LT_MQ_INFLIGHT:-1000}
+set_tcp_nodelay true
 max_connections -1
 sys_interval 1
 log_dest stderr
@@ -238,6 +243,12 @@ lt_metrics() {
     for k in $(lt_redis --scan --pattern 'dr:metrics:*'); do
         echo "$k: $(lt_redis hgetall "$k" | paste -sd' ')"
     done
+    if [[ -n ${LT_REDIS_LATENCY:-} ]]; then
+        echo "redis latency events over ${LT_REDIS_LATENCY} ms (event, last at, last ms, max ms):"
+        lt_redis latency latest | paste -sd' ' | xargs -n4 echo " "
+        echo "redis commands slower than ${LT_REDIS_LATENCY} ms (newest first: us, command, first arguments):"
+        lt_redis --no-raw slowlog get 20 | awk '/ 3\) \(integer\) /{us=$NF} / 4\) 1\) /{c=$NF; getline; print "  " us, c, $NF}'
+    fi
 }
 
 # Warnings and errors the services logged during the run.

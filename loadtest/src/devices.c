@@ -166,6 +166,7 @@ static void connect_all(worker_t *w)
     for (int i = 0; i < w->ndev; i++)
         if (atomic_load(&w->devs[i].state) != ST_UP)
             atomic_fetch_add(&w->s->c.connect_failed, 1);
+    lt_nodelay_sockets();
 }
 
 static void disconnect_all(worker_t *w)

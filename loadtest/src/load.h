@@ -159,6 +159,12 @@ void lt_shm_free(lt_shm_t *s);
 /* Wall-clock microseconds (comparable between processes). */
 int64_t lt_now_us(void);
 
+/* Sets TCP_NODELAY on every TCP socket this process has open; returns how many. paho.mqtt.c 1.3.12
+ * leaves Nagle's algorithm on and has no option for it, and a simulated device that sends its ack
+ * right after the PUBACK of the command would otherwise wait for the broker's delayed TCP ACK (up to
+ * 40 ms on Linux): the load tool's own delay, not Drover's. Call it once the clients are connected. */
+int lt_nodelay_sockets(void);
+
 /* Formats device n's id into buf (size bytes). */
 void lt_device_id(const lt_opts_t *o, int64_t n, char *buf, size_t size);
 

@@ -251,6 +251,7 @@ lt_producers_t *lt_producers_open(const lt_opts_t *o, int mode, lt_shm_t *s)
         }
         usleep(10000);
     }
+    lt_nodelay_sockets();
     /* Subscribed first, so no status of an early command can be missed. */
     if (o->rest) {
         char **ids = dr_calloc((size_t)ps->n, sizeof(char *));

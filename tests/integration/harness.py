@@ -570,6 +570,7 @@ class MosquittoServer(Proc):
                 "persistence_location %s/" % self.dir,
                 "max_queued_messages 100000",
                 "max_inflight_messages 1000",
+                "set_tcp_nodelay true",
                 "log_dest stderr",
                 "log_type error",
                 "log_type warning",
