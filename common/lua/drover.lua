@@ -564,6 +564,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
       end
       save(m)
       nxt = c.now + iv
+      m.iv = iv
       local f = {'n', s(nxt), 'l', s(c.now)}
       if last and last ~= dv[8] then f[5], f[6] = 'r', last end
       dev_write(c, dk, dv[4], dv[7], f)
@@ -595,11 +596,28 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   return sent
 end
 
+-- MQTT 5 Message Expiry Interval (s) of a send just recorded, 0 for none. A copy must be gone from an
+-- offline device's broker session before the next copy is made, and a copy delivered at the last
+-- moment must still come at least the device's pacing interval before that next copy: the budget is
+-- the time to the re-send this send scheduled (jitter drawn, per-device settings applied) less the
+-- interval. A copy must not reach the device after the message's deadline either. 2 s come off both:
+-- the broker stamps a message with whole seconds and keeps it up to 1 s past its expiry, and the
+-- dispatcher's client may round a wait in its queue up by 1 s more. At least 1 s (0 would mean none):
+-- then the guarantee cannot hold (docs/protocol.md §10.3). Guarantee NO is never re-sent: none.
+local function send_expiry(c, m)
+  local r = m.r
+  if r[R_G] == 'N' then return 0 end
+  local budget = r[R_DUE] - c.now - (m.iv or 0) - 2000
+  if r[R_TTL] > 0 and r[R_TTL] - c.now - 2000 < budget then budget = r[R_TTL] - c.now - 2000 end
+  return math.max(1, math.floor(budget / 1000))
+end
+
 -- What a send needs; the time it was recorded (Redis's clock) becomes the message's currentTimestamp,
 -- so consecutive sends to a device show the pacing whichever node published them.
-local function send_out(m)
+local function send_out(c, m)
   local r = m.r
-  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT]), s(r[R_SENT]), s(r[R_TS])}
+  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT]), s(r[R_SENT]), s(r[R_TS]),
+          s(send_expiry(c, m))}
 end
 
 -- How long until the shard needs a pass (ms from now, 0 when due): the earliest due device or
@@ -868,7 +886,8 @@ end
 -- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, epoch, batch, then the send policy (window, interval,
 -- ack timeout, longest retry wait, back-off, jitter %, seed).
 -- Returns {'FENCED'} or {'OK', expired, failed, more, next pass in ms (-1: none), sends, notes}; sends are
--- 8 per message {id, device, guarantee, command, data, attempt, send time, accept time}.
+-- 9 per message {id, device, guarantee, command, data, attempt, send time, accept time, MQTT 5
+-- expiry in s (0: none; see send_expiry)}.
 local function dispatch(keys, args)
   local c = ctx(args)
   local sh, epoch, batch = tonumber(args[5]), args[6], tonumber(args[7])
@@ -911,7 +930,7 @@ local function dispatch(keys, args)
   for _, dev in ipairs(devs) do
     local m = send_step(c, sh, dev, 'mqtt', pol, stats)
     if m then
-      for _, v in ipairs(send_out(m)) do out[#out + 1] = v end
+      for _, v in ipairs(send_out(c, m)) do out[#out + 1] = v end
     end
   end
   local more = 0
@@ -954,15 +973,29 @@ end
 -- reclaim: notifications another node claimed and never acknowledged (it died, or its publish
 -- failed) for longer than min idle ms move to the caller. KEYS: <prefix>{<shard>}.
 -- ARGV[5..]: shard, min idle (ms), count. Returns notes as claim(), plus the number of entries that
--- were trimmed from the log before anybody published them (lost notifications, counted).
+-- were trimmed from the log before anybody published them (lost notifications, counted). Entries of
+-- a message that has logged a later change are confirmed instead (see below).
 local function reclaim(keys, args)
   local c = ctx(args)
   local sh, idle, count = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
   local lk = key(c, sh, 'log')
   local r = redis.pcall('XAUTOCLAIM', lk, PUB, c.node, idle, '0-0', 'COUNT', count)
   if failed(r) then return {{}, 0} end -- no log (or no group) yet
-  local out = {}
-  for _, e in ipairs(r[2]) do add_note(out, sh, e) end
+  -- An entry whose message has logged a later change since is confirmed and left out: published now,
+  -- it could reach the producer after that later change (its node published it and lost the
+  -- confirmation, or its publish failed or timed out while the later change went out). A producer
+  -- may miss such a change; it never sees a message's status go backwards.
+  local out, superseded = {}, {}
+  for _, e in ipairs(r[2]) do
+    local m = load(c, tonumber(e[2][2]))
+    local last = m and m.r[R_NOTE] or ''
+    if last ~= '' and last ~= e[1] and id_le(e[1], last) then
+      superseded[#superseded + 1] = e[1]
+    else
+      add_note(out, sh, e)
+    end
+  end
+  if #superseded > 0 then redis.call('XACK', lk, PUB, unpack(superseded)) end
   local lost = r[3] and #r[3] or 0
   return {out, lost}
 end
@@ -1131,7 +1164,7 @@ local function pull(keys, args)
   local m = send_step(c, sh, dev, true, pol, {expired = 0, failed = 0})
   local notes = claim(c, {})
   if m then
-    local o = send_out(m)
+    local o = send_out(c, m)
     return {{'MSG', o[1], o[3], o[4], o[5], o[6], o[7]}, notes}
   end
   local due = redis.call('ZSCORE', key(c, sh, 'due'), dev)

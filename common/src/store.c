@@ -411,7 +411,9 @@ static void av_policy(argv_t *a, const dr_store_policy_t *p)
     av_fmt(a, "%llu", (unsigned long long)(p->seed >> 33));
 }
 
-/* One send from 8 strings at r[i..]: id, device, guarantee, command, data, attempt, send time, accept time. */
+/* One send from SEND_FIELDS strings at r[i..]: id, device, guarantee, command, data, attempt, send time,
+ * accept time, MQTT 5 expiry (s). */
+#define SEND_FIELDS 9
 static void read_send(const redisReply *r, size_t i, dr_store_send_t *s)
 {
     s->id = int_at(r, i);
@@ -424,6 +426,8 @@ static void read_send(const redisReply *r, size_t i, dr_store_send_t *s)
     s->attempt = int_at(r, i + 5);
     s->sent_ms = int_at(r, i + 6);
     s->accepted_ms = int_at(r, i + 7);
+    int64_t e = int_at(r, i + 8);
+    s->expiry_s = e < 0 ? 0 : (e > UINT32_MAX ? UINT32_MAX : (uint32_t)e);
 }
 
 static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *errstr)
@@ -441,7 +445,7 @@ static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *er
         return;
     }
     int bad = !is_array(reply, 7) || reply->element[5]->type != REDIS_REPLY_ARRAY ||
-              reply->element[5]->elements % 8 != 0;
+              reply->element[5]->elements % SEND_FIELDS != 0;
     size_t nnotes = 0;
     dr_note_t *notes = bad ? NULL : parse_notes(reply->element[6], &nnotes, &bad);
     if (bad) {
@@ -454,10 +458,10 @@ static void parse_dispatch(call_t *c, redisReply *reply, int err, const char *er
     pass.more = int_at(reply, 3) != 0;
     pass.next_in_ms = int_at(reply, 4);
     const redisReply *out = reply->element[5];
-    size_t n = out->elements / 8;
+    size_t n = out->elements / SEND_FIELDS;
     dr_store_send_t *sends = dr_calloc(n ? n : 1, sizeof(*sends));
     for (size_t i = 0; i < n; i++)
-        read_send(out, 8 * i, &sends[i]);
+        read_send(out, SEND_FIELDS * i, &sends[i]);
     pass.sends = sends;
     pass.nsends = n;
     pass.notes = notes;

@@ -89,30 +89,6 @@ static void on_refused(void *data, int err, const char *errstr, const dr_store_c
     dr_notes_publish(d->notes, notes, nnotes);
 }
 
-/* MQTT 5 Message Expiry Interval of a device send: the copy must be gone from an offline device's
- * broker session before the next copy is made, and a copy delivered at the last moment must still come
- * at least one pacing interval before the next one. The next re-send comes no earlier than the shortest
- * retry wait drover.lua can draw for this attempt (ack_timeout_ms x backoff^(attempt-1), capped at
- * retry_max_ms, minus the full jitter; 1 ms off for float rounding). Mosquitto stamps a message with
- * whole seconds and keeps it while now <= stamp + expiry, so it lives up to expiry + 1 s: hence the
- * second taken off. Rounded down to whole seconds, at least 1 (below that the guarantee cannot hold:
- * docs/protocol.md §10.3). */
-static uint32_t send_expiry_s(const dr_settings_t *cfg, int64_t attempt)
-{
-    double wait = (double)cfg->ack_timeout_ms;
-    for (int64_t i = 1; i < attempt && wait < (double)cfg->retry_max_ms; i++)
-        wait *= cfg->backoff;
-    if (wait > (double)cfg->retry_max_ms)
-        wait = (double)cfg->retry_max_ms;
-    double lower_ms = wait - wait * (double)cfg->jitter_pct / 100.0 - 1.0;
-    /* 2 s: the broker keeps a message up to 1 s past its expiry (whole-second stamps), and our client
-     * may round a wait in its queue up by up to 1 s more (dr_mqttc). */
-    double budget_s = (lower_ms - (double)cfg->interval_ms - 2000.0) / 1000.0;
-    if (budget_s < 1.0)
-        return 1;
-    return budget_s > 4294967295.0 ? 4294967295u : (uint32_t)budget_s;
-}
-
 static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_store_send_t *m)
 {
     char topic[256];
@@ -124,9 +100,9 @@ static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_st
     sent_t *s = dr_malloc(sizeof(*s));
     *s = (sent_t){.d = d, .shard = shard, .epoch = epoch, .id = m->id, .attempt = m->attempt,
                   .published_ns = uv_hrtime()};
-    /* Guarantee NO is sent once and never re-sent: no later copy to make room for, so no expiry. */
-    dr_mqttc_pub_opts_t po = {.qos = (int)d->node.cfg.mqtt_qos,
-                              .message_expiry_s = m->guarantee == DR_G_NO ? 0 : send_expiry_s(&d->node.cfg, m->attempt)};
+    /* The copy expires before the next one is made, and before the message's deadline (drover.lua
+     * send_expiry; none for guarantee NO, which is never re-sent). */
+    dr_mqttc_pub_opts_t po = {.qos = (int)d->node.cfg.mqtt_qos, .message_expiry_s = m->expiry_s};
     int rc = dr_mqttc_publish_ex(d->mqtt, topic, body, strlen(body), &po, on_published, s);
     free(body);
     if (rc == DR_EINVAL) {

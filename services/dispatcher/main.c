@@ -160,7 +160,7 @@ int main(int argc, char **argv)
                                                                              : DISPATCHER_KEEPALIVE_S),
         .clean_session = 1,
         /* MQTT 5 lets device sends expire in an offline device's session before they are re-sent
-         * (dispatch.c send_expiry_s); a broker without it gets 3.1.1 and the old behaviour. */
+         * (drover.lua send_expiry); a broker without it gets 3.1.1 and the old behaviour. */
         .protocol = (int)cfg->mqtt_protocol,
         .protocol_fallback = 1,
     };

@@ -250,7 +250,7 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
         return;
     }
     const redisReply *out = elem(g.reply, 5);
-    check(out->type == REDIS_REPLY_ARRAY && out->elements % 8 == 0 && pass->nsends == out->elements / 8);
+    check(out->type == REDIS_REPLY_ARRAY && out->elements % SEND_FIELDS == 0 && pass->nsends == out->elements / SEND_FIELDS);
     check(pass->more == 0 || pass->more == 1);
     for (size_t i = 0; i < pass->nsends; i++)
         check_send(&pass->sends[i]);

@@ -7,7 +7,7 @@ so when the device comes back it finds at most one copy waiting, and every later
 pacing interval after the previous one. Mosquitto drops an expired message for 3.1.1 subscribers too.
 
 The policy here (no jitter, no back-off growth) makes the re-send wait exactly ACK_TIMEOUT, so the
-dispatcher's expiry is 1 s (see dispatch.c send_expiry_s) and a copy lives under 2 s at the broker.
+dispatcher's expiry is 1 s (see drover.lua send_expiry) and a copy lives under 2 s at the broker.
 The control test runs the same scenario with mqtt.protocol = 4 (the behaviour before MQTT 5): the
 copies pile up and arrive back to back, which is what the first test must not see.
 """
@@ -16,7 +16,9 @@ import time
 
 import pytest
 
+import harness
 from harness import Device
+from test_rest import Api, ctl
 
 INTERVAL = 1000
 ACK_TIMEOUT = 3500
@@ -105,3 +107,36 @@ def test_online_device_sees_no_change(stack):
         prod.wait_status(i, "DELIVERED", 20)
     assert [dev.count(i) for i in ids] == [1, 1, 1], dev.arrivals()
     assert re.search(r"event=sent id=%d .* expiry_s=1\b" % ids[0], stack.dispatcher.log_text())
+
+
+LONG = {"dispatch.interval_ms": 1000, "dispatch.ack_timeout_ms": 20000, "dispatch.retry_max_ms": 20000,
+        "dispatch.backoff": "1.0", "dispatch.jitter_pct": 0, "mqtt.protocol": 5}
+
+
+def logged_expiry(stack, mid, since):
+    m = stack.dispatcher.wait_log(r"event=sent id=%d .* expiry_s=(\d+)" % mid, 15, since=since)
+    return int(m.group(1))
+
+
+def test_expiry_follows_the_device_interval_and_the_deadline(stack_factory):
+    """The expiry is computed where the send is recorded, from the re-send time just drawn, the device's
+    own pacing interval and the message's deadline (docs/protocol.md §10.3). Re-send wait 20 s, interval
+    1 s: 17 s. A device whose interval was raised to 6 s: 12 s (computed from the configured 1 s, the
+    copy could wait 17 s and reach the device less than 6 s before the next one). A message with an 8 s
+    deadline: 5 s, so no waiting copy reaches the device after the message expired."""
+    port = harness.free_port()
+    s = stack_factory(dict(LONG, **{"http.port": port}))
+    api = Api(s, port)
+    admin = ctl(s, "key", "create", "admin", "ops")
+    st, _, body = api.call("PUT", "/v1/devices/dev-slow/pacing", admin, {"intervalMs": 6000})
+    assert st == 200, body
+    prod = s.producer("0")
+    since = s.dispatcher.log_size()
+    plain = prod.receipt_id(prod.send("dev-plain", command="a"))
+    assert logged_expiry(s, plain, since) == 17
+    slow = prod.receipt_id(prod.send("dev-slow", command="b"))
+    assert logged_expiry(s, slow, since) == 12
+    short = prod.receipt_id(prod.send("dev-deadline", command="c", ttlMs=8000))
+    assert logged_expiry(s, short, since) in (5, 6)
+    no = prod.receipt_id(prod.send("dev-plain2", command="d", guarantee="NO"))
+    assert logged_expiry(s, no, since) == 0

@@ -174,7 +174,9 @@ def test_dispatch_is_fenced_without_the_lease(r):
     assert dispatch(r, shard("dev-f")) == ["FENCED"]
     take_lease(r, shard("dev-f"))
     out = dispatch(r, shard("dev-f"))
-    assert out[0] == "OK" and len(out[5]) == 8 and out[5][1] == "dev-f" and int(out[5][6]) > 0 and int(out[5][7]) > 0
+    assert out[0] == "OK" and len(out[5]) == 9 and out[5][1] == "dev-f" and int(out[5][6]) > 0 and int(out[5][7]) > 0
+    # MQTT 5 expiry: re-send after 1 s (POLICY), interval 100 ms: below the 2 s margin, so the minimum
+    assert out[5][8] == "1"
 
 
 def test_send_ack_and_retirement(r):
@@ -240,6 +242,33 @@ def test_reclaim_and_trim_never_lose_an_unconfirmed_change(r):
     r.xack(log, "pub", got[1])
     r.fcall("trim_log", 1, tag(sh), P, S, RET, "owner", sh, 0)
     assert r.xpending(log, "pub")["pending"] == 0
+
+
+def test_reclaim_never_publishes_a_change_older_than_one_already_logged(r):
+    """A node published NOT_DELIVERED and lost its confirmation (or its publish timed out) while the
+    message's DELIVERED went out and was confirmed: the shard owner's reclaim must not publish
+    NOT_DELIVERED after it. It confirms the old entry instead. The latest change of a message is still
+    reclaimed and published when its node did not confirm it."""
+    sh = shard("dev-rc")
+    take_lease(r, sh)
+    res, notes = accept(r, [msg_fields("dev-rc", pd="p", tmp="1")])
+    mid = int(res[1])
+    dispatch(r, sh)
+    _, notes2 = r.fcall("ack_batch", 1, tag(sh), P, S, RET, "other-node", 1, "dev-rc", mid, "DELIVERED")
+    assert [notes2[i + 4] for i in range(0, len(notes2), 9)] == ["DELIVERED"], notes2
+    confirm(r, notes2)  # DELIVERED went out; the receipt's confirmation was lost
+    log = "%slog" % tag(sh)
+    assert r.xpending(log, "pub")["pending"] == 1
+    time.sleep(0.05)
+    got, lost = r.fcall("reclaim", 1, tag(sh), P, S, RET, "owner", sh, 10, 100)
+    assert got == [] and lost == 0, "NOT_DELIVERED republished after DELIVERED: %s" % got
+    assert r.xpending(log, "pub")["pending"] == 0, "the superseded entry stays unconfirmed"
+    # the latest change, unconfirmed by its node, is reclaimed and published
+    _, notes3 = r.fcall("ack_batch", 1, tag(sh), P, S, RET, "other-node", 1, "dev-rc", mid, "COMPLETED")
+    time.sleep(0.05)
+    got, _ = r.fcall("reclaim", 1, tag(sh), P, S, RET, "owner", sh, 10, 100)
+    assert [got[i + 4] for i in range(0, len(got), 9)] == ["COMPLETED"], got
+    assert notes[1] != notes3[1]
 
 
 def test_heads_report_time_until_due(r):

@@ -162,6 +162,7 @@ typedef struct {
     int64_t attempt;
     int64_t sent_ms;       /* when the send was recorded (Redis's clock): its currentTimestamp */
     int64_t accepted_ms;   /* when the message was accepted (Redis's clock) */
+    uint32_t expiry_s;     /* MQTT 5 Message Expiry Interval for this copy, 0 for none (drover.lua send_expiry) */
 } dr_store_send_t;
 
 typedef struct {
