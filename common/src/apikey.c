@@ -22,8 +22,9 @@ int dr_scope_parse(const char *s)
     return -1;
 }
 
-static int fill_random(unsigned char *buf, size_t n)
+int dr_random_bytes(void *out, size_t n)
 {
+    unsigned char *buf = out;
     size_t got = 0;
     while (got < n) {
         ssize_t r = getrandom(buf + got, n - got, 0);
@@ -39,7 +40,7 @@ int dr_apikey_generate(char *key, char *id)
     static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     static const char hex[] = "0123456789abcdef";
     unsigned char rid[6], sec[32];
-    if (fill_random(rid, sizeof(rid)) != 0 || fill_random(sec, sizeof(sec)) != 0)
+    if (dr_random_bytes(rid, sizeof(rid)) != 0 || dr_random_bytes(sec, sizeof(sec)) != 0)
         return DR_EIO;
     for (int i = 0; i < 6; i++) {
         id[2 * i] = hex[rid[i] >> 4];

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "dr/apikey.h"
 #include "dr/err.h"
@@ -23,18 +22,6 @@
 #include "dr/passwd.h"
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int fill_random(unsigned char *buf, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = getrandom(buf + got, n - got, 0);
-        if (r <= 0)
-            return DR_EIO;
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 /* ---- bcrypt ------------------------------------------------------------------------------------- */
 
@@ -66,7 +53,7 @@ int dr_passwd_hash(const char *pw, int cost, char *out)
         return DR_EINVAL;
     unsigned char rnd[16];
     char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-    if (fill_random(rnd, sizeof(rnd)) != 0)
+    if (dr_random_bytes(rnd, sizeof(rnd)) != 0)
         return DR_EIO;
     if (crypt_gensalt_rn("$2b$", (unsigned long)cost, (const char *)rnd, sizeof(rnd), setting,
                          sizeof(setting)) == NULL)
@@ -178,7 +165,7 @@ int dr_passwd_verify_async(uv_loop_t *loop, const char *pw, const char *hash, in
 int dr_passwd_random(char *out, size_t n)
 {
     unsigned char *rnd = dr_malloc(n ? n : 1);
-    int rc = fill_random(rnd, n);
+    int rc = dr_random_bytes(rnd, n);
     for (size_t i = 0; rc == 0 && i < n; i++)
         out[i] = b64url[rnd[i] & 63]; /* 256 is a multiple of 64: no bias */
     out[rc == 0 ? n : 0] = '\0';

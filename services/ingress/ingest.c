@@ -26,8 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
+#include <unistd.h>
 
+#include "dr/apikey.h"
 #include "dr/err.h"
 #include "dr/log.h"
 #include "dr/mem.h"
@@ -528,11 +529,20 @@ static void send_batch(batch_t *b)
     }
 }
 
+/* A batch's token must never repeat while an earlier batch's answer is kept under it (a repeat would
+ * be answered with that batch's results and store nothing). Random; should the kernel's source ever
+ * fail, the clock, the process and a counter still make it unique. */
 static void new_token(char token[33])
 {
     unsigned char rnd[16];
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        memset(rnd, 0, sizeof(rnd)); /* an all-zero token only weakens the retry check */
+    if (dr_random_bytes(rnd, sizeof(rnd)) != 0) {
+        static uint32_t counter;
+        uint64_t ns = uv_hrtime();
+        uint32_t pid = (uint32_t)getpid(), n = ++counter;
+        memcpy(rnd, &ns, 8);
+        memcpy(rnd + 8, &pid, 4);
+        memcpy(rnd + 12, &n, 4);
+    }
     for (size_t i = 0; i < sizeof(rnd); i++)
         snprintf(token + 2 * i, 3, "%02x", rnd[i]);
 }

@@ -20,6 +20,10 @@ typedef enum { DR_SCOPE_PRODUCER = 0, DR_SCOPE_DEVICE, DR_SCOPE_ADMIN, DR_SCOPE_
 const char *dr_scope_name(int scope);
 int dr_scope_parse(const char *s);
 
+/* Fills buf with n bytes from the kernel's random source (getrandom). Returns 0, or DR_EIO when the
+ * source fails. Every secret Drover makes (keys, salts, session tokens) comes from here. */
+int dr_random_bytes(void *buf, size_t n);
+
 /* Generates a new key into key[DR_APIKEY_LEN + 1] and its id into id[DR_APIKEY_ID_LEN + 1].
  * Returns 0 or DR_EIO when the kernel's random source fails. */
 int dr_apikey_generate(char *key, char *id);
