@@ -1845,6 +1845,7 @@ redis.register_function{function_name = 'con_devinfo', callback = con_devinfo, f
 --   {ro}all, {ro}own:<key id>  sorted sets of rollout ids (score = id): listing, newest first
 --   {ro}run            set of the running rollouts: what ingress nodes advance
 --   {ro}ls:<id>        lease: the node that advances the rollout, with a short expiry
+-- A finished rollout's r:, dv: and mi: expire after the retention (ro_finish), as its messages do.
 -- A node takes a batch of devices (ro_take), accepts each through the normal acceptance path with
 -- the idempotency key ro:<id>:<index>, and records the message ids (ro_done). Every take hands out
 -- from enq, the first device without a recorded message, so devices a dead node (or a failed write)
@@ -1869,20 +1870,40 @@ local function ro_visible(keys, id, owner)
   return ro
 end
 
--- ro_create: ARGV[1..8] prefix, owner, command, data, guarantee, ttl ms, rate, burst; ARGV[9..] the
--- devices. Returns the rollout.
+-- A finished (done or cancelled) rollout is kept as long as its messages (retention, field 'ret' in
+-- s): its keys expire then. Its ids leave the listings lazily (ro_prune).
+local function ro_finish(keys, id)
+  local ret = tonumber(redis.call('HGET', keys[1] .. 'r:' .. id, 'ret')) or 0
+  if ret <= 0 then return end -- created by a release that did not record the retention: kept
+  for _, k in ipairs({'r:', 'dv:', 'mi:'}) do redis.call('EXPIRE', keys[1] .. k .. id, ret) end
+end
+
+-- Drops the ids of listing z, among its 16 oldest, whose rollout has expired. Every create prunes,
+-- so expired ids do not pile up in the listings.
+local function ro_prune(keys, z)
+  for _, id in ipairs(redis.call('ZRANGE', z, 0, 15)) do
+    if redis.call('EXISTS', keys[1] .. 'r:' .. id) == 0 then redis.call('ZREM', z, id) end
+  end
+end
+
+-- ro_create: ARGV[1..9] prefix, owner, command, data, guarantee, ttl ms, rate, burst, retention s;
+-- ARGV[10..] the devices. Returns the rollout.
 local function ro_create(keys, args)
   local now = s(reg_now())
   local id = s(redis.call('INCR', keys[1] .. 'seq'))
-  local n = #args - 8
+  local n = #args - 9
   redis.call('HSET', keys[1] .. 'r:' .. id, 'st', 'running', 'own', args[2], 'cmd', args[3], 'data', args[4], 'g',
              args[5], 'ttl', args[6], 'rate', args[7], 'bu', args[8], 'total', n, 'enq', 0, 'tk', 0, 'tok', args[8],
-             'tt', now, 'ct', now, 'ut', now)
-  for i = 9, #args, 1000 do
+             'tt', now, 'ct', now, 'ut', now, 'ret', args[9])
+  for i = 10, #args, 1000 do
     redis.call('RPUSH', keys[1] .. 'dv:' .. id, unpack(args, i, math.min(#args, i + 999)))
   end
+  ro_prune(keys, keys[1] .. 'all')
   redis.call('ZADD', keys[1] .. 'all', id, id)
-  if args[2] ~= '' then redis.call('ZADD', keys[1] .. 'own:' .. args[2], id, id) end
+  if args[2] ~= '' then
+    ro_prune(keys, keys[1] .. 'own:' .. args[2])
+    redis.call('ZADD', keys[1] .. 'own:' .. args[2], id, id)
+  end
   redis.call('SADD', keys[1] .. 'run', id)
   return ro_load(keys, id)
 end
@@ -1936,6 +1957,7 @@ local function ro_ctl(keys, args)
     redis.call('HSET', rk, 'st', 'cancelled', 'ut', now)
     redis.call('SREM', keys[1] .. 'run', id)
     redis.call('DEL', keys[1] .. 'ls:' .. id)
+    ro_finish(keys, id)
   else
     return redis.error_reply('ERR unknown rollout operation')
   end
@@ -1975,6 +1997,7 @@ local function ro_take(keys, args)
         redis.call('HSET', rk, 'st', 'done', 'ut', s(now))
         redis.call('SREM', keys[1] .. 'run', id)
         redis.call('DEL', lk)
+        ro_finish(keys, id)
       else
         if k > 0 then
           local b = {id, s(tk), v[9], v[10], v[11], v[12], v[13]}
@@ -2012,6 +2035,7 @@ local function ro_done(keys, args)
     redis.call('HSET', rk, 'st', st)
     redis.call('SREM', keys[1] .. 'run', id)
     redis.call('DEL', keys[1] .. 'ls:' .. id)
+    ro_finish(keys, id)
   end
   return st
 end

@@ -381,3 +381,30 @@ def test_rollout_handed_out_again_never_duplicates(api):
     done = wait_state(api, ro["id"], "done", 20)
     assert done["enqueued"] == 12 and done["counts"]["queued"] + done["counts"]["sent"] == 12, done
     assert {d: [m["id"] for m in device_messages(api, d)] for d in devs} == before
+
+
+def test_finished_rollouts_expire_with_their_messages(stack_factory):
+    """A finished rollout is kept as long as its messages (retention_s), then its keys expire and it leaves
+    the listings: rollouts do not pile up in Redis."""
+    port = harness.free_port()
+    stack = stack_factory({"http.port": port, "auth.bcrypt_cost": 4, "retention_s": 3})
+    api = Api(stack, port)
+    api.admin = api.token("admin", operator_password(stack))
+    done = create_rollout(api, api.admin, {"command": "x", "devices": ["re-1", "re-2"], "ratePerSecond": 100})
+    wait_state(api, done["id"], "done", 20)
+    cancelled = create_rollout(api, api.admin, {"command": "y", "devices": ["re-%d" % i for i in range(50)],
+                                                "ratePerSecond": 1})
+    ok(api, "POST", "/v1/rollouts/%d/cancel" % cancelled["id"], api.admin)
+    for rid in (done["id"], cancelled["id"]):
+        ttl = stack.redis_call(lambda r: r.ttl("%s{ro}r:%d" % (stack.prefix, rid)))
+        assert 0 < ttl <= 3, "finished rollout %d: ttl %s" % (rid, ttl)
+    running = create_rollout(api, api.admin, {"command": "z", "devices": ["rz-%d" % i for i in range(60)],
+                                              "ratePerSecond": 1})  # runs for a minute
+    assert stack.redis_call(lambda r: r.ttl("%s{ro}r:%d" % (stack.prefix, running["id"]))) == -1
+    for rid in (done["id"], cancelled["id"]):
+        wait_until(lambda: api.call("GET", "/v1/rollouts/%d" % rid, api.admin)[0] == 404, 10)
+    create_rollout(api, api.admin, {"command": "w", "devices": ["re-8"], "ratePerSecond": 1})  # prunes listings
+    listed = [r["id"] for r in ok(api, "GET", "/v1/rollouts", api.admin)["rollouts"]]
+    assert done["id"] not in listed and cancelled["id"] not in listed and running["id"] in listed, listed
+    left = stack.redis_call(lambda r: r.zrange("%s{ro}all" % stack.prefix, 0, -1))
+    assert str(done["id"]) not in left and str(cancelled["id"]) not in left, left
