@@ -80,7 +80,7 @@ def fnv1a64(data):
 
 
 NOTE_FIELDS = 9  # a claimed status change (common/lua/drover.lua, claim)
-SEND_FIELDS = 8  # a send (send_out)
+SEND_FIELDS = 9  # a send (send_out)
 
 
 def tag(sh):

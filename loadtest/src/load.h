@@ -91,6 +91,9 @@ typedef struct {
  * message on stderr; prints help and exits 0 on -h. */
 int lt_opts_load(lt_opts_t *o, int argc, char **argv);
 
+/* Frees the strings lt_opts_load allocated (also after it failed). */
+void lt_opts_free(lt_opts_t *o);
+
 /* ---- shared memory ------------------------------------------------------------------------------ */
 
 /* One command, written by whichever process observes the event. 0 = not observed. */

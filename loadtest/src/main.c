@@ -117,16 +117,22 @@ static int run_latency(const lt_opts_t *o)
 int main(int argc, char **argv)
 {
     lt_opts_t o;
-    if (lt_opts_load(&o, argc, argv) != 0)
+    if (lt_opts_load(&o, argc, argv) != 0) {
+        lt_opts_free(&o);
         return 2;
+    }
     /* libcurl's global set-up, before any thread exists (the phases inherit it through fork). */
     if (o.rest && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "drover-load: curl_global_init failed\n");
+        lt_opts_free(&o);
         return 2;
     }
     /* A wrong URL or key shows before thousands of devices connect. */
-    if (o.rest && lt_rest_check(&o) != 0)
+    if (o.rest && lt_rest_check(&o) != 0) {
+        curl_global_cleanup();
+        lt_opts_free(&o);
         return 2;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     /* The hard limit: SIGALRM's default action ends this process, and the phase and worker processes
      * follow through PR_SET_PDEATHSIG. */
@@ -147,5 +153,6 @@ int main(int argc, char **argv)
     }
     if (o.rest)
         curl_global_cleanup();
+    lt_opts_free(&o);
     return ok ? 0 : 1;
 }

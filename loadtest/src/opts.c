@@ -80,9 +80,11 @@ static int rest_opts(lt_opts_t *o)
     return 0;
 }
 
-int lt_opts_load(lt_opts_t *o, int argc, char **argv)
+#define OPTS_MAX 96
+
+/* The option table, its fields in o. Returns the number of options (at most OPTS_MAX). */
+static size_t opts_table(lt_opts_t *o, dr_config_opt_t *out)
 {
-    memset(o, 0, sizeof(*o));
     const dr_config_opt_t t[] = {
         {"mode", DR_CFG_STR, 1, 16, "both", F(mode), 0, "drover, raw (broker-only baseline), both (drover, then raw; repeated) or latency (full-cycle rate, then half of it)"},
         {"repeat", DR_CFG_INT, 0, 50, "0", F(repeat), 0, "repetitions of each phase; 0 = 3 for mode=both, else 1"},
@@ -126,6 +128,22 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
         {"wait_accept_only", DR_CFG_INT, 0, 1, "0", F(wait_accept_only), 0, "1: end once every command is accepted"},
     };
     const size_t n = sizeof(t) / sizeof(t[0]);
+    _Static_assert(sizeof(t) / sizeof(t[0]) <= OPTS_MAX, "OPTS_MAX too small");
+    memcpy(out, t, sizeof(t));
+    return n;
+}
+
+void lt_opts_free(lt_opts_t *o)
+{
+    dr_config_opt_t t[OPTS_MAX];
+    dr_config_dispose(t, opts_table(o, t));
+}
+
+int lt_opts_load(lt_opts_t *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof(*o));
+    dr_config_opt_t t[OPTS_MAX];
+    const size_t n = opts_table(o, t);
     char err[DR_ERR_LEN];
     int help = 0;
     if (dr_config_load(t, n, argc, argv, &help, err) != 0) {
@@ -134,6 +152,7 @@ int lt_opts_load(lt_opts_t *o, int argc, char **argv)
     }
     if (help) {
         dr_config_print_help(t, n, "usage: drover-load [-c FILE] [--key=value ...]");
+        dr_config_dispose(t, n);
         exit(0);
     }
     if (strcmp(o->mode, "drover") == 0)
