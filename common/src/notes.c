@@ -142,7 +142,8 @@ struct batch {
     size_t n, pending;
     dr_note_t *notes;      /* strings owned (copied) */
     char *ok;              /* per note: published or skipped, may be acknowledged */
-    char *open;            /* per note: ours and not settled yet (kept fresh in Redis) */
+    char *open;            /* per note: ours and not settled yet: kept fresh in Redis until the batch
+                            * settles, so nobody reclaims a note that went out before its confirmation */
     int64_t touched_at;    /* dr_mono_ms() of the claim (approximately) or the last touch */
     LIST_ENTRY(batch) link; /* in p->batches */
 };
@@ -211,7 +212,8 @@ static void on_published(void *data, int err)
     dr_notes_t *p = b->p;
     p->refs++; /* settling the batch may drop the last other reference */
     p->window--;
-    b->open[r->i] = 0;
+    if (err != 0)
+        b->open[r->i] = 0; /* left to the owner's reclaim; a published note stays fresh until settled */
     if (err == 0) {
         b->ok[r->i] = 1;
         if (!p->closed)
@@ -276,8 +278,9 @@ static void publish_one(dr_notes_t *p, batch_t *b, size_t i)
         /* Ours (see SEEN_SLOTS). Published: confirmed again with this batch. On its way: the first copy's
          * batch confirms it once the broker did; confirming it here could lose it if that publish fails. */
         if (seen_done(p, k))
-            b->ok[i] = 1;
-        b->open[i] = 0;
+            b->ok[i] = 1; /* stays open: kept fresh until this batch confirms it */
+        else
+            b->open[i] = 0;
         return;
     }
     char ev[512];

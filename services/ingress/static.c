@@ -1,5 +1,6 @@
 /* The web console's static files: /admin/... from http.console_dir, /vendor/... from http.vendor_dir,
- * the redirects of / and /admin to the login page, /swagger-ui.html and /v3/api-docs.
+ * the redirects of / and /admin to the login page and of /swagger-ui.html to the console's API page,
+ * and /v3/api-docs.
  *
  * DESIGN
  * Files are served by h2o's own file handler on their own path prefixes, so the request path is
@@ -62,15 +63,6 @@ void static_register(h2o_hostconf_t *host, const dr_settings_t *cfg)
            is_dir(cdir), cfg->http_vendor_dir, is_dir(cfg->http_vendor_dir));
 }
 
-/* The API documentation page: Swagger UI from /vendor, reading /v3/api-docs. */
-static const char swagger_page[] =
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Drover API</title>\n"
-    "<link rel=\"stylesheet\" href=\"/vendor/swagger-ui-dist/swagger-ui.css\"></head>\n"
-    "<body><div id=\"api\"></div>\n"
-    "<script src=\"/vendor/swagger-ui-dist/swagger-ui-bundle.js\"></script>\n"
-    "<script>window.onload = function () { SwaggerUIBundle({url: '/v3/api-docs', dom_id: '#api'}); };</script>\n"
-    "</body></html>\n";
-
 static int path_is(const h2o_req_t *req, const char *p)
 {
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
@@ -88,12 +80,9 @@ int static_route(hreq_t *hr)
     } else if (path_is(req, "/v3/api-docs")) {
         http_json(hr, 200, dr_openapi_json, dr_openapi_json_len);
     } else if (path_is(req, "/swagger-ui.html")) {
-        req->res.status = 200;
-        req->res.reason = "OK";
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                       H2O_STRLIT("text/html; charset=utf-8"));
-        req->res.content_length = sizeof(swagger_page) - 1;
-        h2o_send_inline(req, swagger_page, sizeof(swagger_page) - 1);
+        /* Duster's address of its API page: the console's page, Swagger UI from /vendor/swagger-ui/
+         * (deploy/local/console-vendor.sh) reading /v3/api-docs. */
+        h2o_send_redirect(req, 302, "Found", H2O_STRLIT("/admin/swagger.html"));
     } else {
         return 0;
     }

@@ -220,6 +220,43 @@ test('a rollout to a search result shows its progress by outcome', async () => {
     document.querySelector('#ro-text').textContent), null, { timeout: 30000 });
 });
 
+test('a rollout can be paused and resumed', async () => {
+  await page.goto(BASE + '/admin/saved-messages.html');
+  const tpl = page.locator('#ro-template option', { hasText: 'Blink the LED' });
+  await tpl.waitFor({ state: 'attached', timeout: WAIT });
+  await page.selectOption('#ro-template', await tpl.getAttribute('value'));
+  await page.fill('#ro-devices', ['b-p1', 'b-p2', 'b-p3', 'b-p4', 'b-p5', 'b-p6', 'b-p7', 'b-p8'].join('\n'));
+  await page.fill('#ro-rate', '1');
+  await page.click('#ro-start');
+  await page.locator('#ro-state .badge[data-state="running"]').waitFor({ timeout: WAIT });
+  await page.click('#ro-pause');
+  await page.locator('#ro-state .badge[data-state="paused"]').waitFor({ timeout: WAIT });
+  assert.equal((await page.textContent('#ro-pause')).trim(), 'Resume');
+  const sent = async () => Number((await page.textContent('#ro-text')).match(/^(\d+) of 8 sent/)[1]);
+  const held = await sent();
+  assert.ok(held < 8, 'paused after ' + held + ' of 8');
+  // paused: nothing more is enqueued while the page keeps polling (once a second)
+  await page.waitForTimeout(2500);
+  assert.equal(await sent(), held);
+  await page.locator('#ro-state .badge[data-state="paused"]').waitFor({ timeout: WAIT });
+  await page.click('#ro-pause');
+  await page.locator('#ro-state .badge[data-state="done"]').waitFor({ timeout: 30000 });
+  assert.equal(await sent(), 8);
+});
+
+test('the API reference shows every operation of the OpenAPI document', async () => {
+  await page.goto(BASE + '/swagger-ui.html');
+  assert.match(page.url(), /\/admin\/swagger\.html$/);
+  await page.locator('#swagger-ui .opblock').first().waitFor({ timeout: WAIT });
+  const spec = await (await fetch(BASE + '/v3/api-docs')).json();
+  let ops = 0;
+  for (const item of Object.values(spec.paths))
+    ops += Object.keys(item).filter((m) => ['get', 'post', 'put', 'delete', 'patch'].includes(m)).length;
+  assert.ok(ops >= 40, 'only ' + ops + ' operations in /v3/api-docs');
+  assert.equal(await page.locator('#swagger-ui .opblock').count(), ops);
+  assert.match(await page.textContent('#swagger-ui .info .title'), /Drover/);
+});
+
 test('create and revoke an API key', async () => {
   await page.goto(BASE + '/admin/keys.html');
   await page.selectOption('#k-scope', 'producer');
