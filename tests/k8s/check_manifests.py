@@ -991,6 +991,8 @@ class Checker:
                 raise ValueError
         except ValueError:
             self.err(where, "mosquitto.conf: raise max_queued_messages above the default 1000 (docs/operations.md §1)")
+        if d.get("set_tcp_nodelay") != "true":
+            self.err(where, "mosquitto.conf: set_tcp_nodelay must be true (docs/operations.md §1)")
         if d.get("persistence") != "true" or mount_kind(w, c, d.get("persistence_location", "")) != "pvc":
             self.err(where, "mosquitto.conf: persistence must be on, on a PersistentVolumeClaim")
         acl = d.get("acl_file")
