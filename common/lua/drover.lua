@@ -719,6 +719,7 @@ local function accept_one(c, a, i, idmax, out)
           return
         end
         notify(c, om, om.r[R_ST], om.r[R_ST]) -- repeat the receipt, with the original id
+        save(om) -- the record names the repeat as its last change (the next change waits for it)
         out[#out + 1] = 'DUP'; out[#out + 1] = s(oid); out[#out + 1] = STN[om.r[R_ST]]; out[#out + 1] = 0
         return
       end
@@ -989,7 +990,10 @@ local function reclaim(keys, args)
   for _, e in ipairs(r[2]) do
     local m = load(c, tonumber(e[2][2]))
     local last = m and m.r[R_NOTE] or ''
-    if last ~= '' and last ~= e[1] and id_le(e[1], last) then
+    -- the same message (not a later one that reused its id after a wrap): same device, logged since
+    -- its acceptance
+    if last ~= '' and last ~= e[1] and id_le(e[1], last) and m.r[R_DEV] == e[2][4] and
+       tonumber(string.match(e[1], '^(%d+)')) >= m.r[R_TS] then
       superseded[#superseded + 1] = e[1]
     else
       add_note(out, sh, e)
@@ -1870,24 +1874,36 @@ local function ro_visible(keys, id, owner)
   return ro
 end
 
--- A finished (done or cancelled) rollout is kept as long as its messages (retention, field 'ret' in
--- s): its keys expire then. Its ids leave the listings lazily (ro_prune).
+-- A finished (done or cancelled) rollout is kept until its last message's deadline has passed and
+-- that message's retention with it ('ret' in s, computed by the caller); then its keys expire and it
+-- leaves the listings: {ro}fin holds 'id owner' per finished rollout, scored by that time, and every
+-- create removes the ids whose time has come (ro_prune). Called again, it starts the time again.
 local function ro_finish(keys, id)
-  local ret = tonumber(redis.call('HGET', keys[1] .. 'r:' .. id, 'ret')) or 0
-  if ret <= 0 then return end -- created by a release that did not record the retention: kept
+  local v = redis.call('HMGET', keys[1] .. 'r:' .. id, 'ret', 'own')
+  local ret = tonumber(v[1]) or 0
+  if ret <= 0 then return end -- no deadline, or created by a release that recorded none: kept
   for _, k in ipairs({'r:', 'dv:', 'mi:'}) do redis.call('EXPIRE', keys[1] .. k .. id, ret) end
+  redis.call('ZADD', keys[1] .. 'fin', reg_now() + ret * 1000, id .. ' ' .. (v[2] or ''))
 end
 
--- Drops the ids of listing z, among its 16 oldest, whose rollout has expired. Every create prunes,
--- so expired ids do not pile up in the listings.
-local function ro_prune(keys, z)
-  for _, id in ipairs(redis.call('ZRANGE', z, 0, 15)) do
-    if redis.call('EXISTS', keys[1] .. 'r:' .. id) == 0 then redis.call('ZREM', z, id) end
+-- Removes up to 100 expired rollouts from the listings (see ro_finish).
+local function ro_prune(keys)
+  local fk = keys[1] .. 'fin'
+  local gone = redis.call('ZRANGE', fk, '-inf', s(reg_now()), 'BYSCORE', 'LIMIT', 0, 100)
+  for _, v in ipairs(gone) do
+    local sp = string.find(v, ' ', 1, true)
+    local id, owner = string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+    if redis.call('EXISTS', keys[1] .. 'r:' .. id) == 0 then -- not finished again meanwhile
+      redis.call('ZREM', keys[1] .. 'all', id)
+      if owner ~= '' then redis.call('ZREM', keys[1] .. 'own:' .. owner, id) end
+    end
+    redis.call('ZREM', fk, v)
   end
 end
 
--- ro_create: ARGV[1..9] prefix, owner, command, data, guarantee, ttl ms, rate, burst, retention s;
--- ARGV[10..] the devices. Returns the rollout.
+-- ro_create: ARGV[1..9] prefix, owner, command, data, guarantee, ttl ms, rate, burst, how long the
+-- rollout is kept once finished (s, 0: for ever; see ro_finish); ARGV[10..] the devices. Returns the
+-- rollout.
 local function ro_create(keys, args)
   local now = s(reg_now())
   local id = s(redis.call('INCR', keys[1] .. 'seq'))
@@ -1898,12 +1914,9 @@ local function ro_create(keys, args)
   for i = 10, #args, 1000 do
     redis.call('RPUSH', keys[1] .. 'dv:' .. id, unpack(args, i, math.min(#args, i + 999)))
   end
-  ro_prune(keys, keys[1] .. 'all')
+  ro_prune(keys)
   redis.call('ZADD', keys[1] .. 'all', id, id)
-  if args[2] ~= '' then
-    ro_prune(keys, keys[1] .. 'own:' .. args[2])
-    redis.call('ZADD', keys[1] .. 'own:' .. args[2], id, id)
-  end
+  if args[2] ~= '' then redis.call('ZADD', keys[1] .. 'own:' .. args[2], id, id) end
   redis.call('SADD', keys[1] .. 'run', id)
   return ro_load(keys, id)
 end
@@ -1922,17 +1935,25 @@ end
 
 -- ro_list: ARGV[2..4] owner ('' all), after (0: from the newest), limit. Returns {more, rollout...}
 -- newest first.
+-- Ids of rollouts that expired and were not pruned yet are passed over: a page holds limit live
+-- rollouts when there are that many, and more is 1 only when a live one follows.
 local function ro_list(keys, args)
   local owner, after, limit = args[2], tonumber(args[3]), tonumber(args[4])
   local z = owner == '' and keys[1] .. 'all' or keys[1] .. 'own:' .. owner
   local hi = after > 0 and '(' .. s(after) or '+inf'
-  local ids = redis.call('ZRANGE', z, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit + 1)
-  local out = {#ids > limit and 1 or 0}
-  for i = 1, math.min(#ids, limit) do
-    local ro = ro_load(keys, ids[i])
-    if ro then out[#out + 1] = ro end
+  local out = {0}
+  while true do
+    local ids = redis.call('ZRANGE', z, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit + 1)
+    for _, id in ipairs(ids) do
+      local ro = ro_load(keys, id)
+      if ro then
+        if #out > limit then out[1] = 1; return out end
+        out[#out + 1] = ro
+      end
+      hi = '(' .. id
+    end
+    if #ids <= limit then return out end
   end
-  return out
 end
 
 -- ro_ctl: ARGV[2..4] id, owner, 'pause' | 'resume' | 'cancel'. Returns {'OK', rollout, message
@@ -2036,6 +2057,8 @@ local function ro_done(keys, args)
     redis.call('SREM', keys[1] .. 'run', id)
     redis.call('DEL', keys[1] .. 'ls:' .. id)
     ro_finish(keys, id)
+  elseif st == 'cancelled' or st == 'done' then
+    ro_finish(keys, id) -- recorded after the end (cancelled meanwhile): mi: may be new, and expires too
   end
   return st
 end

@@ -863,7 +863,7 @@ static void parse_pull(call_t *c, redisReply *reply, int err, const char *errstr
         return;
     }
     if (is_msg) {
-        dr_store_send_t s;
+        dr_store_send_t s = {0};
         s.id = int_at(o, 1);
         s.dev = "";
         const char *g = str_at(o, 2);
@@ -906,7 +906,7 @@ static void parse_peek(call_t *c, redisReply *reply, int err, const char *errstr
         cb(c->data, 0, NULL, NULL);
         return;
     }
-    dr_store_send_t s;
+    dr_store_send_t s = {0};
     s.id = int_at(reply, 0);
     s.dev = "";
     const char *g = str_at(reply, 1);

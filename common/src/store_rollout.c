@@ -298,7 +298,7 @@ int dr_ro_create(dr_redis_t *r, const dr_store_t *st, const dr_ro_new_t *n, dr_r
     arg_int(&a, n->ttl_ms);
     arg_int(&a, n->rate);
     arg_int(&a, n->burst);
-    arg_int(&a, st->retention_s);
+    arg_int(&a, n->keep_s);
     for (size_t i = 0; i < n->ndevs; i++)
         arg_str(&a, n->devs[i]);
     return send_call(r, "ro_create", &a, 0, NULL, K_RO, (void *)cb, data);

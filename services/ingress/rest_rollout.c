@@ -582,7 +582,11 @@ static void on_created(void *data, int err, const char *errstr, int result, cons
 static void create_send(create_t *c)
 {
     hreq_t *hr = c->hr;
+    /* Kept once finished until its last message (accepted at the end at the latest) has passed its
+     * deadline and been kept for the retention; without any deadline, for ever. */
+    int64_t deadline_ms = c->ttl_ms > 0 ? c->ttl_ms : hr->in->node.cfg.default_ttl_ms;
     dr_ro_new_t n = {.owner = owner_of(hr),
+                     .keep_s = deadline_ms > 0 ? hr->in->store.retention_s + (deadline_ms + 999) / 1000 : 0,
                      .command = c->command,
                      .data = c->data,
                      .guarantee = c->guarantee,

@@ -777,6 +777,7 @@ class MqttClient:
         self.connected = threading.Event()
         self.subscriptions = []  # (topic, qos)
         self._suback = {}
+        self.subscribed_at = []  # time.time() whenever every subscription of a (re)connection was acknowledged
         self.client = None
         if connect:
             self.connect()
@@ -833,6 +834,8 @@ class MqttClient:
         t = getattr(self, "_mids", {}).get(mid)
         if t is not None:
             self._suback[t] = granted[0] != 128
+            if all(self._suback.get(x) for x, _ in self.subscriptions):
+                self.subscribed_at.append(time.time())
 
     def _on_message(self, client, userdata, message):
         raise NotImplementedError

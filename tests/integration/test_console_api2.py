@@ -384,10 +384,12 @@ def test_rollout_handed_out_again_never_duplicates(api):
 
 
 def test_finished_rollouts_expire_with_their_messages(stack_factory):
-    """A finished rollout is kept as long as its messages (retention_s), then its keys expire and it leaves
-    the listings: rollouts do not pile up in Redis."""
+    """A finished rollout is kept as long as its messages: until the last one's deadline (here the default
+    deliver-by, 1 s) has passed and its retention (3 s) with it; then its keys expire and it leaves the
+    listings, so rollouts do not pile up in Redis. Live rollouts stay listed whatever expired around them."""
     port = harness.free_port()
-    stack = stack_factory({"http.port": port, "auth.bcrypt_cost": 4, "retention_s": 3})
+    stack = stack_factory({"http.port": port, "auth.bcrypt_cost": 4, "retention_s": 3,
+                           "dispatch.default_ttl_ms": 1000})
     api = Api(stack, port)
     api.admin = api.token("admin", operator_password(stack))
     done = create_rollout(api, api.admin, {"command": "x", "devices": ["re-1", "re-2"], "ratePerSecond": 100})
@@ -397,7 +399,7 @@ def test_finished_rollouts_expire_with_their_messages(stack_factory):
     ok(api, "POST", "/v1/rollouts/%d/cancel" % cancelled["id"], api.admin)
     for rid in (done["id"], cancelled["id"]):
         ttl = stack.redis_call(lambda r: r.ttl("%s{ro}r:%d" % (stack.prefix, rid)))
-        assert 0 < ttl <= 3, "finished rollout %d: ttl %s" % (rid, ttl)
+        assert 0 < ttl <= 4, "finished rollout %d: ttl %s" % (rid, ttl)
     running = create_rollout(api, api.admin, {"command": "z", "devices": ["rz-%d" % i for i in range(60)],
                                               "ratePerSecond": 1})  # runs for a minute
     assert stack.redis_call(lambda r: r.ttl("%s{ro}r:%d" % (stack.prefix, running["id"]))) == -1
@@ -408,3 +410,16 @@ def test_finished_rollouts_expire_with_their_messages(stack_factory):
     assert done["id"] not in listed and cancelled["id"] not in listed and running["id"] in listed, listed
     left = stack.redis_call(lambda r: r.zrange("%s{ro}all" % stack.prefix, 0, -1))
     assert str(done["id"]) not in left and str(cancelled["id"]) not in left, left
+    # a page of one passes over ids that expired before a create pruned them
+    newer = create_rollout(api, api.admin, {"command": "v", "devices": ["rv-%d" % i for i in range(60)],
+                                            "ratePerSecond": 1})
+    ok(api, "POST", "/v1/rollouts/%d/cancel" % newer["id"], api.admin)
+    stack.redis_call(lambda r: r.delete("%s{ro}r:%d" % (stack.prefix, newer["id"])))  # as if it expired
+    pages, after = [], None
+    while True:
+        page = ok(api, "GET", "/v1/rollouts?limit=1" + ("&after=%d" % after if after else ""), api.admin)
+        pages += [r["id"] for r in page["rollouts"]]
+        after = page["nextAfter"]
+        if after is None:
+            break
+    assert newer["id"] not in pages and running["id"] in pages, pages

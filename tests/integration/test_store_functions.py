@@ -114,6 +114,21 @@ def test_idempotency_key_dup_and_conflict(r):
     assert conflict[:2] == ["CONFLICT", mid]
 
 
+def test_a_repeated_receipt_is_the_change_the_next_one_waits_for(r):
+    """A duplicate submission repeats the receipt as a new log entry (the unconfirmed first one is
+    replaced). The record must name the repeat as its last change: the next change, made by another node
+    while the repeat is on its way, waits for it instead of overtaking it."""
+    sh = shard("dev-dup")
+    take_lease(r, sh)
+    res, first = accept(r, [msg_fields("dev-dup", idk="k2", fp="A", pd="p", tmp="1")])
+    mid = int(res[1])
+    dup, repeat = accept(r, [msg_fields("dev-dup", idk="k2", fp="A", pd="p", tmp="1")])
+    assert dup[0] == "DUP" and repeat[1] != first[1]
+    dispatch(r, sh)
+    _, notes = r.fcall("ack_batch", 1, tag(sh), P, S, RET, "other-node", 1, "dev-dup", mid, "DELIVERED")
+    assert notes[4] == "DELIVERED" and notes[8] == repeat[1], "DELIVERED must wait for the repeated receipt"
+
+
 def test_only_last_supersedes_pending_messages_of_the_same_command(r):
     res, n1 = accept(r, [msg_fields("dev-o", cmd="set"), msg_fields("dev-o", cmd="other"),
                          msg_fields("dev-o", g="RECEIPT_CONFIRMATION", cmd="set")])

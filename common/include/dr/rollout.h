@@ -32,6 +32,7 @@ typedef struct {
 typedef struct {
     const char *owner, *command, *data, *guarantee;
     int64_t ttl_ms, rate, burst;
+    int64_t keep_s; /* how long it is kept once finished (its messages' deadline + retention); 0: for ever */
     const char *const *devs;
     size_t ndevs; /* 1..DR_RO_MAX_DEVICES */
 } dr_ro_new_t;
