@@ -1849,7 +1849,7 @@ redis.register_function{function_name = 'con_devinfo', callback = con_devinfo, f
 --   {ro}all, {ro}own:<key id>  sorted sets of rollout ids (score = id): listing, newest first
 --   {ro}run            set of the running rollouts: what ingress nodes advance
 --   {ro}ls:<id>        lease: the node that advances the rollout, with a short expiry
--- A finished rollout's r:, dv: and mi: expire after the retention (ro_finish), as its messages do.
+--   {ro}fin            sorted set of finished rollouts ('id owner', score = when they expire; ro_finish)
 -- A node takes a batch of devices (ro_take), accepts each through the normal acceptance path with
 -- the idempotency key ro:<id>:<index>, and records the message ids (ro_done). Every take hands out
 -- from enq, the first device without a recorded message, so devices a dead node (or a failed write)

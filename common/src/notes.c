@@ -212,14 +212,13 @@ static void on_published(void *data, int err)
     dr_notes_t *p = b->p;
     p->refs++; /* settling the batch may drop the last other reference */
     p->window--;
-    if (err != 0)
-        b->open[r->i] = 0; /* left to the owner's reclaim; a published note stays fresh until settled */
     if (err == 0) {
-        b->ok[r->i] = 1;
+        b->ok[r->i] = 1; /* stays open: kept fresh until the batch confirms it */
         if (!p->closed)
             seen_mark_done(p, seen_key(&b->notes[r->i]));
         dr_metrics_inc(DR_M_NOTIFIED);
     } else {
+        b->open[r->i] = 0;
         dr_metrics_inc(DR_M_PUBLISH_FAILED); /* stays claimed: the shard owner publishes it later */
         if (!p->closed)
             seen_del(p, seen_key(&b->notes[r->i])); /* not published: a takeover must publish it */
