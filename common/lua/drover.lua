@@ -48,6 +48,9 @@ local EVN = {'accepted', 'sent', 'resent', 'ack', 'superseded', 'deadline', 'max
 local R_DEV, R_G, R_CMD, R_DATA, R_ST, R_TS, R_CHG, R_ATT, R_TMP, R_PD = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local R_TTL, R_MAX, R_NB, R_EXT, R_IDK, R_KEY, R_SID, R_SHOWN, R_DUE, R_SENT = 11, 12, 13, 14, 15, 16, 17, 18, 19, 20
 local R_HIST, R_LIVE, R_HASPD, R_NOTE, R_FMT = 21, 22, 23, 24, 25
+-- Kept only while the message waits for its ack: 1 when its last send saw more of the device's queue
+-- (another entry in flight, or one behind it), so the ack wakes the device without asking the queue.
+local R_MORE = 26
 
 -- ---- call context ------------------------------------------------------------------------------
 
@@ -57,7 +60,7 @@ local function ctx(args)
   local t = redis.call('TIME')
   return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), node = args[4],
           now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-          logged = {}, earlier = {}, due_min = {}}
+          logged = {}, earlier = {}, due_min = {}, live = {}}
 end
 
 local function s(n) return string.format('%d', n) end
@@ -113,6 +116,7 @@ local function pack(r)
   else
     v[R_FMT] = 2 -- the first entry is not the implicit one (never written so; kept whole if it were)
   end
+  if r[R_MORE] == 1 and RANK[r[R_ST]] == 0 then v[R_MORE] = 1 end
   return cmsgpack.pack(v)
 end
 
@@ -138,17 +142,29 @@ local function unpack_record(raw)
   return r
 end
 
--- Loads message id (a number) as {id, sh, bk, f, r = record array}, or nil.
+-- Loads message id (a number) as {id, sh, bk, f, r = record array}, or nil. The same read takes the
+-- bucket's live count, kept for the call in c.live (see retire), so retiring a message costs no call
+-- of its own: the count is written with the record.
 local function load(c, id)
   if not id or id < 1 or id ~= math.floor(id) then return nil end
   local sh, bk, f = locate(c, id)
-  local v = redis.call('HGET', bk, f)
-  if not v then return nil end
-  return {id = id, sh = sh, bk = bk, f = f, r = unpack_record(v)}
+  local v = redis.call('HMGET', bk, f, '#')
+  if not v[1] then return nil end
+  if c.live[bk] == nil then c.live[bk] = tonumber(v[2]) or 0 end
+  return {id = id, sh = sh, bk = bk, f = f, r = unpack_record(v[1])}
 end
 
+-- Writes m's record, and the bucket's live count when m changed it (retire). The count in c.live is
+-- the bucket's true count from the first read of the call on: every change of it goes through it and
+-- is written by the save that follows, before anything else reads the field.
 local function save(m)
-  redis.call('HSET', m.bk, m.f, pack(m.r))
+  local live = m.count
+  if live then
+    m.count = nil
+    redis.call('HSET', m.bk, m.f, pack(m.r), '#', s(live[m.bk]))
+  else
+    redis.call('HSET', m.bk, m.f, pack(m.r))
+  end
 end
 
 local function attempts(m) return m.r[R_ATT] end
@@ -334,7 +350,10 @@ local function retire(c, m)
   local r = m.r
   if r[R_LIVE] == 1 then
     r[R_LIVE] = 0
-    if redis.call('HINCRBY', m.bk, '#', -1) <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
+    local n = c.live[m.bk] - 1
+    c.live[m.bk] = n
+    m.count = c.live -- written by the save that follows
+    if n <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
     if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.ret) end
     if r[R_TTL] > 0 then redis.call('ZREM', key(c, m.sh, 'exp'), s(m.id)) end
   else
@@ -559,8 +578,9 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
         dirty = true
         unqueue(c, m)
         retire(c, m)
-      elseif not soonest or r[R_DUE] < soonest then
-        soonest = r[R_DUE]
+      else
+        if not soonest or r[R_DUE] < soonest then soonest = r[R_DUE] end
+        r[R_MORE] = (nexte ~= nil or inflight > 1) and 1 or nil
       end
       save(m)
       nxt = c.now + iv
@@ -746,7 +766,9 @@ local function accept_one(c, a, i, idmax, out)
     dev, GC[g], cmd, data, st, c.now, c.now, 0, tonumber(tmp) or 0, pd, deadline, mx, nb, ext, idk, akey,
     '', 0, 0, 0, {}, 1, pd ~= '' and 1 or 0, ''}}
   hist(c, m, EV.accepted)
-  if redis.call('HINCRBY', bk, '#', 1) == 1 then redis.call('PERSIST', bk) end
+  local live = redis.call('HINCRBY', bk, '#', 1)
+  c.live[bk] = live
+  if live == 1 then redis.call('PERSIST', bk) end
 
   local new_dev
   if nb > c.now then
@@ -845,13 +867,16 @@ local function ack_one(c, dev, id, new, out)
     return
   end
   local first = RANK[r[R_ST]] == 0 -- the first ack that confirms delivery
+  local more = r[R_MORE] == 1
   transition(c, m, st, EV.ack)
   local dk = dkey(c, m.sh, dev)
   local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg', 'x')
   dev_write(c, dk, dv[3], dv[4], {'a', s(c.now)})
   -- The freed window slot lets the next message go as soon as pacing allows, not at the next scan;
-  -- a device with nothing left leaves the schedule now rather than at its last re-send time.
-  if (tonumber(dv[2]) or 0) > 0 or redis.call('XLEN', qkey(c, m.sh, dev)) > 0 then
+  -- a device with nothing left leaves the schedule now rather than at its last re-send time. When the
+  -- send saw more queued (R_MORE), the queue is not read: were it empty by now (the rest cancelled
+  -- or expired), the pass that comes finds so and lets the device leave the schedule.
+  if more or (tonumber(dv[2]) or 0) > 0 or redis.call('XLEN', qkey(c, m.sh, dev)) > 0 then
     wake(c, m.sh, dev, math.max(c.now, tonumber(dv[1]) or 0))
   else
     idle(c, m.sh, dev)

@@ -494,3 +494,68 @@ def test_a_batch_with_several_commands_for_one_device(r):
     assert res[11] == 2000 and res[19] == 1000, "each device's own limit"
     assert int(r.zscore("%sdue" % tag(sh), dev)) <= now_ms(r) and r.xlen("%sq:%s" % (tag(sh), dev)) == 2
     assert int(r.zscore("%sdue" % tag(sh), dev)) >= t0
+
+
+def test_bucket_live_count_when_one_call_retires_several(r):
+    """The bucket's live count is read with a record and written with it: messages of one bucket that
+    retire in one call each count once, and the bucket expires exactly when its last live one retired."""
+    dev = "dev-l"
+    sh = shard(dev)
+    take_lease(r, sh)
+    res, notes = accept(r, [msg_fields(dev), msg_fields(dev), msg_fields(dev)])
+    ids = [int(res[i]) for i in (1, 5, 9)]
+    bucket = "%sm:%d" % (tag(sh), (ids[0] // S) // 64)
+    assert all("%sm:%d" % (tag(sh), (i // S) // 64) == bucket for i in ids)
+    assert r.hget(bucket, "#") == "3"
+    pol = [3, 0, 60000, 60000, 1, 0, 42]  # window 3: all three in flight
+    sent = r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)[5]
+    sent += r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)[5]
+    sent += r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)[5]
+    assert [int(sent[i]) for i in range(0, len(sent), 9)] == ids
+    out, _ = ack(r, [(dev, ids[0], "DELIVERED"), (dev, ids[1], "COMPLETED"), (dev, ids[0], "COMPLETED")])
+    assert out[0::3] == ["OK", "OK", "OK"], out
+    assert r.hget(bucket, "#") == "1" and r.ttl(bucket) == -1, "one message is still live"
+    out, _ = ack(r, [(dev, ids[2], "DELIVERED")])
+    assert out[0] == "OK" and r.hget(bucket, "#") == "0" and 0 < r.ttl(bucket) <= RET
+
+
+def xlen_calls(r):
+    return int(r.info("commandstats").get("cmdstat_xlen", {}).get("calls", 0))
+
+
+def test_an_ack_wakes_a_device_with_more_queued_without_reading_the_queue(r):
+    """A send notes whether more of the device's queue was behind it; the ack of that message then wakes
+    the device without asking the queue's length. The note goes with the ack (a finished record does not
+    keep it), and if the rest was cancelled meanwhile, the pass that comes lets the device go idle."""
+    dev = "dev-m"
+    sh = shard(dev)
+    take_lease(r, sh)
+    due, q = "%sdue" % tag(sh), "%sq:%s" % (tag(sh), dev)
+    pol = [1, 0, 60000, 60000, 1, 0, 42]  # window 1, no pacing
+
+    def dispatch(r, sh):
+        return r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)
+    res, _ = accept(r, [msg_fields(dev), msg_fields(dev)])
+    a, b = int(res[1]), int(res[5])
+    assert int(dispatch(r, sh)[5][0]) == a
+    assert len(stored(r, a)[1]) == 26, "the send saw b behind it"
+    n = xlen_calls(r)
+    t = now_ms(r)
+    assert ack(r, [(dev, a, "DELIVERED")])[0][0] == "OK"
+    assert xlen_calls(r) == n, "the queue's length was read"
+    assert len(stored(r, a)[1]) == 25, "a finished record keeps no note of the queue"
+    assert r.zscore(due, dev) is not None and t - 1 <= int(r.zscore(due, dev)) <= now_ms(r), "due now"
+    assert int(dispatch(r, sh)[5][0]) == b
+    assert len(stored(r, b)[1]) == 25, "nothing was behind b"
+    assert ack(r, [(dev, b, "DELIVERED")])[0][0] == "OK"
+    assert xlen_calls(r) == n + 1 and r.zscore(due, dev) is None, "the empty queue lets the device go"
+
+    # more was queued at the send, and cancelled before the ack: woken, then idle after one pass
+    res, _ = accept(r, [msg_fields(dev), msg_fields(dev)])
+    c1, c2 = int(res[1]), int(res[5])
+    assert int(dispatch(r, sh)[5][0]) == c1
+    assert r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, c2, "")[0][0] == "OK"
+    assert ack(r, [(dev, c1, "DELIVERED")])[0][0] == "OK"
+    assert r.zscore(due, dev) is not None
+    assert dispatch(r, sh)[5] == []
+    assert r.zscore(due, dev) is None and r.xlen(q) == 0 and 0 < r.ttl(q) <= 3600
