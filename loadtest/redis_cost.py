@@ -56,6 +56,7 @@ QUEUE_IDLE_S = 3600    # an empty device stream expires after an hour (drover.lu
 # window, interval ms, ack timeout ms, longest retry wait ms, back-off, jitter %: pacing off, no re-send
 # during the run (the seed follows per call)
 POLICY = [1, 0, 600000, 600000, "2.000000", 10]
+DISPATCH_GROUP = 64  # shards per dispatch call (services/dispatcher/dispatch.c)
 PHASES = ("accept_batch", "dispatch", "ack_batch", "XACK")
 KINDS = ("m", "q", "d", "dm", "due", "log", "rq", "other", "setup")
 KIND_TEXT = {"m": "bucket records {s}m:*", "q": "device streams {s}q:*", "d": "device hashes {s}d:*",
@@ -241,21 +242,30 @@ class Bench:
         return {it[1] for it in items}
 
     def dispatch(self, shards):
-        """One pass over each shard. Returns [(id, dev)] sent and the shards to pass again (more)."""
+        """One pass over each shard, DISPATCH_GROUP shards per call as the dispatcher sends the shards due
+        in one loop turn (dispatch_many). Returns [(id, dev)] sent and the shards to pass again (more, or
+        not reached by a call that spent its budget)."""
         cmds = []
-        for sh in shards:
+        groups = [shards[i:i + DISPATCH_GROUP] for i in range(0, len(shards), DISPATCH_GROUP)]
+        for g in groups:
             self.seed += 1
-            cmds.append(self.fcall("dispatch", [sh], [sh, self.epochs[sh], self.a.dispatch_batch] + POLICY
-                                   + [self.seed]))
+            args = [self.a.dispatch_batch] + POLICY + [self.seed, len(g)]
+            for sh in g:
+                args += [sh, self.epochs[sh]]
+            cmds.append(self.fcall("dispatch_many", g, args))
         sends, again, notes = [], set(), []
-        for sh, rep in zip(shards, self.call_phase("dispatch", cmds)):
-            assert rep[0] == "OK", rep
-            out = rep[5]
-            for i in range(0, len(out), SEND_FIELDS):
-                sends.append((int(out[i]), out[i + 1]))
-            if int(rep[3]):
-                again.add(sh)
-            notes.append(rep[6])
+        for g, rep in zip(groups, self.call_phase("dispatch", cmds)):
+            res, out, nt = rep
+            for k, sh in enumerate(g):
+                code = res[6 * k + 1]
+                assert res[6 * k] == str(sh) and code in ("OK", "LATER"), res[6 * k:6 * k + 6]
+                if code == "LATER" or int(res[6 * k + 4]):
+                    again.add(sh)
+                if code == "OK":
+                    self.passes += 1
+            for i in range(0, len(out), SEND_FIELDS + 1):
+                sends.append((int(out[i + 1]), out[i + 2]))
+            notes.append(nt)
         self.notes += self.xack(notes)
         return sends, again
 
@@ -341,17 +351,17 @@ class Bench:
         t0 = time.time()
         wake = self.accept(items)
         used_q = self.used() - self.used0
-        done = passes = 0
+        done = 0
+        self.passes = 0
         while wake:
             shards = sorted(wake)
-            passes += len(shards)
             sends, again = self.dispatch(shards)
             wake = set(again)
             if sends:
                 self.order.shuffle(sends)  # devices answer in any order, not shard by shard
                 wake |= self.ack(sends)
                 done += len(sends)
-        return {"done": done, "passes": passes, "elapsed": time.time() - t0, "used_q": used_q,
+        return {"done": done, "passes": self.passes, "elapsed": time.time() - t0, "used_q": used_q,
                 "used_f": self.used() - self.used0}
 
     def report(self, items, res):

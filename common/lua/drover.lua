@@ -29,6 +29,9 @@
 
 local GROUP, PUB = 'g', 'pub'
 local BUCKET = 64
+-- A message's deadline is a member '#<id>' of its shard's schedule {s}due, beside the devices (a device
+-- id never starts with '#': it is an MQTT topic level), so one read of the schedule gives a pass both.
+local DL = '#'
 
 local ST = {NOT_DELIVERED = 0, UNKNOWN = 1, DELIVERED = 2, COMPLETED = 3, COMPLETED_WITH_ERROR = 4,
             CANCELLED = 5, EXPIRED = 6, FAILED = 7, PURGED = 8}
@@ -355,7 +358,7 @@ local function retire(c, m)
     m.count = c.live -- written by the save that follows
     if n <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
     if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.ret) end
-    if r[R_TTL] > 0 then redis.call('ZREM', key(c, m.sh, 'exp'), s(m.id)) end
+    if r[R_TTL] > 0 and not m.dl_gone then redis.call('ZREM', key(c, m.sh, 'due'), DL .. s(m.id)) end
   else
     redis.call('EXPIRE', m.bk, c.ret, 'GT') -- a later change extends an expiring bucket
   end
@@ -643,14 +646,24 @@ end
 -- How long until the shard needs a pass (ms from now, 0 when due): the earliest due device or
 -- deadline, or -1 when nothing is scheduled. Relative, so callers schedule by their own monotonic
 -- clock and never compare Redis time with theirs.
+-- Deadlines written by an older library sit in their own set {s}exp: each call moves up to 100 of
+-- them into the schedule (the dispatcher asks every second for every shard it owns).
 local function shard_head(c, sh)
-  local best = -1
-  local a = redis.call('ZRANGE', key(c, sh, 'due'), 0, 0, 'WITHSCORES')
-  if a[2] then best = tonumber(a[2]) end
-  local b = redis.call('ZRANGE', key(c, sh, 'exp'), 0, 0, 'WITHSCORES')
-  if b[2] and (best < 0 or tonumber(b[2]) < best) then best = tonumber(b[2]) end
-  if best < 0 then return -1 end
-  return math.max(0, best - c.now)
+  local dk = key(c, sh, 'due')
+  local ek = key(c, sh, 'exp')
+  local old = redis.call('ZRANGE', ek, 0, 99, 'WITHSCORES')
+  if #old > 0 then
+    local add, rem = {}, {}
+    for i = 1, #old, 2 do
+      add[#add + 1] = old[i + 1]; add[#add + 1] = DL .. old[i]
+      rem[#rem + 1] = old[i]
+    end
+    redis.call('ZADD', dk, unpack(add))
+    redis.call('ZREM', ek, unpack(rem))
+  end
+  local a = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
+  if not a[2] then return -1 end
+  return math.max(0, tonumber(a[2]) - c.now)
 end
 
 -- ---- accept ------------------------------------------------------------------------------------
@@ -785,7 +798,7 @@ local function accept_one(c, a, i, idmax, out)
     seen.due_now = true -- due now: later commands of the call need not wake it again
   end
   if new_dev then index_dev(c, sh, dev) end
-  if deadline > 0 then redis.call('ZADD', key(c, sh, 'exp'), deadline, s(id)) end
+  if deadline > 0 then redis.call('ZADD', key(c, sh, 'due'), deadline, DL .. s(id)) end
   notify(c, m, st, nil)
   save(m)
   local dm = key(c, sh, 'dm:' .. dev)
@@ -906,9 +919,57 @@ local function fenced(c, sh, epoch)
   return redis.call('GET', key(c, sh, 'lease')) ~= c.node .. ' ' .. epoch
 end
 
--- dispatch: one pass over a shard the caller owns. Expires overdue messages, then, for each due
+-- One pass over shard sh (the caller checked the lease): expires overdue messages, then, for each due
 -- device, decides what may be sent now and records the send before it happens, so a crash after
--- this call means a re-send with the same id, never a loss.
+-- the call means a re-send with the same id, never a loss. Appends the sends to out (with the shard
+-- in front when tagged). Returns expired, failed, more (1: stopped at the batch size), the ms until
+-- the shard needs the next pass (-1: nothing scheduled), and the number of devices visited.
+local function pass_one(c, sh, batch, pol, out, tagged)
+  local stats = {expired = 0, failed = 0}
+
+  -- One read of the schedule, one entry more than the batch: the first entry not taken is the shard's
+  -- next time (every due time the pass sets is noted in c.due_min), so no further read is needed for
+  -- the reply. Deadlines go first, so an expired message is never sent (a pass also expires what it
+  -- meets past its deadline: send_step); the devices they wake are due at once, for the next pass.
+  local dk = key(c, sh, 'due')
+  local nexp, head = 0, nil
+  local devs = {}
+  local due = redis.call('ZRANGE', dk, 0, batch, 'WITHSCORES')
+  for i = 1, #due, 2 do
+    local t = tonumber(due[i + 1])
+    if t > c.now or nexp + #devs >= batch then head = t; break end
+    local mem = due[i]
+    if string.byte(mem, 1) == 35 then -- '#': a deadline
+      nexp = nexp + 1
+      redis.call('ZREM', dk, mem)
+      local m = load(c, tonumber(string.sub(mem, 2)))
+      if m and pending(m.r) then
+        m.dl_gone = true -- its deadline entry is removed already
+        transition(c, m, ST.EXPIRED, EV.deadline)
+        stats.expired = stats.expired + 1
+        wake(c, sh, m.r[R_DEV], c.now)
+      end
+    else
+      devs[#devs + 1] = mem
+    end
+  end
+  for _, dev in ipairs(devs) do
+    local m = send_step(c, sh, dev, 'mqtt', pol, stats)
+    if m then
+      if tagged then out[#out + 1] = s(sh) end
+      for _, v in ipairs(send_out(c, m)) do out[#out + 1] = v end
+    end
+  end
+  local more = 0
+  if #devs + nexp >= batch then more = 1 end
+  local set = c.due_min[sh]
+  if set and (not head or set < head) then head = set end
+  local wait = -1
+  if head then wait = math.max(0, head - c.now) end
+  return stats.expired, stats.failed, more, wait, #devs + nexp
+end
+
+-- dispatch: one pass over a shard the caller owns (see pass_one).
 -- KEYS: <prefix>{<shard>}. ARGV[5..]: shard, epoch, batch, then the send policy (window, interval,
 -- ack timeout, longest retry wait, back-off, jitter %, seed).
 -- Returns {'FENCED'} or {'OK', expired, failed, more, next pass in ms (-1: none), sends, notes}; sends are
@@ -919,53 +980,42 @@ local function dispatch(keys, args)
   local sh, epoch, batch = tonumber(args[5]), args[6], tonumber(args[7])
   if fenced(c, sh, epoch) then return {'FENCED'} end
   local pol = policy(args, 8)
-  local stats = {expired = 0, failed = 0}
   local out = {}
+  local expired, failed, more, wait = pass_one(c, sh, batch, pol, out, false)
+  return {'OK', expired, failed, more, wait, out, claim(c, {})}
+end
 
-  -- Deadlines first, so an expired message is never sent. Each read takes one entry more than the
-  -- batch: the first one not taken is the shard's next time (the pass only removes deadlines, and
-  -- every due time it sets is noted in c.due_min), so no further read is needed for the reply.
-  local ek = key(c, sh, 'exp')
-  local nexp, head = 0, nil
-  local ex = redis.call('ZRANGE', ek, 0, batch, 'WITHSCORES')
-  for i = 1, #ex, 2 do
-    local t = tonumber(ex[i + 1])
-    if t > c.now or nexp >= batch then head = t; break end
-    nexp = nexp + 1
-    local id = ex[i]
-    redis.call('ZREM', ek, id)
-    local m = load(c, tonumber(id))
-    if m and pending(m.r) then
-      transition(c, m, ST.EXPIRED, EV.deadline)
-      stats.expired = stats.expired + 1
-      wake(c, sh, m.r[R_DEV], c.now)
+-- dispatch_many: passes over several shards the caller owns, in one call (one clock read, one
+-- reply), each fenced on its own. The call stops taking shards once it has visited batch devices and
+-- deadlines in all, so it blocks Redis no longer than one full pass; the shards it did not take are
+-- answered 'LATER' (the caller runs them next).
+-- KEYS: <prefix>{<shard>} per shard. ARGV[5..]: batch, the send policy (7 values as for dispatch),
+-- count, then count x (shard, epoch).
+-- Returns {results, sends, notes}: results = 6 per shard in the order given {shard, code (OK | FENCED
+-- | LATER), expired, failed, more, next pass in ms (-1: none)}; sends = 10 per message, the shard and
+-- then the 9 values of dispatch's sends; notes as claim().
+local function dispatch_many(keys, args)
+  local c = ctx(args)
+  local batch = tonumber(args[5])
+  local pol = policy(args, 6)
+  local n = tonumber(args[13])
+  local res, out = {}, {}
+  local visited = 0
+  for k = 0, n - 1 do
+    local sh, epoch = tonumber(args[14 + 2 * k]), args[15 + 2 * k]
+    res[#res + 1] = s(sh)
+    if visited >= batch then
+      res[#res + 1] = 'LATER'; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0
+    elseif fenced(c, sh, epoch) then
+      res[#res + 1] = 'FENCED'; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = -1
+    else
+      local expired, failed, more, wait, v = pass_one(c, sh, batch, pol, out, true)
+      visited = visited + v
+      res[#res + 1] = 'OK'; res[#res + 1] = expired; res[#res + 1] = failed; res[#res + 1] = more
+      res[#res + 1] = wait
     end
   end
-
-  c.due_min[sh] = nil -- the read below sees the wake-ups above
-  local devs = {}
-  local due = redis.call('ZRANGE', key(c, sh, 'due'), 0, batch, 'WITHSCORES')
-  for i = 1, #due, 2 do
-    local t = tonumber(due[i + 1])
-    if t > c.now or #devs >= batch then
-      if not head or t < head then head = t end
-      break
-    end
-    devs[#devs + 1] = due[i]
-  end
-  for _, dev in ipairs(devs) do
-    local m = send_step(c, sh, dev, 'mqtt', pol, stats)
-    if m then
-      for _, v in ipairs(send_out(c, m)) do out[#out + 1] = v end
-    end
-  end
-  local more = 0
-  if #devs >= batch or nexp >= batch then more = 1 end
-  local set = c.due_min[sh]
-  if set and (not head or set < head) then head = set end
-  local wait = -1
-  if head then wait = math.max(0, head - c.now) end
-  return {'OK', stats.expired, stats.failed, more, wait, out, claim(c, {})}
+  return {res, out, claim(c, {})}
 end
 
 -- unsend: a send the dispatcher recorded but could not publish does not count as an attempt: the
@@ -1373,6 +1423,7 @@ redis.register_function('ids_advance', ids_advance)
 redis.register_function('accept_batch', accept_batch)
 redis.register_function('ack_batch', ack_batch)
 redis.register_function('dispatch', dispatch)
+redis.register_function('dispatch_many', dispatch_many)
 redis.register_function('unsend', unsend)
 redis.register_function('heads', heads)
 redis.register_function('reclaim', reclaim)
@@ -1574,12 +1625,13 @@ redis.register_function('reg_token_revoke', reg_token_revoke)
 -- ---- backlog gauges ------------------------------------------------------------------------------
 
 -- backlog: what waits for delivery in the given shards, for the dispatcher's gauges. Looks at the
--- first max devices of each shard's 'due' set (every device with work is there): their stream
--- lengths (queued, in flight included), their in-flight entries and their not-before schedules.
+-- first max entries of each shard's 'due' set (every device with work is there; it passes over the
+-- deadlines): the devices' stream lengths (queued, in flight included), their in-flight entries and
+-- their not-before schedules.
 -- The oldest pending message is the earliest first stream entry: entry ids are the acceptance time
 -- (XADD '*', Redis's clock). KEYS: <prefix>{<shard>} per shard. ARGV[5]: max devices per shard;
 -- ARGV[6..]: shards. Returns {queued, in flight, scheduled, age of the oldest queued message in ms
--- (-1 when none), devices not looked at (over max)}. Read-only.
+-- (-1 when none), schedule entries not looked at (over max)}. Read-only.
 local function backlog(keys, args)
   local c = ctx(args)
   local max = tonumber(args[5])
@@ -1590,15 +1642,17 @@ local function backlog(keys, args)
     local total = redis.call('ZCARD', dk)
     if total > max then skipped = skipped + total - max end
     for _, dev in ipairs(redis.call('ZRANGE', dk, 0, max - 1)) do
-      local q = qkey(c, sh, dev)
-      queued = queued + redis.call('XLEN', q)
-      local p = redis.pcall('XPENDING', q, GROUP)
-      if not failed(p) then inflight = inflight + p[1] end
-      scheduled = scheduled + redis.call('ZCARD', key(c, sh, 'sc:' .. dev))
-      local first = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)[1]
-      if first then
-        local ms = tonumber(string.match(first[1], '^(%d+)'))
-        if oldest < 0 or ms < oldest then oldest = ms end
+      if string.byte(dev, 1) ~= 35 then -- '#<id>' is a deadline, not a device
+        local q = qkey(c, sh, dev)
+        queued = queued + redis.call('XLEN', q)
+        local p = redis.pcall('XPENDING', q, GROUP)
+        if not failed(p) then inflight = inflight + p[1] end
+        scheduled = scheduled + redis.call('ZCARD', key(c, sh, 'sc:' .. dev))
+        local first = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)[1]
+        if first then
+          local ms = tonumber(string.match(first[1], '^(%d+)'))
+          if oldest < 0 or ms < oldest then oldest = ms end
+        end
       end
     end
   end

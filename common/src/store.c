@@ -485,6 +485,130 @@ int dr_store_dispatch(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64
     return fcall(r, st, "dispatch", &k, &a, parse_dispatch, (void *)cb, data);
 }
 
+/* dispatch_many: the requests travel with the call; each gets its own pass, sends and notes. */
+typedef struct {
+    dr_store_pass_req_t *reqs;
+    size_t n;
+} many_t;
+
+#define RESULT_FIELDS 6
+
+static void parse_dispatch_many(call_t *c, redisReply *reply, int err, const char *errstr)
+{
+    dr_store_pass_cb *cb = (dr_store_pass_cb *)c->cb;
+    many_t *mt = c->data;
+    size_t nnotes = 0;
+    dr_note_t *notes = NULL;
+    int bad = err == 0 && (!is_array(reply, 3) || reply->element[0]->type != REDIS_REPLY_ARRAY ||
+                           reply->element[0]->elements != RESULT_FIELDS * mt->n ||
+                           reply->element[1]->type != REDIS_REPLY_ARRAY ||
+                           reply->element[1]->elements % (SEND_FIELDS + 1) != 0);
+    if (err == 0 && !bad)
+        notes = parse_notes(reply->element[2], &nnotes, &bad);
+    if (err != 0 || bad) {
+        for (size_t i = 0; i < mt->n; i++)
+            cb(mt->reqs[i].data, err != 0 ? err : DR_EREDIS, err != 0 ? errstr : UNEXPECTED, NULL);
+        goto done;
+    }
+    const redisReply *res = reply->element[0], *out = reply->element[1];
+    size_t nsends_all = out->elements / (SEND_FIELDS + 1);
+    dr_store_send_t *sends = dr_calloc(nsends_all ? nsends_all : 1, sizeof(*sends));
+    uint32_t *send_shard = dr_calloc(nsends_all ? nsends_all : 1, sizeof(*send_shard));
+    for (size_t i = 0; i < nsends_all; i++) {
+        send_shard[i] = (uint32_t)int_at(out, (SEND_FIELDS + 1) * i);
+        read_send(out, (SEND_FIELDS + 1) * i + 1, &sends[i]);
+    }
+    /* Every note belongs to the pass of its shard; one whose shard ran no pass (never expected: only a
+     * pass makes changes) goes with the first pass that ran, so it is published all the same. */
+    size_t *owner = dr_calloc(nnotes ? nnotes : 1, sizeof(*owner));
+    size_t first_ok = mt->n;
+    for (size_t i = 0; i < mt->n; i++)
+        if (first_ok == mt->n && strcmp(str_at(res, RESULT_FIELDS * i + 1), "OK") == 0 &&
+            (uint32_t)int_at(res, RESULT_FIELDS * i) == mt->reqs[i].shard)
+            first_ok = i;
+    for (size_t j = 0; j < nnotes; j++) {
+        owner[j] = first_ok;
+        for (size_t i = 0; i < mt->n; i++)
+            if (mt->reqs[i].shard == notes[j].shard && strcmp(str_at(res, RESULT_FIELDS * i + 1), "OK") == 0) {
+                owner[j] = i;
+                break;
+            }
+    }
+    dr_store_send_t *mine = dr_calloc(nsends_all ? nsends_all : 1, sizeof(*mine));
+    dr_note_t *my_notes = dr_calloc(nnotes ? nnotes : 1, sizeof(*my_notes));
+    for (size_t i = 0; i < mt->n; i++) {
+        size_t b = RESULT_FIELDS * i;
+        uint32_t shard = mt->reqs[i].shard;
+        const char *code = str_at(res, b + 1);
+        dr_store_pass_t pass;
+        memset(&pass, 0, sizeof(pass));
+        if ((uint32_t)int_at(res, b) != shard) {
+            cb(mt->reqs[i].data, DR_EREDIS, UNEXPECTED, NULL);
+            continue;
+        }
+        if (strcmp(code, "FENCED") == 0) {
+            pass.fenced = 1;
+        } else if (strcmp(code, "LATER") == 0) {
+            pass.later = 1;
+            pass.next_in_ms = 0;
+        } else {
+            pass.expired = int_at(res, b + 2);
+            pass.failed = int_at(res, b + 3);
+            pass.more = int_at(res, b + 4) != 0;
+            pass.next_in_ms = int_at(res, b + 5);
+            size_t ns = 0, nn = 0;
+            for (size_t j = 0; j < nsends_all; j++)
+                if (send_shard[j] == shard)
+                    mine[ns++] = sends[j];
+            for (size_t j = 0; j < nnotes; j++)
+                if (owner[j] == i)
+                    my_notes[nn++] = notes[j];
+            pass.sends = mine;
+            pass.nsends = ns;
+            pass.notes = my_notes;
+            pass.nnotes = nn;
+        }
+        cb(mt->reqs[i].data, 0, NULL, &pass);
+    }
+    free(owner);
+    free(mine);
+    free(my_notes);
+    free(sends);
+    free(send_shard);
+done:
+    free(notes);
+    free(mt->reqs);
+    free(mt);
+}
+
+int dr_store_dispatch_many(dr_redis_t *r, const dr_store_t *st, const dr_store_pass_req_t *reqs, size_t n,
+                           int64_t batch, const dr_store_policy_t *pol, dr_store_pass_cb *cb)
+{
+    if (n == 0)
+        return DR_EINVAL;
+    argv_t a = {0};
+    keys_t k = {0};
+    av_common(&a, st);
+    av_int(&a, batch);
+    av_policy(&a, pol);
+    av_int(&a, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+        keys_add(&k, st, reqs[i].shard);
+        av_int(&a, reqs[i].shard);
+        av_int(&a, reqs[i].epoch);
+    }
+    many_t *mt = dr_malloc(sizeof(*mt));
+    mt->n = n;
+    mt->reqs = dr_malloc(n * sizeof(*reqs));
+    memcpy(mt->reqs, reqs, n * sizeof(*reqs));
+    int rc = fcall(r, st, "dispatch_many", &k, &a, parse_dispatch_many, (void *)cb, mt);
+    if (rc != 0) {
+        free(mt->reqs);
+        free(mt);
+    }
+    return rc;
+}
+
 static void parse_int(call_t *c, redisReply *reply, int err, const char *errstr)
 {
     dr_store_int_cb *cb = (dr_store_int_cb *)c->cb;

@@ -5,7 +5,9 @@
  * how long until the shard needs the next one, wake-ups from the ingress (NATS) make a shard due at
  * once, and a new owner starts with a pass. Because a wake-up can be lost, every RECONCILE_MS the
  * node asks Redis when each of its shards is next due (heads): a lost wake-up delays, never loses.
- * Passes of one shard never overlap.
+ * Passes of one shard never overlap. The shards that become due in one loop turn (the cron's tick,
+ * a batch of wake-ups) are passed together, one call per DISPATCH_GROUP shards (dr_store_dispatch_many:
+ * one clock read and one round trip for all of them, each shard fenced on its own).
  *
  * A send is recorded in Redis before it is published, and published only while the lease that
  * recorded it still holds (a node that stalled past its lease publishes nothing stale; its successor
@@ -28,6 +30,7 @@
 #include "dr/status.h"
 #include "dispatcher.h"
 
+#define DISPATCH_GROUP 64   /* shards per dispatch call (the call also stops at dispatch.batch devices) */
 #define RECONCILE_MS 1000   /* ask Redis for every owned shard's next due time */
 #define HEADS_CHUNK 256     /* shards per heads call */
 #define RECLAIM_MS 5000     /* look for notifications left unconfirmed by their node */
@@ -148,9 +151,25 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
     d->active--;
     int64_t now = dr_mono_ms();
     if (err != 0) {
+        /* A failed call answers every shard it carried: one line a second says how many. */
+        static int64_t logged_at;
+        static unsigned quiet;
         dr_metrics_inc(DR_M_REDIS_ERRORS);
-        dr_log(DR_LOG_WARNING, "event=dispatch_failed shard=%u error=\"%s\"", shard, errstr);
+        if (now - logged_at >= 1000) {
+            dr_log(DR_LOG_WARNING, "event=dispatch_failed shard=%u error=\"%s\" not_logged_since=%u", shard, errstr,
+                   quiet);
+            logged_at = now;
+            quiet = 0;
+        } else {
+            quiet++;
+        }
         s->due_at = now + d->node.cfg.tick_ms; /* try again soon */
+        return;
+    }
+    if (pass->later) {
+        /* The call spent its budget on the shards before this one: this one goes in the next call. */
+        s->due_at = now;
+        dispatch_shard(d, shard);
         return;
     }
     if (pass->fenced) {
@@ -182,6 +201,11 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
         dispatch_shard(d, shard);
 }
 
+static void on_kick(uv_idle_t *h)
+{
+    (void)h; /* only keeps the loop from blocking in poll while shards are pending */
+}
+
 void dispatch_shard(dispatcher_t *d, uint32_t shard)
 {
     shard_t *s = &d->shards[shard];
@@ -191,7 +215,18 @@ void dispatch_shard(dispatcher_t *d, uint32_t shard)
         s->again = 1;
         return;
     }
-    s->again = 0;
+    if (s->queued)
+        return;
+    s->queued = 1;
+    d->pending[d->npending++] = shard;
+    uv_idle_start(&d->kick, on_kick);
+}
+
+/* Sends one call for reqs[0..n) (their passes are marked running); undoes the marks if it cannot. */
+static void send_group(dispatcher_t *d, dr_store_pass_req_t *reqs, size_t n)
+{
+    if (n == 0)
+        return;
     const dr_settings_t *cfg = &d->node.cfg;
     d->seed = d->seed * 6364136223846793005ULL + 1442695040888963407ULL;
     dr_store_policy_t pol = {
@@ -203,14 +238,67 @@ void dispatch_shard(dispatcher_t *d, uint32_t shard)
         .jitter_pct = cfg->jitter_pct,
         .seed = d->seed,
     };
-    pass_t *p = dr_malloc(sizeof(*p));
-    *p = (pass_t){.d = d, .shard = shard, .epoch = s->epoch};
-    if (dr_store_dispatch(d->node.redis, &d->store, shard, s->epoch, cfg->batch, &pol, on_pass, p) != 0) {
-        free(p);
+    if (dr_store_dispatch_many(d->node.redis, &d->store, reqs, n, cfg->batch, &pol, on_pass) == 0)
         return;
+    for (size_t i = 0; i < n; i++) {
+        shard_t *s = &d->shards[reqs[i].shard];
+        s->dispatching = 0;
+        d->active--;
+        free(reqs[i].data);
     }
-    s->dispatching = 1;
-    d->active++;
+}
+
+/* Once per loop turn, after the poll phase: every shard that became due goes to Redis. */
+static void on_flush(uv_check_t *h)
+{
+    dispatcher_t *d = h->data;
+    uv_idle_stop(&d->kick);
+    if (d->npending == 0)
+        return;
+    dr_store_pass_req_t reqs[DISPATCH_GROUP];
+    size_t n = 0;
+    uint32_t count = d->npending;
+    d->npending = 0; /* a pass answered while sending (an error) may queue its shard again */
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t shard = d->pending[i];
+        shard_t *s = &d->shards[shard];
+        s->queued = 0;
+        if (s->epoch == 0 || d->node.stopping || !dr_mqttc_connected(d->mqtt))
+            continue;
+        if (s->dispatching) {
+            s->again = 1;
+            continue;
+        }
+        s->again = 0;
+        s->dispatching = 1;
+        d->active++;
+        pass_t *p = dr_malloc(sizeof(*p));
+        *p = (pass_t){.d = d, .shard = shard, .epoch = s->epoch};
+        reqs[n++] = (dr_store_pass_req_t){.shard = shard, .epoch = s->epoch, .data = p};
+        if (n == DISPATCH_GROUP) {
+            send_group(d, reqs, n);
+            n = 0;
+        }
+    }
+    send_group(d, reqs, n);
+}
+
+void dispatch_init(dispatcher_t *d)
+{
+    d->pending = dr_calloc(d->nshards ? d->nshards : 1, sizeof(*d->pending));
+    uv_check_init(d->node.loop.uv, &d->flush);
+    d->flush.data = d;
+    uv_check_start(&d->flush, on_flush);
+    uv_idle_init(d->node.loop.uv, &d->kick);
+    d->kick.data = d;
+}
+
+void dispatch_close(dispatcher_t *d)
+{
+    uv_check_stop(&d->flush);
+    uv_idle_stop(&d->kick);
+    uv_close((uv_handle_t *)&d->flush, NULL);
+    uv_close((uv_handle_t *)&d->kick, NULL);
 }
 
 void dispatch_wake(dispatcher_t *d, uint32_t shard)

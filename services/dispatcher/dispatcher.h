@@ -17,6 +17,7 @@ typedef struct {
     int64_t due_at;       /* monotonic ms of the next pass; -1: nothing scheduled */
     int dispatching;      /* a dispatch pass is running */
     int again;            /* run another pass when this one ends */
+    int queued;           /* waits in pending for this loop turn's dispatch call */
 } shard_t;
 
 typedef struct {
@@ -36,6 +37,10 @@ typedef struct {
     int64_t broker_down_since;  /* monotonic ms the broker connection was first seen down; 0: up */
     int heads_running;
     int active;           /* passes in flight (for shutdown) */
+    uint32_t *pending;    /* shards to pass this loop turn, in one call per DISPATCH_GROUP */
+    uint32_t npending;
+    uv_check_t flush;     /* after the poll phase: sends what is pending */
+    uv_idle_t kick;       /* keeps the poll phase from blocking while shards are pending */
     int releasing;
     int64_t stop_deadline;
     char status_subject[96];
@@ -55,7 +60,9 @@ typedef struct {
 void lease_cron(dispatcher_t *d);
 void lease_release_all(dispatcher_t *d, void (*done)(dispatcher_t *d));
 
-/* dispatch.c: the in-memory schedule of owned shards, one shard's pass, reconciliation. */
+/* dispatch.c: the in-memory schedule of owned shards, their passes, reconciliation. */
+void dispatch_init(dispatcher_t *d);
+void dispatch_close(dispatcher_t *d);
 void dispatch_cron(dispatcher_t *d);
 void dispatch_shard(dispatcher_t *d, uint32_t shard);
 void dispatch_wake(dispatcher_t *d, uint32_t shard);

@@ -141,7 +141,7 @@ static void expose(dispatcher_t *d, dr_prom_t *p)
           "Age of the oldest queued message in the shards this node holds (0: none).",
           b->oldest_age_ms > 0 ? (double)b->oldest_age_ms / 1000.0 : 0);
     gauge(p, "drover_backlog_devices_skipped",
-          "Devices the last backlog round did not look at (sums too low).", (double)b->skipped);
+          "Schedule entries (devices, deadlines) the last backlog round did not look at (sums too low).", (double)b->skipped);
     gauge(p, "drover_backlog_age_seconds", "Time since the backlog gauges were last computed (-1: never).",
           d->backlog_at > 0 ? (double)(dr_mono_ms() - d->backlog_at) / 1000.0 : -1);
 }

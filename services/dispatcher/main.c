@@ -77,6 +77,7 @@ static void on_mqtt_stopped(void *data)
     metrics_stop(d);
     dr_notes_free(d->notes);
     d->notes = NULL;
+    dispatch_close(d);
     dr_mqttc_free(d->mqtt);
     d->mqtt = NULL;
     dr_node_close(&d->node);
@@ -183,11 +184,13 @@ int main(int argc, char **argv)
     dr_mqttc_on_state(d->mqtt, on_mqtt_state, d);
     dr_bus_subscribe(d->node.bus, subject, on_wake, d);
     d->notes = dr_notes_new(d->node.loop.uv, d->node.redis, &d->store, d->node.bus, d->status_subject, publish_note, d);
+    dispatch_init(d);
     dr_mqttc_start(d->mqtt);
     dr_node_set_callbacks(&d->node, (int)cfg->tick_ms, on_cron, on_stop, d);
 
     dr_node_run(&d->node);
     dr_node_dispose(&d->node);
+    free(d->pending);
     free(d->shards);
     return 0;
 }

@@ -257,6 +257,40 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
     check_notes(pass->notes, pass->nnotes, elem(g.reply, 6));
 }
 
+/* dispatch_many: two requests (shards 1 and 3), each answered once, in order. */
+static uint32_t many_shards[2] = {1, 3};
+
+static void on_pass_many(void *data, int err, const char *errstr, const dr_store_pass_t *pass)
+{
+    g.calls++;
+    check(g.calls <= 2 && data == &many_shards[g.calls - 1]);
+    if (g.err != 0) {
+        check(err == g.err && errstr != NULL && pass == NULL);
+        return;
+    }
+    if (err != 0) {
+        check(err == DR_EREDIS && errstr != NULL && strcmp(errstr, UNEXPECTED) == 0 && pass == NULL);
+        return;
+    }
+    check(errstr == NULL && pass != NULL);
+    if (pass->fenced || pass->later) {
+        check(pass->nsends == 0 && pass->nnotes == 0);
+        return;
+    }
+    check(pass->more == 0 || pass->more == 1);
+    const redisReply *out = elem(g.reply, 1), *notes = elem(g.reply, 2);
+    check(pass->nsends <= out->elements / (SEND_FIELDS + 1) && pass->nnotes <= notes->elements / NOTE_FIELDS);
+    for (size_t i = 0; i < pass->nsends; i++)
+        check_send(&pass->sends[i]);
+    for (size_t i = 0; i < pass->nnotes; i++) {
+        check_str(pass->notes[i].log_id);
+        check_str(pass->notes[i].after);
+        check_str(pass->notes[i].dev);
+        check_str(pass->notes[i].pd);
+        check_status(pass->notes[i].status);
+    }
+}
+
 static void on_int(void *data, int err, const char *errstr, int64_t result)
 {
     (void)data;
@@ -451,6 +485,7 @@ static const struct {
     {parse_purge, (void *)on_purge},   {parse_pull, (void *)on_pull},       {parse_peek, (void *)on_peek},
     {parse_devinfo, (void *)on_devinfo}, {parse_get, (void *)on_get},       {parse_ids, (void *)on_ids},
     {parse_strs, (void *)on_strs},     {parse_backlog, (void *)on_backlog},
+    {parse_dispatch_many, (void *)on_pass_many},
 };
 #define NPARSERS (sizeof(parsers) / sizeof(parsers[0]))
 
@@ -478,8 +513,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c->cb = parsers[which].cb;
     c->data = NULL;
     c->st = &st;
+    int expected = parsers[which].cb != NULL;
+    if (parsers[which].parse == parse_dispatch_many) {
+        many_t *mt = dr_malloc(sizeof(*mt)); /* the parser frees it */
+        mt->n = 2;
+        mt->reqs = dr_calloc(2, sizeof(*mt->reqs));
+        for (size_t i = 0; i < 2; i++)
+            mt->reqs[i] = (dr_store_pass_req_t){.shard = many_shards[i], .epoch = 1, .data = &many_shards[i]};
+        c->data = mt;
+        expected = 2;
+    }
     on_reply(NULL, g.reply, err, c);
-    check(g.calls == (parsers[which].cb != NULL));
+    check(g.calls == expected);
     free_tree(tree);
     return 0;
 }

@@ -446,11 +446,8 @@ def test_dispatch_next_pass_time_matches_the_schedule(r):
     accept(r, [msg_fields("dev-np"), msg_fields("dev-np", ttl=30000)])
     out = dispatch(r, sh)
     t1 = now_ms(r)
-    heads = []
-    for k in ("due", "exp"):
-        z = r.zrange("%s%s" % (tag(sh), k), 0, 0, withscores=True)
-        heads += [int(z[0][1])] if z else []
-    head = min(heads)
+    z = r.zrange("%sdue" % tag(sh), 0, 0, withscores=True)  # devices and deadlines
+    head = int(z[0][1])
     assert out[0] == "OK" and max(0, head - t1) <= out[4] <= max(0, head - t0), (out[4], head - t0, head - t1)
 
 
@@ -559,3 +556,75 @@ def test_an_ack_wakes_a_device_with_more_queued_without_reading_the_queue(r):
     assert r.zscore(due, dev) is not None
     assert dispatch(r, sh)[5] == []
     assert r.zscore(due, dev) is None and r.xlen(q) == 0 and 0 < r.ttl(q) <= 3600
+
+
+def test_deadlines_share_the_schedule_and_old_deadline_sets_move_into_it(r):
+    """A deadline is an entry '#<id>' of the shard's schedule: one read per pass finds due devices and
+    expired messages. Deadlines an older library kept in {s}exp are moved into the schedule by heads (the
+    dispatcher's reconciliation) and then expire like the others."""
+    dev = "dev-dl"
+    sh = shard(dev)
+    take_lease(r, sh)
+    due = "%sdue" % tag(sh)
+    res, _ = accept(r, [msg_fields(dev, ttl=1), msg_fields(dev, ttl=60000)])
+    a, b = int(res[1]), int(res[5])
+    assert r.zscore(due, "#%d" % a) is not None and r.zscore(due, "#%d" % b) is not None
+    assert not r.exists("%sexp" % tag(sh))
+    time.sleep(0.01)
+    n = int(r.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0))
+    out = dispatch(r, sh)
+    assert out[0] == "OK" and out[1] == 1, out
+    assert int(r.info("commandstats")["cmdstat_zrange"]["calls"]) == n + 1, "one read of the schedule"
+    assert get(r, a)[5] == "EXPIRED" and r.zscore(due, "#%d" % a) is None
+    assert [out[5][i] for i in range(0, len(out[5]), 9)] == [str(b)], "b is sent, a is not"
+    assert ack(r, [(dev, b, "DELIVERED")])[0][0] == "OK"
+    assert r.zscore(due, "#%d" % b) is None, "a finished message leaves its deadline behind"
+
+    # written by an older library: the deadline sits in {s}exp
+    res, _ = accept(r, [msg_fields("dev-dl2", ttl=60000)])
+    c = int(res[1])
+    sh2 = c % S
+    take_lease(r, sh2)
+    due2, exp2 = "%sdue" % tag(sh2), "%sexp" % tag(sh2)
+    score = r.zscore(due2, "#%d" % c)
+    r.zrem(due2, "#%d" % c)
+    r.zadd(exp2, {str(c): now_ms(r) - 5})
+    assert r.fcall("heads", 1, tag(sh2), P, S, RET, NODE, sh2) == [0], "the moved deadline is due"
+    assert not r.exists(exp2) and r.zscore(due2, "#%d" % c) is not None and score is not None
+    out = dispatch(r, sh2)
+    assert out[1] == 1 and get(r, c)[5] == "EXPIRED"
+
+
+def test_dispatch_many_passes_several_shards_in_one_call(r):
+    """One call passes several shards, each fenced on its own, tags every send with its shard, and
+    stops taking shards once it visited a batch of devices: the rest are answered LATER."""
+    devs = ["dm-%d" % i for i in range(40)]
+    by = {}
+    for d in devs:
+        by.setdefault(shard(d), []).append(d)
+    shards = sorted(by)[:4]
+    for sh in shards[:3]:
+        take_lease(r, sh)
+    accept(r, [msg_fields(d) for sh in shards for d in by[sh]])
+    pol = [1, 0, 60000, 60000, 1, 0, 42]
+
+    def many(batch, shs):
+        args = [P, S, RET, NODE, batch] + pol + [len(shs)]
+        for sh in shs:
+            args += [sh, 1]
+        return r.fcall("dispatch_many", len(shs), *[tag(sh) for sh in shs], *args)
+    res, out, notes = many(100, shards)
+    codes = {int(res[6 * k]): res[6 * k + 1] for k in range(len(shards))}
+    assert codes == {shards[0]: "OK", shards[1]: "OK", shards[2]: "OK", shards[3]: "FENCED"}, res
+    sent = {}
+    for i in range(0, len(out), 10):
+        sent.setdefault(int(out[i]), []).append(out[i + 2])
+    assert {sh: sorted(v) for sh, v in sent.items()} == {sh: sorted(by[sh]) for sh in shards[:3]}
+    assert notes == []
+    # a budget of one device: the first shard runs, the others come back LATER
+    accept(r, [msg_fields(d) for sh in shards[:3] for d in by[sh]])
+    for sh in shards[:3]:
+        r.zadd("%sdue" % tag(sh), {d: 0 for d in by[sh]})
+    res, out, _ = many(1, shards[:3])
+    assert [res[6 * k + 1] for k in range(3)] == ["OK", "LATER", "LATER"], res
+    assert res[6 * 0 + 4] == 1, "the first shard has more to do"

@@ -168,6 +168,8 @@ typedef struct {
 typedef struct {
     int fenced;            /* the caller does not hold the shard's lease (nothing else is set) */
     int64_t expired, failed;
+    int later;             /* dispatch_many did not run this shard (the call's budget was spent):
+                            * run it again now (nothing else is set) */
     int more;              /* the pass stopped at its batch size: run another */
     int64_t next_in_ms;    /* ms until the shard next needs a pass (0: now); -1: nothing scheduled */
     const dr_store_send_t *sends;
@@ -181,6 +183,21 @@ typedef void dr_store_pass_cb(void *data, int err, const char *errstr, const dr_
 /* One dispatch pass over a shard the caller holds with epoch. */
 int dr_store_dispatch(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_t epoch, int64_t batch,
                       const dr_store_policy_t *pol, dr_store_pass_cb *cb, void *data);
+
+/* Passes over several shards in one call: one clock read and one round trip for all of them, each
+ * shard fenced on its own. cb is called once per request, in order, with that request's data (err
+ * set for every request when the call failed). A call visits at most batch devices and deadlines
+ * in all (at least one shard's pass): the shards it did not reach come back with later set. On
+ * Redis Cluster a caller groups shards of one slot per call. Returns 0, or an error when the call
+ * could not be sent (cb not called). */
+typedef struct {
+    uint32_t shard;
+    int64_t epoch;
+    void *data;
+} dr_store_pass_req_t;
+
+int dr_store_dispatch_many(dr_redis_t *r, const dr_store_t *st, const dr_store_pass_req_t *reqs, size_t n,
+                           int64_t batch, const dr_store_policy_t *pol, dr_store_pass_cb *cb);
 
 /* Takes back a recorded send that could not be published. result: 1 undone, 0 moved on, -1 fenced. */
 int dr_store_unsend(dr_redis_t *r, const dr_store_t *st, uint32_t shard, int64_t epoch, int64_t id, int64_t attempt,
