@@ -10,7 +10,8 @@ it, calling the functions exactly as common/src/store.c does, without MQTT, NATS
 
 Producer messages and acks go in batches of --batch items per call (the ingress's group commit; 1 compares with
 one call per item); every accept and ack batch wakes a dispatch pass over each shard it touched, as the
-ingress's wake-ups do (a pass that finds nothing to send still costs its call); each reply's notifications
+ingress's wake-ups do (a pass that finds nothing to send still costs its reads); the woken shards are passed
+64 per dispatch_many call, as the dispatcher passes the shards due in one loop turn; each reply's notifications
 are acknowledged with one XACK per shard, as dr_store_notes_done does. Calls go out --pipeline at a time, as
 calls of many loop turns are in flight together in the services.
 
@@ -28,7 +29,8 @@ with every command finished; then what a finished message keeps for its retentio
 device with work. Those figures need a few thousand commands: single allocations of tens of kB move them.
 
 Usage: loadtest/redis_cost.py [--devices 1000] [--per-device 5] [--shards 1024] [--batch 64] [--pipeline 32]
-                              [--data-bytes 84] [--burst] [--memory] [--redis-config KEY=VALUE ...]
+                              [--data-bytes 84] [--burst] [--memory] [--default-ttl-ms MS]
+                              [--redis-config KEY=VALUE ...]
 Needs redis-server (7.0 or later) and python3-redis (Debian packages; run it with /usr/bin/python3).
 """
 import argparse
@@ -226,7 +228,7 @@ class Bench:
         for i in range(0, len(items), self.a.batch):
             b = items[i:i + self.a.batch]
             # largest id, batch token, its ttl, default deliver-by (0: none), device message limit (0: none)
-            args = [IDS_MAX, "%032x" % random.getrandbits(128), TOKEN_TTL_S, 0, 0, len(b)]
+            args = [IDS_MAX, "%032x" % random.getrandbits(128), TOKEN_TTL_S, self.a.default_ttl_ms, 0, len(b)]
             for dev, sh, data, tmp in b:
                 # dev, shard, guarantee, command, data, tmpId, producerDeviseId, ttl ms, deliver-by,
                 # max attempts, not-before, idempotency key, fingerprint, ext, API key id, device message size
@@ -482,6 +484,9 @@ def main():
     ap.add_argument("--shards", type=int, default=1024, help="cluster.shards (default 1024)")
     ap.add_argument("--batch", type=int, default=64,
                     help="items per accept_batch and ack_batch call (default 64; 1: one call per item)")
+    ap.add_argument("--default-ttl-ms", type=int, default=0,
+                    help="dispatch.default_ttl_ms: the deliver-by of a message without one (default 0: none; the "
+                         "services default to 86400000, which gives every message a deadline entry)")
     ap.add_argument("--dispatch-batch", type=int, default=64, help="dispatch.batch: devices per pass (64)")
     ap.add_argument("--pipeline", type=int, default=32, help="calls sent together (default 32)")
     ap.add_argument("--data-bytes", type=int, default=84, help="size of each command's data (JSON, default 84)")

@@ -167,8 +167,10 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
         return;
     }
     if (pass->later) {
-        /* The call spent its budget on the shards before this one: this one goes in the next call. */
+        /* The call spent its budget on the shards before this one: this one goes first in the next
+         * call, ahead of a shard that used the budget and has more (fairness). */
         s->due_at = now;
+        s->later = 1;
         dispatch_shard(d, shard);
         return;
     }
@@ -255,14 +257,21 @@ static void on_flush(uv_check_t *h)
     uv_idle_stop(&d->kick);
     if (d->npending == 0)
         return;
+    /* The order of this turn: shards the last call did not reach first, then the others. pending may
+     * fill again while the calls go out, so the turn works on its own copy. */
+    uint32_t count = 0;
+    for (int later = 1; later >= 0; later--)
+        for (uint32_t i = 0; i < d->npending; i++)
+            if ((d->shards[d->pending[i]].later != 0) == later)
+                d->flushing[count++] = d->pending[i];
+    d->npending = 0;
     dr_store_pass_req_t reqs[DISPATCH_GROUP];
     size_t n = 0;
-    uint32_t count = d->npending;
-    d->npending = 0; /* a pass answered while sending (an error) may queue its shard again */
     for (uint32_t i = 0; i < count; i++) {
-        uint32_t shard = d->pending[i];
+        uint32_t shard = d->flushing[i];
         shard_t *s = &d->shards[shard];
         s->queued = 0;
+        s->later = 0;
         if (s->epoch == 0 || d->node.stopping || !dr_mqttc_connected(d->mqtt))
             continue;
         if (s->dispatching) {
@@ -286,6 +295,7 @@ static void on_flush(uv_check_t *h)
 void dispatch_init(dispatcher_t *d)
 {
     d->pending = dr_calloc(d->nshards ? d->nshards : 1, sizeof(*d->pending));
+    d->flushing = dr_calloc(d->nshards ? d->nshards : 1, sizeof(*d->flushing));
     uv_check_init(d->node.loop.uv, &d->flush);
     d->flush.data = d;
     uv_check_start(&d->flush, on_flush);

@@ -18,6 +18,7 @@ typedef struct {
     int dispatching;      /* a dispatch pass is running */
     int again;            /* run another pass when this one ends */
     int queued;           /* waits in pending for this loop turn's dispatch call */
+    int later;            /* the last call did not reach it: it goes first in the next one */
 } shard_t;
 
 typedef struct {
@@ -39,6 +40,7 @@ typedef struct {
     int active;           /* passes in flight (for shutdown) */
     uint32_t *pending;    /* shards to pass this loop turn, in one call per DISPATCH_GROUP */
     uint32_t npending;
+    uint32_t *flushing;   /* on_flush's copy of pending, in the order it sends them */
     uv_check_t flush;     /* after the poll phase: sends what is pending */
     uv_idle_t kick;       /* keeps the poll phase from blocking while shards are pending */
     int releasing;

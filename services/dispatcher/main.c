@@ -191,6 +191,7 @@ int main(int argc, char **argv)
     dr_node_run(&d->node);
     dr_node_dispose(&d->node);
     free(d->pending);
+    free(d->flushing);
     free(d->shards);
     return 0;
 }
