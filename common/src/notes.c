@@ -378,7 +378,7 @@ static void on_hold_state(void *data, int err, const char *errstr, int result, c
         return;
     }
     if (err == 0 && result == 2 && taken != NULL)
-        dr_notes_publish(p, taken, 1); /* the earlier change first: its node died or lost it */
+        dr_notes_publish(p, taken, 1, 0); /* the earlier change first: its node died or lost it */
     if (err == 0 && result != 0) {
         publish_one(p, hd->b, hd->i);
         hold_end(hd);
@@ -441,10 +441,13 @@ dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, d
     return p;
 }
 
-void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n)
+void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n, int count)
 {
     if (n == 0 || p->closed)
         return;
+    for (size_t i = 0; count && i < n; i++)
+        if (!seen_has(p, seen_key(&notes[i])))
+            dr_metrics_status(notes[i].status, 1);
     batch_t *b = dr_calloc(1, sizeof(*b));
     b->p = p;
     b->n = n;

@@ -87,9 +87,7 @@ static void on_refused(void *data, int err, const char *errstr, const dr_store_c
         dr_log(DR_LOG_WARNING, "event=refused_send_not_failed error=\"%s\" action=retry_at_next_send", errstr);
         return;
     }
-    for (size_t i = 0; i < nnotes; i++)
-        dr_metrics_status(notes[i].status, 1);
-    dr_notes_publish(d->notes, notes, nnotes);
+    dr_notes_publish(d->notes, notes, nnotes, 1);
 }
 
 static void send_one(dispatcher_t *d, uint32_t shard, int64_t epoch, const dr_store_send_t *m)
@@ -193,9 +191,7 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
                pass->nsends);
     }
     /* Counted here, where the change was made; reclaimed notes were counted by the node that made them. */
-    for (size_t i = 0; i < pass->nnotes; i++)
-        dr_metrics_status(pass->notes[i].status, 1);
-    dr_notes_publish(d->notes, pass->notes, pass->nnotes);
+    dr_notes_publish(d->notes, pass->notes, pass->nnotes, 1);
     s->due_at = pass->next_in_ms >= 0 ? now + pass->next_in_ms : -1;
     if (pass->more)
         s->again = 1;
@@ -392,7 +388,7 @@ static void on_reclaimed(void *data, int err, const char *errstr, const dr_note_
                (long long)lost);
     if (n > 0)
         dr_log(DR_LOG_VERBOSE, "event=notifications_reclaimed count=%zu", n);
-    dr_notes_publish(d->notes, notes, n);
+    dr_notes_publish(d->notes, notes, n, 0);
 }
 
 static void reclaim_and_trim(dispatcher_t *d, int64_t now)

@@ -697,11 +697,10 @@ void ingress_wake(ingress_t *in, uint32_t shard)
 
 void ingress_after_commit(ingress_t *in, const dr_note_t *notes, size_t n)
 {
-    /* Every status change this node made passes here once, right after the call that made it. */
-    for (size_t i = 0; i < n; i++)
-        dr_metrics_status(notes[i].status, 1);
+    /* Every status change this node made passes here once, right after the call that made it (with the
+     * previous change of a message when that was still unconfirmed: dr_notes_publish counts it once). */
     if (n > 0 && in->notes != NULL)
-        dr_notes_publish(in->notes, notes, n);
+        dr_notes_publish(in->notes, notes, n, 1);
 }
 
 void ingress_policy(ingress_t *in, dr_store_policy_t *pol)

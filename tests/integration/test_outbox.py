@@ -84,3 +84,8 @@ def test_a_lost_confirmation_never_repeats_an_older_status(stack_factory):
     stays_true(lambda: prod.statuses(mid) == ["NOT_DELIVERED", "DELIVERED"], 12,
                msg=lambda: "producer saw %s" % prod.statuses(mid))
     wait_until(lambda: unconfirmed(s, 0) == 0, 10, msg=lambda: "%d still unconfirmed" % unconfirmed(s, 0))
+    # The ack's call returned NOT_DELIVERED again with DELIVERED (still unconfirmed in Redis): a repeat of a
+    # change the node had published, so the status counters count it once.
+    s.wait_metric("status_delivered", 1)
+    m = s.metrics()  # the stack's readiness probe is a message too: one NOT_DELIVERED per accepted message
+    assert m["status_not_delivered"] == m["producer_accepted"] == 2, m

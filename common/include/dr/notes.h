@@ -46,8 +46,11 @@ typedef struct dr_notes dr_notes_t;
 dr_notes_t *dr_notes_new(uv_loop_t *loop, dr_redis_t *r, const dr_store_t *st, dr_bus_t *bus,
                          const char *status_subject, dr_notes_publish_fn *pub, void *pub_ctx);
 
-/* Publishes n notes (copied) as described above. */
-void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n);
+/* Publishes n notes (copied) as described above. count: this node's call made these changes, so each
+ * is counted in the status metrics (dr_metrics_status), except a previous change that the call returned
+ * again and this node has published or is publishing already (a repeat, not a change; reclaimed notes
+ * pass 0: the node that made them counted them). */
+void dr_notes_publish(dr_notes_t *p, const dr_note_t *notes, size_t n, int count);
 
 /* Notes whose publication has not settled yet (waiting for the window included). */
 size_t dr_notes_in_flight(const dr_notes_t *p);
