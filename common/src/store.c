@@ -518,21 +518,15 @@ static void parse_dispatch_many(call_t *c, redisReply *reply, int err, const cha
         send_shard[i] = (uint32_t)int_at(out, (SEND_FIELDS + 1) * i);
         read_send(out, (SEND_FIELDS + 1) * i + 1, &sends[i]);
     }
-    /* Every note belongs to the pass of its shard; one whose shard ran no pass (never expected: only a
-     * pass makes changes) goes with the first pass that ran, so it is published all the same. */
+    /* Every note goes with the pass of its shard. Only a pass makes changes, so every note has one; one
+     * that had none would stay claimed and the shard owner's reclaim would publish it, as any note
+     * nobody published. */
     size_t *owner = dr_calloc(nnotes ? nnotes : 1, sizeof(*owner));
-    size_t first_ok = mt->n;
-    for (size_t i = 0; i < mt->n; i++)
-        if (first_ok == mt->n && strcmp(str_at(res, RESULT_FIELDS * i + 1), "OK") == 0 &&
-            (uint32_t)int_at(res, RESULT_FIELDS * i) == mt->reqs[i].shard)
-            first_ok = i;
     for (size_t j = 0; j < nnotes; j++) {
-        owner[j] = first_ok;
-        for (size_t i = 0; i < mt->n; i++)
-            if (mt->reqs[i].shard == notes[j].shard && strcmp(str_at(res, RESULT_FIELDS * i + 1), "OK") == 0) {
+        owner[j] = mt->n;
+        for (size_t i = 0; i < mt->n && owner[j] == mt->n; i++)
+            if (mt->reqs[i].shard == notes[j].shard && strcmp(str_at(res, RESULT_FIELDS * i + 1), "OK") == 0)
                 owner[j] = i;
-                break;
-            }
     }
     dr_store_send_t *mine = dr_calloc(nsends_all ? nsends_all : 1, sizeof(*mine));
     dr_note_t *my_notes = dr_calloc(nnotes ? nnotes : 1, sizeof(*my_notes));
