@@ -29,9 +29,20 @@
 
 local GROUP, PUB = 'g', 'pub'
 local BUCKET = 64
--- A message's deadline is a member '#<id>' of its shard's schedule {s}due, beside the devices (a device
--- id never starts with '#': it is an MQTT topic level), so one read of the schedule gives a pass both.
+-- Deadlines are members of the shard's schedule {s}due, beside the devices (a device id never starts
+-- with '#': it is an MQTT topic level), so one read of the schedule gives a pass both. One member
+-- '#m<n>' stands for the deadlines of record bucket n: its score is at most the earliest deadline of
+-- the bucket's live messages, and the bucket's count field '#' holds that score too (see LIVE_DIV), so
+-- an accept learns it from the count it increments and adds to the schedule only when its message's
+-- deadline comes earlier (with one default deliver-by, once per bucket), and a retiring message
+-- leaves the member alone. The pass that reaches the member expires what is due in the bucket and
+-- sets the member to the next deadline. Members '#<id>' (one per message) are an older library's.
 local DL = '#'
+-- The bucket field '#' = E * LIVE_DIV + live count (at most BUCKET), where E is the score of the
+-- bucket's deadline member in the schedule, 0 when it has none.
+local LIVE_DIV = 128
+local function lcount(v) if v < 0 then return v end return v % LIVE_DIV end
+local function lentry(v) if v < 0 then return 0 end return (v - v % LIVE_DIV) / LIVE_DIV end
 
 local ST = {NOT_DELIVERED = 0, UNKNOWN = 1, DELIVERED = 2, COMPLETED = 3, COMPLETED_WITH_ERROR = 4,
             CANCELLED = 5, EXPIRED = 6, FAILED = 7, PURGED = 8}
@@ -54,6 +65,12 @@ local R_HIST, R_LIVE, R_HASPD, R_NOTE, R_FMT = 21, 22, 23, 24, 25
 -- Kept only while the message waits for its ack: 1 when its last send saw more of the device's queue
 -- (another entry in flight, or one behind it), so the ack wakes the device without asking the queue.
 local R_MORE = 26
+-- In memory only (stored inside R_MORE, see pack): when the device may be sent to next, as this
+-- message's send set it, so the ack wakes the device at that time without reading its d: hash. Set
+-- only where another send rarely moves that time before the ack: without pacing it is the send's
+-- own time; with window 1 only a guarantee-NO message can go out in between, and then the pass the
+-- ack's wake brings finds the device paced and schedules it for later.
+local R_NXT = 27
 
 -- ---- call context ------------------------------------------------------------------------------
 
@@ -63,7 +80,7 @@ local function ctx(args)
   local t = redis.call('TIME')
   return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), node = args[4],
           now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-          logged = {}, earlier = {}, due_min = {}, live = {}}
+          logged = {}, first_log = {}, earlier = {}, due_min = {}, live = {}}
 end
 
 local function s(n) return string.format('%d', n) end
@@ -75,6 +92,12 @@ local function locate(c, id)
   local sh = id % c.S
   local n = (id - sh) / c.S
   return sh, key(c, sh, 'm:' .. s(math.floor(n / BUCKET))), s(n % BUCKET)
+end
+
+-- The schedule member of the deadlines of id's bucket (see DL).
+local function dl_member(c, id)
+  local sh = id % c.S
+  return DL .. 'm' .. s(math.floor((id - sh) / c.S / BUCKET))
 end
 
 -- Stored form. In memory every time is absolute (ms); stored, a record is compact (R_FMT = 1), because
@@ -119,7 +142,11 @@ local function pack(r)
   else
     v[R_FMT] = 2 -- the first entry is not the implicit one (never written so; kept whole if it were)
   end
-  if r[R_MORE] == 1 and RANK[r[R_ST]] == 0 then v[R_MORE] = 1 end
+  -- R_MORE: 1, or 2 + (R_NXT - accepted) when the next send time is known (never before acceptance);
+  -- a library that knows only 1 reads any other value as "not known" and asks Redis, as before.
+  if r[R_MORE] == 1 and RANK[r[R_ST]] == 0 then
+    v[R_MORE] = r[R_NXT] and 2 + r[R_NXT] - ts or 1
+  end
   return cmsgpack.pack(v)
 end
 
@@ -131,6 +158,8 @@ local function unpack_record(raw)
   r[R_CHG] = ts + r[R_CHG]
   r[R_SENT] = abs(r[R_SENT], ts)
   r[R_DUE] = abs(r[R_DUE], ts)
+  local more = r[R_MORE]
+  if more and more >= 2 then r[R_MORE], r[R_NXT] = 1, ts + more - 2 end
   local note = r[R_NOTE]
   if type(note) == 'number' then
     local seq = note % NOTE_SEQ
@@ -240,23 +269,65 @@ local function notify(c, m, st, from)
                          r[R_HASPD] == 1 and s(r[R_TMP]) or '', 'p', r[R_PD], 'x', s(r[R_EXT]), 'k', r[R_KEY],
                          'a', after)
   c.logged[m.sh] = (c.logged[m.sh] or 0) + 1
+  if not c.first_log[m.sh] then c.first_log[m.sh] = r[R_NOTE] end
 end
 
 -- Claims this call's log entries for the calling node and appends them to out as flat groups of
 -- 9: shard, log entry id, message id, device, status, tmpId, producerDeviseId, ext, and the entry it
 -- must wait for ('' for none). Earlier changes taken over by notify come first.
+-- One XREADGROUP reads every log the call wrote (up to CLAIM_LOGS at a time, in shard order), so a
+-- batch spread over many shards claims with one call rather than one per shard; each log yields at
+-- most as many entries as the most any log got in this call (a log whose group lags behind gives
+-- older unclaimed entries first, as a read of that log alone would). When a log has no group yet
+-- (or lost it), the read fails as a whole and the logs are claimed one by one, creating the group.
+local CLAIM_LOGS = 500
+
+-- The stream entry id just before entry id e ('<ms>-<seq>').
+local function id_before(e)
+  local ms, seq = string.match(e, '^(%d+)-(%d+)$')
+  if tonumber(seq) > 0 then return ms .. '-' .. s(tonumber(seq) - 1) end
+  return s(tonumber(ms) - 1) .. '-18446744073709551615'
+end
+
+local function claim_one(c, sh, n, out)
+  local lk = key(c, sh, 'log')
+  local r = redis.pcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+  if failed(r) then
+    -- A new log, or one whose group was lost: the group starts just before this call's first entry
+    -- (what an older group had not confirmed is beyond recovery; a new log holds only this call's).
+    redis.call('XGROUP', 'CREATE', lk, PUB, id_before(c.first_log[sh]))
+    r = redis.call('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+  end
+  if r then
+    for _, e in ipairs(r[1][2]) do add_note(out, sh, e) end
+  end
+end
+
 local function claim(c, out)
   for _, v in ipairs(c.earlier) do out[#out + 1] = v end
+  local shs, most = {}, 0
   for sh, n in pairs(c.logged) do
-    local lk = key(c, sh, 'log')
-    local r = redis.pcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
-    if failed(r) then
-      -- A new log (or one whose group was lost): what it holds was written by this call.
-      redis.call('XGROUP', 'CREATE', lk, PUB, '0')
-      r = redis.call('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+    shs[#shs + 1] = sh
+    if n > most then most = n end
+  end
+  table.sort(shs)
+  for from = 1, #shs, CLAIM_LOGS do
+    local to = math.min(#shs, from + CLAIM_LOGS - 1)
+    local a, of = {'GROUP', PUB, c.node, 'COUNT', most, 'STREAMS'}, {}
+    for i = from, to do
+      local lk = key(c, shs[i], 'log')
+      a[#a + 1] = lk
+      of[lk] = shs[i]
     end
-    if r then
-      for _, e in ipairs(r[1][2]) do add_note(out, sh, e) end
+    for _ = from, to do a[#a + 1] = '>' end
+    local r = redis.pcall('XREADGROUP', unpack(a))
+    if failed(r) then
+      for i = from, to do claim_one(c, shs[i], c.logged[shs[i]], out) end
+    elseif r then
+      for _, st in ipairs(r) do
+        local sh = of[st[1]]
+        for _, e in ipairs(st[2]) do add_note(out, sh, e) end
+      end
     end
   end
   return out
@@ -353,12 +424,13 @@ local function retire(c, m)
   local r = m.r
   if r[R_LIVE] == 1 then
     r[R_LIVE] = 0
-    local n = c.live[m.bk] - 1
+    local n = c.live[m.bk]
+    if lcount(n) > 0 then n = n - 1 end
     c.live[m.bk] = n
     m.count = c.live -- written by the save that follows
-    if n <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
+    if lcount(n) <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
     if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.ret) end
-    if r[R_TTL] > 0 and not m.dl_gone then redis.call('ZREM', key(c, m.sh, 'due'), DL .. s(m.id)) end
+    -- its deadline member (the bucket's, see DL) stays: the pass that reaches it finds no live message
   else
     redis.call('EXPIRE', m.bk, c.ret, 'GT') -- a later change extends an expiring bucket
   end
@@ -584,6 +656,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
       else
         if not soonest or r[R_DUE] < soonest then soonest = r[R_DUE] end
         r[R_MORE] = (nexte ~= nil or inflight > 1) and 1 or nil
+        r[R_NXT] = (r[R_MORE] and (win <= 1 or iv == 0)) and c.now + iv or nil
       end
       save(m)
       nxt = c.now + iv
@@ -780,8 +853,18 @@ local function accept_one(c, a, i, idmax, out)
     '', 0, 0, 0, {}, 1, pd ~= '' and 1 or 0, ''}}
   hist(c, m, EV.accepted)
   local live = redis.call('HINCRBY', bk, '#', 1)
+  if lcount(live) == 1 then redis.call('PERSIST', bk) end
+  if deadline > 0 then
+    -- The bucket's deadline member covers this deadline unless it has none, comes later, or is due
+    -- already (then the pass may have taken it away): see DL.
+    local e = lentry(live)
+    if e == 0 or deadline < e or e <= c.now then
+      redis.call('ZADD', key(c, sh, 'due'), 'LT', deadline, dl_member(c, id))
+      live = live + (deadline - e) * LIVE_DIV
+      m.count = c.live -- written by the save below
+    end
+  end
   c.live[bk] = live
-  if live == 1 then redis.call('PERSIST', bk) end
 
   local new_dev
   if nb > c.now then
@@ -798,7 +881,6 @@ local function accept_one(c, a, i, idmax, out)
     seen.due_now = true -- due now: later commands of the call need not wake it again
   end
   if new_dev then index_dev(c, sh, dev) end
-  if deadline > 0 then redis.call('ZADD', key(c, sh, 'due'), deadline, DL .. s(id)) end
   notify(c, m, st, nil)
   save(m)
   local dm = key(c, sh, 'dm:' .. dev)
@@ -880,9 +962,21 @@ local function ack_one(c, dev, id, new, out)
     return
   end
   local first = RANK[r[R_ST]] == 0 -- the first ack that confirms delivery
-  local more = r[R_MORE] == 1
+  local more, nxt = r[R_MORE] == 1, r[R_NXT]
   transition(c, m, st, EV.ack)
   local dk = dkey(c, m.sh, dev)
+  if more and nxt then
+    -- The send saw more queued and knew when the device may be sent to next: no read of the d:
+    -- hash. The send refreshed its expiry; a hash that was gone since (HSET adds 'a' to nothing, or
+    -- the device's first ack) gets the expiry any write gives.
+    if redis.call('HSET', dk, 'a', s(c.now)) == 1 then
+      local dv = redis.call('HMGET', dk, 'cfg', 'x')
+      if dev_refresh(c, dv[1], dv[2]) then dev_write(c, dk, dv[1], dv[2], {}) end
+    end
+    wake(c, m.sh, dev, math.max(c.now, nxt))
+    out[#out + 1] = 'OK'; out[#out + 1] = new; out[#out + 1] = first and s(c.now - r[R_TS]) or ''
+    return
+  end
   local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg', 'x')
   dev_write(c, dk, dv[3], dv[4], {'a', s(c.now)})
   -- The freed window slot lets the next message go as soon as pacing allows, not at the next scan;
@@ -919,6 +1013,45 @@ local function fenced(c, sh, epoch)
   return redis.call('GET', key(c, sh, 'lease')) ~= c.node .. ' ' .. epoch
 end
 
+-- The deadline member mem of bucket bn of shard sh is due (the caller removed it): expires the
+-- bucket's live messages whose deadline has passed, wakes their devices, and puts the member back at
+-- the next deadline of the bucket's live messages, if any (see DL). A bucket whose messages have all
+-- retired costs one read.
+local function expire_bucket(c, sh, bn, mem, stats)
+  local bk = key(c, sh, 'm:' .. s(bn))
+  local v = tonumber(redis.call('HGET', bk, '#'))
+  if not v then return end -- expired with its messages
+  c.live[bk] = v
+  local nxt = nil
+  if lcount(v) > 0 then
+    local all = redis.call('HGETALL', bk)
+    for i = 1, #all, 2 do
+      local f = all[i]
+      if f ~= '#' then
+        local r = unpack_record(all[i + 1])
+        if pending(r) and r[R_TTL] > 0 then
+          if r[R_TTL] <= c.now then
+            local m = {id = (bn * BUCKET + tonumber(f)) * c.S + sh, sh = sh, bk = bk, f = f, r = r}
+            transition(c, m, ST.EXPIRED, EV.deadline)
+            stats.expired = stats.expired + 1
+            wake(c, sh, r[R_DEV], c.now)
+          elseif not nxt or r[R_TTL] < nxt then
+            nxt = r[R_TTL]
+          end
+        end
+      end
+    end
+  end
+  local live = lcount(c.live[bk]) + (nxt or 0) * LIVE_DIV
+  c.live[bk] = live
+  redis.call('HSET', bk, '#', s(live))
+  if nxt then
+    redis.call('ZADD', key(c, sh, 'due'), nxt, mem)
+    local h = c.due_min[sh]
+    if not h or nxt < h then c.due_min[sh] = nxt end
+  end
+end
+
 -- One pass over shard sh (the caller checked the lease): expires overdue messages, then, for each due
 -- device, decides what may be sent now and records the send before it happens, so a crash after
 -- the call means a re-send with the same id, never a loss. Appends the sends to out (with the shard
@@ -939,12 +1072,15 @@ local function pass_one(c, sh, batch, pol, out, tagged)
     local t = tonumber(due[i + 1])
     if t > c.now or nexp + #devs >= batch then head = t; break end
     local mem = due[i]
-    if string.byte(mem, 1) == 35 then -- '#': a deadline
+    if string.byte(mem, 1) == 35 and string.byte(mem, 2) == 109 then -- '#m': a bucket's deadlines
+      nexp = nexp + 1
+      redis.call('ZREM', dk, mem)
+      expire_bucket(c, sh, tonumber(string.sub(mem, 3)), mem, stats)
+    elseif string.byte(mem, 1) == 35 then -- '#<id>': one message's deadline (an older library's)
       nexp = nexp + 1
       redis.call('ZREM', dk, mem)
       local m = load(c, tonumber(string.sub(mem, 2)))
       if m and pending(m.r) then
-        m.dl_gone = true -- its deadline entry is removed already
         transition(c, m, ST.EXPIRED, EV.deadline)
         stats.expired = stats.expired + 1
         wake(c, sh, m.r[R_DEV], c.now)
@@ -1001,12 +1137,19 @@ local function dispatch_many(keys, args)
   local n = tonumber(args[13])
   local res, out = {}, {}
   local visited = 0
+  -- every shard's lease in one read (a pass writes no lease, so they hold for the whole call)
+  local held = {}
+  for from = 0, n - 1, 500 do
+    local lk = {}
+    for k = from, math.min(n, from + 500) - 1 do lk[#lk + 1] = key(c, tonumber(args[14 + 2 * k]), 'lease') end
+    for i, v in ipairs(redis.call('MGET', unpack(lk))) do held[from + i] = v end
+  end
   for k = 0, n - 1 do
     local sh, epoch = tonumber(args[14 + 2 * k]), args[15 + 2 * k]
     res[#res + 1] = s(sh)
     if visited >= batch then
       res[#res + 1] = 'LATER'; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0
-    elseif fenced(c, sh, epoch) then
+    elseif held[k + 1] ~= c.node .. ' ' .. epoch then
       res[#res + 1] = 'FENCED'; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = -1
     else
       local expired, failed, more, wait, v = pass_one(c, sh, batch, pol, out, true)

@@ -536,6 +536,8 @@ def test_an_ack_wakes_a_device_with_more_queued_without_reading_the_queue(r):
     a, b = int(res[1]), int(res[5])
     assert int(dispatch(r, sh)[5][0]) == a
     assert len(stored(r, a)[1]) == 26, "the send saw b behind it"
+    rec = stored(r, a)[1]
+    assert rec[25] == 2 + rec[19], "and when the device may be sent to next: at once (no pacing)"
     n = xlen_calls(r)
     t = now_ms(r)
     assert ack(r, [(dev, a, "DELIVERED")])[0][0] == "OK"
@@ -552,47 +554,170 @@ def test_an_ack_wakes_a_device_with_more_queued_without_reading_the_queue(r):
     c1, c2 = int(res[1]), int(res[5])
     assert int(dispatch(r, sh)[5][0]) == c1
     assert r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, c2, "")[0][0] == "OK"
+    h = hmget_calls(r)
     assert ack(r, [(dev, c1, "DELIVERED")])[0][0] == "OK"
+    assert hmget_calls(r) == h + 1, "the record only: the device's hash was not read"
+    assert int(r.hget("%sd:%s" % (tag(sh), dev), "a")) >= t, "the ack's time is kept"
     assert r.zscore(due, dev) is not None
     assert dispatch(r, sh)[5] == []
     assert r.zscore(due, dev) is None and r.xlen(q) == 0 and 0 < r.ttl(q) <= 3600
 
 
-def test_deadlines_share_the_schedule_and_old_deadline_sets_move_into_it(r):
-    """A deadline is an entry '#<id>' of the shard's schedule: one read per pass finds due devices and
-    expired messages. Deadlines an older library kept in {s}exp are moved into the schedule by heads (the
-    dispatcher's reconciliation) and then expire like the others."""
+def xreadgroup_calls(r):
+    return int(r.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+def test_a_batch_claims_the_notes_of_all_its_shards_with_one_read(r):
+    """A call that logged changes in several shards claims them with one XREADGROUP over all those logs;
+    when one log has lost its group, the call claims log by log and creates the group, and no note is
+    missed either way."""
+    devs = []
+    for i in range(200):
+        d = "dev-c%d" % i
+        if shard(d) not in [shard(x) for x in devs]:
+            devs.append(d)
+        if len(devs) == 5:
+            break
+    res, notes = accept(r, [msg_fields(d) for d in devs])  # the first call creates the logs' groups
+    assert len(notes) == 5 * 9
+    confirm(r, notes)
+    n = xreadgroup_calls(r)
+    res, notes = accept(r, [msg_fields(d) for d in devs] + [msg_fields(devs[0])])
+    assert xreadgroup_calls(r) == n + 1, "one read claims the notes of five shards"
+    ids = [res[i + 1] for i in range(0, len(res), 4)]
+    assert sorted(notes[i + 2] for i in range(0, len(notes), 9)) == sorted(ids)
+    assert {int(notes[i]) for i in range(0, len(notes), 9)} == {shard(d) for d in devs}
+    for i in range(0, len(notes), 9):
+        assert int(notes[i]) == int(notes[i + 2]) % S, "each note names its own shard"
+    pend = r.xpending("%slog" % tag(shard(devs[0])), "pub")
+    assert pend["pending"] == 2 and pend["consumers"][0]["name"] == NODE
+    confirm(r, notes)
+    r.xgroup_destroy("%slog" % tag(shard(devs[2])), "pub")
+    res, notes = accept(r, [msg_fields(d) for d in devs])
+    ids = [res[i + 1] for i in range(0, len(res), 4)]
+    assert sorted(notes[i + 2] for i in range(0, len(notes), 9)) == sorted(ids), "log by log, none missed"
+
+
+def hmget_calls(r):
+    return int(r.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+
+def test_an_ack_reads_the_device_when_its_next_send_time_may_have_moved(r):
+    """With a window of 2 and pacing, a later send can move the device's next send time before the ack
+    of an earlier one: the send then notes "more" without a time, and the ack reads the device's hash and
+    wakes the device when pacing allows."""
+    dev = "dev-w2"
+    sh = shard(dev)
+    take_lease(r, sh)
+    due = "%sdue" % tag(sh)
+    pol = [2, 100, 60000, 60000, 1, 0, 42]  # window 2, 100 ms pacing
+
+    def dispatch(r, sh):
+        return r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 100, *pol)
+    res, _ = accept(r, [msg_fields(dev), msg_fields(dev), msg_fields(dev)])
+    a, b = int(res[1]), int(res[5])
+    assert int(dispatch(r, sh)[5][0]) == a
+    assert stored(r, a)[1][25] == 1, "more queued, next send time not noted"
+    time.sleep(0.12)
+    out = dispatch(r, sh)
+    assert int(out[5][0]) == b
+    h = hmget_calls(r)
+    assert ack(r, [(dev, a, "DELIVERED")])[0][0] == "OK"
+    assert hmget_calls(r) == h + 2, "the record and the device's hash"
+    assert int(r.zscore(due, dev)) >= int(out[5][6]) + 100, "b's send set the next time"
+
+
+def dl_member(mid):
+    """The schedule member that stands for the deadlines of mid's record bucket."""
+    return "#m%d" % (mid // S // 64)
+
+
+def bucket_of(mid):
+    return "%sm:%d" % (tag(mid % S), mid // S // 64)
+
+
+def test_deadlines_share_the_schedule_one_member_per_bucket(r):
+    """Deadlines are members of the shard's schedule, one per record bucket ('#m<n>'), scored no later
+    than the earliest deadline of the bucket's live messages: one read per pass finds due devices and
+    expired messages, an accept adds to the schedule only when its deadline comes earlier, a retiring
+    message costs no schedule call, and the pass that reaches the member sets it to the next deadline
+    (or drops it when nothing live is left)."""
     dev = "dev-dl"
     sh = shard(dev)
     take_lease(r, sh)
     due = "%sdue" % tag(sh)
-    res, _ = accept(r, [msg_fields(dev, ttl=1), msg_fields(dev, ttl=60000)])
-    a, b = int(res[1]), int(res[5])
-    assert r.zscore(due, "#%d" % a) is not None and r.zscore(due, "#%d" % b) is not None
+    zadd = lambda: int(r.info("commandstats").get("cmdstat_zadd", {}).get("calls", 0))
+    z0 = zadd()
+    res, _ = accept(r, [msg_fields(dev, ttl=60000), msg_fields(dev, ttl=120000), msg_fields(dev, ttl=1)])
+    b, b2, a = int(res[1]), int(res[5]), int(res[9])
+    assert dl_member(a) == dl_member(b) == dl_member(b2), "one bucket (a fresh shard counter)"
+    mem = dl_member(a)
+    # b adds the member, b2 comes later (covered), a comes earlier and lowers it; the other ZADDs: the
+    # device's wake, its entry in the name index, the three listing entries and the search index's
+    # entry for the shard's first message
+    assert zadd() - z0 == 2 + 1 + 1 + 3 + 1, zadd() - z0
+    score = int(r.zscore(due, mem))
+    assert score == get_deadline(r, a), (score, get_deadline(r, a))
+    live = int(r.hget(bucket_of(a), "#"))
+    assert live % 128 == 3 and live // 128 == score, "the bucket's count field knows the member's score"
+    assert [m for m in r.zrange(due, 0, -1) if m.startswith("#")] == [mem], "one member for the bucket"
     assert not r.exists("%sexp" % tag(sh))
     time.sleep(0.01)
     n = int(r.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0))
     out = dispatch(r, sh)
     assert out[0] == "OK" and out[1] == 1, out
     assert int(r.info("commandstats")["cmdstat_zrange"]["calls"]) == n + 1, "one read of the schedule"
-    assert get(r, a)[5] == "EXPIRED" and r.zscore(due, "#%d" % a) is None
+    assert get(r, a)[5] == "EXPIRED"
+    assert int(r.zscore(due, mem)) == get_deadline(r, b), "the member moves to the next live deadline"
+    assert int(r.hget(bucket_of(a), "#")) == get_deadline(r, b) * 128 + 2
     assert [out[5][i] for i in range(0, len(out[5]), 9)] == [str(b)], "b is sent, a is not"
+    sent_at = int(out[5][6])
+    z1 = zadd()
     assert ack(r, [(dev, b, "DELIVERED")])[0][0] == "OK"
-    assert r.zscore(due, "#%d" % b) is None, "a finished message leaves its deadline behind"
-
-    # written by an older library: the deadline sits in {s}exp
-    res, _ = accept(r, [msg_fields("dev-dl2", ttl=60000)])
+    assert r.zscore(due, mem) is not None, "a retiring message leaves the member alone"
+    assert int(r.zscore(due, dev)) >= sent_at + POLICY[1], "woken when pacing allows"
+    # b2 is sent once pacing allows (the window freed), acknowledged, and the bucket has nothing live left
+    time.sleep(POLICY[1] / 1000 + 0.02)
+    out = dispatch(r, sh)
+    assert [out[5][i] for i in range(0, len(out[5]), 9)] == [str(b2)]
+    assert ack(r, [(dev, b2, "DELIVERED")])[0][0] == "OK"
+    assert int(r.hget(bucket_of(a), "#")) % 128 == 0 and 0 < r.ttl(bucket_of(a)) <= RET
+    # when the member comes due, the pass finds nothing live: the member goes, the count field forgets it
+    r.zadd(due, {mem: now_ms(r) - 1})
+    out = dispatch(r, sh)
+    assert out[0] == "OK" and out[1] == 0 and r.zscore(due, mem) is None
+    assert int(r.hget(bucket_of(a), "#")) == 0
+    # a new message of the bucket adds the member again
+    res, _ = accept(r, [msg_fields(dev, ttl=30000)])
     c = int(res[1])
+    assert dl_member(c) == mem and int(r.zscore(due, mem)) == get_deadline(r, c)
+    assert zadd() > z1
+
+
+def get_deadline(r, mid):
+    """The deadline (ms) in mid's record."""
+    return int(stored(r, mid)[1][10])
+
+
+def test_deadlines_of_an_older_library_still_expire(r):
+    """Deadlines an older library wrote: a member '#<id>' per message in the schedule, or one in the set
+    {s}exp, which heads (the dispatcher's reconciliation) moves into the schedule. Both expire their
+    message; a member left behind by a finished message goes when it comes due."""
+    res, _ = accept(r, [msg_fields("dev-dl2", ttl=60000), msg_fields("dev-dl2", ttl=60000)])
+    c, d = int(res[1]), int(res[5])
     sh2 = c % S
     take_lease(r, sh2)
     due2, exp2 = "%sdue" % tag(sh2), "%sexp" % tag(sh2)
-    score = r.zscore(due2, "#%d" % c)
-    r.zrem(due2, "#%d" % c)
+    r.zrem(due2, dl_member(c))
+    r.hset(bucket_of(c), "#", 2)  # as an older library keeps it: the live count alone
     r.zadd(exp2, {str(c): now_ms(r) - 5})
+    r.zadd(due2, {"#%d" % d: now_ms(r) - 5})
     assert r.fcall("heads", 1, tag(sh2), P, S, RET, NODE, sh2) == [0], "the moved deadline is due"
-    assert not r.exists(exp2) and r.zscore(due2, "#%d" % c) is not None and score is not None
+    assert not r.exists(exp2) and r.zscore(due2, "#%d" % c) is not None
     out = dispatch(r, sh2)
-    assert out[1] == 1 and get(r, c)[5] == "EXPIRED"
+    assert out[1] == 2 and get(r, c)[5] == "EXPIRED" and get(r, d)[5] == "EXPIRED"
+    assert r.zscore(due2, "#%d" % c) is None and r.zscore(due2, "#%d" % d) is None
+    assert int(r.hget(bucket_of(c), "#")) == 0 and 0 < r.ttl(bucket_of(c)) <= RET
 
 
 def test_dispatch_many_passes_several_shards_in_one_call(r):
@@ -613,9 +738,13 @@ def test_dispatch_many_passes_several_shards_in_one_call(r):
         for sh in shs:
             args += [sh, 1]
         return r.fcall("dispatch_many", len(shs), *[tag(sh) for sh in shs], *args)
+    r.set("%slease" % tag(shards[3]), "%s 1" % "n2")  # another node holds the fourth shard
+    calls = lambda c: int(r.info("commandstats").get("cmdstat_" + c, {}).get("calls", 0))
+    g, mg = calls("get"), calls("mget")
     res, out, notes = many(100, shards)
     codes = {int(res[6 * k]): res[6 * k + 1] for k in range(len(shards))}
     assert codes == {shards[0]: "OK", shards[1]: "OK", shards[2]: "OK", shards[3]: "FENCED"}, res
+    assert (calls("get"), calls("mget")) == (g, mg + 1), "one read of the four leases"
     sent = {}
     for i in range(0, len(out), 10):
         sent.setdefault(int(out[i]), []).append(out[i + 2])
