@@ -3,44 +3,57 @@
  * consumer/request/{id} at QoS 1.
  *
  * DESIGN
- * paho MQTTAsync runs one receive thread per process for all its clients, so every device callback of a
- * worker runs on that one thread: per-device state (seen ids, pacing clock) needs no locks. A device
- * de-duplicates by message id like well-behaved firmware: a re-sent id is counted as a duplicate,
- * answered again (its ack may have been lost) but not executed again. Acks may be dropped on purpose
- * (device.ack_loss_pct) to exercise Drover's re-sends, or delayed (device.ack_delay_ms); delayed acks
- * go through a FIFO served by one thread, which is exact because every ack has the same delay.
- * Connection set-up is windowed (device.connect_window) so thousands of devices do not hit the
- * broker's accept queue at once.
+ * Every device of a worker is a dr_mqttc client on the worker's one libuv loop, so all device
+ * callbacks run on one thread: per-device state (seen ids, pacing clock) needs no locks, and a
+ * message costs a read, a decode and a write rather than a pass of a client library's thread over
+ * thousands of sockets (paho's MQTTAsync did that, and took more CPU per command than Drover's
+ * services together). A device de-duplicates by message id like well-behaved firmware: a re-sent id
+ * is counted as a duplicate, answered again (its ack may have been lost) but not executed again.
+ * Acks may be dropped on purpose (device.ack_loss_pct) to exercise Drover's re-sends, or delayed
+ * (device.ack_delay_ms); delayed acks wait in one FIFO per worker served by one timer, which is exact
+ * because every ack has the same delay. Connection set-up is windowed (device.connect_window) so
+ * thousands of devices do not hit the broker's accept queue at once; a connection that drops is
+ * re-established by dr_mqttc with back-off, as real devices would.
+ * The coordinator steers the worker through the shared phase (lt_counters_t.phase), which a timer
+ * reads every 10 ms.
  */
-#include <MQTTAsync.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+#include <uv.h>
 
+#include "dr/log.h"
 #include "dr/mem.h"
+#include "dr/mqttc.h"
 #include "load.h"
 
-enum { ST_IDLE, ST_CONNECTING, ST_UP, ST_DOWN, ST_FAILED };
+enum { ST_IDLE, ST_CONNECTING, ST_UP, ST_DOWN, ST_STOPPING };
 
-#define MAX_ATTEMPTS 5
+/* What the worker is doing (the coordinator's phase decides when it moves on). */
+enum { W_CONNECT, W_PRIME_STOP, W_WAIT_RECONNECT, W_RECONNECT, W_RUN, W_STOP };
+
+/* A connect round gives up on the devices not up after this long (they keep trying; counted failed). */
+#define CONNECT_DEADLINE_US (60 * 1000000LL)
+/* How long the worker lets its clients say goodbye at the end. */
+#define STOP_DEADLINE_US (2 * 1000000LL)
 
 typedef struct worker worker_t;
 
 typedef struct {
     worker_t *w;
-    MQTTAsync cli;
+    dr_mqttc_t *cli;
     int64_t n;                  /* device number */
     char id[48];
     char topic[96];             /* consumer/request/{id} */
-    _Atomic int state;
-    int attempts;
-    int64_t last_new_us;        /* arrival of the previous new command (receive thread only) */
-    int64_t *seen;              /* id << 1 | completion-sent bit (receive thread only) */
+    char reply_topic[160];      /* consumer/response/{id} */
+    int state;
+    int settled;                /* the current connect round has heard from this device */
+    int64_t last_new_us;        /* arrival of the previous new command */
+    int64_t *seen;              /* id << 1 | completion-sent bit */
     int nseen, cap;
 } device_t;
 
@@ -55,160 +68,131 @@ typedef struct ack {
 struct worker {
     const lt_opts_t *o;
     int mode;
+    int index;
     lt_shm_t *s;
+    uv_loop_t loop;
+    uv_timer_t tick;            /* phase and connect window */
+    uv_timer_t ack_timer;       /* delayed acks */
     device_t *devs;
     int ndev;
-    _Atomic int inflight;       /* connects not yet settled */
-    uint64_t rng;               /* receive thread only */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    int stage;
+    int next;                   /* connect round: next device to start */
+    int starting;               /* connect round: started, not heard from yet */
+    int stopping;               /* clients asked to stop, not closed yet */
+    int64_t deadline_us;
+    uint64_t rng;
     ack_t *head, *tail;         /* delayed acks, in due order */
-    int stop;
 };
 
-/* ---- connection handling ---------------------------------------------------------------------- */
+/* ---- connections ------------------------------------------------------------------------------ */
 
-static void settle(device_t *d, int state)
+static void on_state(void *data, int connected, const char *reason)
 {
-    atomic_store(&d->state, state);
-    atomic_fetch_sub(&d->w->inflight, 1);
-}
-
-static void on_sub_ok(void *ctx, MQTTAsync_successData *r)
-{
-    (void)r;
-    device_t *d = ctx;
-    atomic_fetch_add(&d->w->s->c.connected, 1);
-    settle(d, ST_UP);
-}
-
-static void on_sub_fail(void *ctx, MQTTAsync_failureData *r)
-{
-    (void)r;
-    settle(ctx, ST_FAILED);
-}
-
-static void on_conn_ok(void *ctx, MQTTAsync_successData *r)
-{
-    (void)r;
-    device_t *d = ctx;
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onSuccess = on_sub_ok;
-    ro.onFailure = on_sub_fail;
-    ro.context = d;
-    if (MQTTAsync_subscribe(d->cli, d->topic, 1, &ro) != MQTTASYNC_SUCCESS)
-        settle(d, ST_FAILED);
-}
-
-static void on_conn_fail(void *ctx, MQTTAsync_failureData *r)
-{
-    (void)r;
-    settle(ctx, ST_FAILED);
-}
-
-static void on_lost(void *ctx, char *cause)
-{
-    (void)cause;
-    device_t *d = ctx;
-    atomic_fetch_add(&d->w->s->c.conn_lost, 1);
-    atomic_fetch_sub(&d->w->s->c.connected, 1);
-    atomic_store(&d->state, ST_DOWN);
-}
-
-static void start_connect(device_t *d)
-{
-    const lt_opts_t *o = d->w->o;
-    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
-    co.keepAliveInterval = 60;
-    co.cleansession = (int)o->clean;
-    co.connectTimeout = 30;
-    co.username = o->dev_user[0] ? o->dev_user : NULL;
-    co.password = o->dev_password[0] ? o->dev_password : NULL;
-    co.onSuccess = on_conn_ok;
-    co.onFailure = on_conn_fail;
-    co.context = d;
-    d->attempts++;
-    atomic_store(&d->state, ST_CONNECTING);
-    atomic_fetch_add(&d->w->inflight, 1);
-    if (MQTTAsync_connect(d->cli, &co) != MQTTASYNC_SUCCESS)
-        settle(d, ST_FAILED);
-}
-
-/* Connects every device that is not up, keeping at most connect_window attempts in flight, and waits
- * until each one is up or out of attempts. */
-static void connect_all(worker_t *w)
-{
-    for (int round = 0; round < MAX_ATTEMPTS; round++) {
-        int pending = 0;
-        for (int i = 0; i < w->ndev; i++) {
-            device_t *d = &w->devs[i];
-            int st = atomic_load(&d->state);
-            if (st == ST_UP || d->attempts >= MAX_ATTEMPTS * (round + 1))
-                continue;
-            while (atomic_load(&w->inflight) >= w->o->connect_window)
-                usleep(1000);
-            if (atomic_load(&w->s->c.phase) == LT_PH_STOP)
-                return;
-            start_connect(d);
-            pending++;
-        }
-        while (atomic_load(&w->inflight) > 0)
-            usleep(2000);
-        if (pending == 0)
-            break;
-        int failed = 0;
-        for (int i = 0; i < w->ndev; i++)
-            failed += atomic_load(&w->devs[i].state) != ST_UP;
-        if (failed == 0)
-            break;
-        usleep(500000); /* let the broker's accept queue drain before retrying */
+    (void)reason;
+    device_t *d = data;
+    lt_counters_t *c = &d->w->s->c;
+    if (connected) {
+        atomic_fetch_add(&c->connected, 1);
+        d->state = ST_UP;
+    } else if (d->state == ST_UP) {
+        atomic_fetch_add(&c->conn_lost, 1);
+        atomic_fetch_sub(&c->connected, 1);
+        d->state = ST_DOWN;
     }
-    for (int i = 0; i < w->ndev; i++)
-        if (atomic_load(&w->devs[i].state) != ST_UP)
-            atomic_fetch_add(&w->s->c.connect_failed, 1);
-    lt_nodelay_sockets();
+    /* a failed attempt leaves the device to dr_mqttc's back-off; the round counts it as heard from */
+    if (!d->settled && d->w->stage != W_RUN) {
+        d->settled = 1;
+        d->w->starting--;
+    }
 }
 
-static void disconnect_all(worker_t *w)
+static void begin_round(worker_t *w, int stage)
+{
+    w->stage = stage;
+    w->next = 0;
+    w->starting = 0;
+    w->deadline_us = lt_now_us() + CONNECT_DEADLINE_US;
+    for (int i = 0; i < w->ndev; i++)
+        w->devs[i].settled = 0;
+}
+
+/* Starts devices while fewer than connect_window are in their first attempt. Returns 1 once every
+ * device is up, or the round's deadline passed (the others are counted failed and keep trying). */
+static int connect_round(worker_t *w)
+{
+    while (w->next < w->ndev && w->starting < w->o->connect_window) {
+        device_t *d = &w->devs[w->next++];
+        d->state = ST_CONNECTING;
+        w->starting++;
+        dr_mqttc_start(d->cli);
+    }
+    int up = 0;
+    for (int i = 0; i < w->ndev; i++)
+        up += w->devs[i].state == ST_UP;
+    if (up == w->ndev)
+        return 1;
+    if (lt_now_us() < w->deadline_us)
+        return 0;
+    atomic_fetch_add(&w->s->c.connect_failed, w->ndev - up);
+    return 1;
+}
+
+static void on_stopped(void *data)
+{
+    device_t *d = data;
+    d->state = ST_IDLE;
+    d->w->stopping--;
+}
+
+/* Disconnects every device (DISCONNECT, so a persistent session keeps its subscription). */
+static void stop_all(worker_t *w)
 {
     for (int i = 0; i < w->ndev; i++) {
         device_t *d = &w->devs[i];
-        if (atomic_load(&d->state) != ST_UP)
+        if (d->state == ST_IDLE || d->state == ST_STOPPING)
             continue;
-        MQTTAsync_disconnectOptions dopt = MQTTAsync_disconnectOptions_initializer;
-        dopt.timeout = 1000;
-        if (MQTTAsync_disconnect(d->cli, &dopt) == MQTTASYNC_SUCCESS)
+        if (d->state == ST_UP)
             atomic_fetch_sub(&w->s->c.connected, 1);
-        atomic_store(&d->state, ST_IDLE);
+        d->state = ST_STOPPING;
+        w->stopping++;
+        dr_mqttc_stop(d->cli, on_stopped, d);
     }
-    for (int i = 0, spins = 0; i < w->ndev && spins < 500; i++)
-        while (MQTTAsync_isConnected(w->devs[i].cli) && spins++ < 500)
-            usleep(10000);
 }
 
 /* ---- acks ------------------------------------------------------------------------------------- */
 
-static void on_pub_fail(void *ctx, MQTTAsync_failureData *r)
+static void on_published(void *data, int err)
 {
-    (void)r;
-    device_t *d = ctx;
-    atomic_fetch_add(&d->w->s->c.ack_errors, 1);
+    device_t *d = data;
+    if (err != 0)
+        atomic_fetch_add(&d->w->s->c.ack_errors, 1);
 }
 
 static void publish(device_t *d, const char *topic, const char *body)
 {
-    MQTTAsync_message m = MQTTAsync_message_initializer;
-    m.payload = (void *)body;
-    m.payloadlen = (int)strlen(body);
-    m.qos = 1;
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onFailure = on_pub_fail;
-    ro.context = d;
-    if (MQTTAsync_sendMessage(d->cli, topic, &m, &ro) != MQTTASYNC_SUCCESS)
+    if (dr_mqttc_publish(d->cli, topic, body, strlen(body), 1, on_published, d) != 0)
         atomic_fetch_add(&d->w->s->c.ack_errors, 1);
 }
 
-/* Sends now, or queues for the ack thread when the device is configured to be slow. */
+static void on_ack_timer(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    int64_t now = lt_now_us();
+    while (w->head != NULL && w->head->due_us <= now) {
+        ack_t *a = w->head;
+        w->head = a->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        publish(a->d, a->topic, a->body);
+        free(a);
+    }
+    if (w->head != NULL) {
+        int64_t wait_ms = (w->head->due_us - now + 999) / 1000;
+        uv_timer_start(&w->ack_timer, on_ack_timer, (uint64_t)(wait_ms > 0 ? wait_ms : 0), 0);
+    }
+}
+
+/* Sends now, or queues the answer when the device is configured to be slow. */
 static void answer(device_t *d, const char *topic, const char *body)
 {
     worker_t *w = d->w;
@@ -222,43 +206,14 @@ static void answer(device_t *d, const char *topic, const char *body)
     snprintf(a->topic, sizeof(a->topic), "%s", topic);
     snprintf(a->body, sizeof(a->body), "%s", body);
     a->next = NULL;
-    pthread_mutex_lock(&w->mu);
+    int was_empty = w->head == NULL;
     if (w->tail)
         w->tail->next = a;
     else
         w->head = a;
     w->tail = a;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void *ack_thread(void *arg)
-{
-    worker_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    while (!w->stop) {
-        if (w->head == NULL) {
-            pthread_cond_wait(&w->cv, &w->mu);
-            continue;
-        }
-        int64_t wait = w->head->due_us - lt_now_us();
-        if (wait > 0) {
-            pthread_mutex_unlock(&w->mu);
-            usleep((useconds_t)(wait > 20000 ? 20000 : wait));
-            pthread_mutex_lock(&w->mu);
-            continue;
-        }
-        ack_t *a = w->head;
-        w->head = a->next;
-        if (w->head == NULL)
-            w->tail = NULL;
-        pthread_mutex_unlock(&w->mu);
-        publish(a->d, a->topic, a->body);
-        free(a);
-        pthread_mutex_lock(&w->mu);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
+    if (was_empty)
+        uv_timer_start(&w->ack_timer, on_ack_timer, (uint64_t)w->o->ack_delay_ms, 0);
 }
 
 /* Sends the device's answer for message id (command k): DELIVERED, then COMPLETED once for the share
@@ -267,13 +222,14 @@ static void *ack_thread(void *arg)
 static void reply(device_t *d, int64_t id, int64_t k, const char *pid, int64_t *seen_slot)
 {
     worker_t *w = d->w;
-    char topic[160], body[128];
+    char ptopic[160], body[128];
+    const char *topic = d->reply_topic;
     int complete = (uint64_t)k * 2654435761u % 100 < (uint64_t)w->o->complete_pct && !(*seen_slot & 1);
     if (w->mode == LT_MODE_RAW) {
-        snprintf(topic, sizeof(topic), "producer/response/%s", pid);
+        snprintf(ptopic, sizeof(ptopic), "producer/response/%s", pid);
+        topic = ptopic;
         snprintf(body, sizeof(body), "{\"id\":%" PRId64 ",\"tmpId\":%" PRId64 ",\"deliveryStatus\":\"DELIVERED\"}", id, k);
     } else {
-        snprintf(topic, sizeof(topic), "consumer/response/%s", d->id);
         snprintf(body, sizeof(body), "{\"id\":%" PRId64 "}", id);
     }
     answer(d, topic, body);
@@ -318,20 +274,21 @@ static uint64_t rnd(worker_t *w)
     return w->rng;
 }
 
-static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
+static void on_message(void *data, const dr_mqttc_msg_t *msg)
 {
-    (void)topic_len;
-    device_t *d = ctx;
+    device_t *d = data;
     worker_t *w = d->w;
     lt_counters_t *c = &w->s->c;
+    /* the device has the message: acknowledge it to the broker at once, as firmware does */
+    dr_mqttc_ack(d->cli, msg->token);
     const char *p = msg->payload;
-    size_t len = (size_t)msg->payloadlen;
+    size_t len = msg->len;
     int64_t id, k;
     char pid[64] = "";
     if (lt_wire_int(p, len, "id", &id) != 0 || lt_wire_int(p, len, "k", &k) != 0 || k < 0 || k >= w->s->ncmd ||
         (w->mode == LT_MODE_RAW && lt_wire_str(p, len, "p", pid, sizeof(pid)) != 0)) {
         atomic_fetch_add(&c->dev_foreign, 1);
-        goto out;
+        return;
     }
     int64_t now = lt_now_us();
     int64_t *slot = find_seen(d, id);
@@ -355,30 +312,53 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         atomic_fetch_add(&c->acks_lost, 1);
     else
         reply(d, id, k, pid, slot);
-out:
-    /* paho: the callback owns both and must free them; returning 1 lets paho send the PUBACK. */
-    MQTTAsync_freeMessage(&msg);
-    MQTTAsync_free(topic);
-    return 1;
 }
 
 /* ---- the worker process ----------------------------------------------------------------------- */
 
-static void wait_phase(worker_t *w, int phase)
+static void on_tick(uv_timer_t *t)
 {
-    while (atomic_load(&w->s->c.phase) < phase)
-        usleep(10000);
-}
-
-/* Re-connects devices whose connection dropped during the run, as real devices would. */
-static void repair(worker_t *w)
-{
-    for (int i = 0; i < w->ndev; i++) {
-        device_t *d = &w->devs[i];
-        int st = atomic_load(&d->state);
-        if ((st == ST_DOWN || st == ST_FAILED) && d->attempts < 10 * MAX_ATTEMPTS &&
-            atomic_load(&w->inflight) < w->o->connect_window)
-            start_connect(d);
+    worker_t *w = t->data;
+    lt_counters_t *c = &w->s->c;
+    int phase = atomic_load(&c->phase);
+    if (phase == LT_PH_STOP && w->stage != W_STOP) {
+        w->stage = W_STOP;
+        w->deadline_us = lt_now_us() + STOP_DEADLINE_US;
+        stop_all(w);
+    }
+    switch (w->stage) {
+    case W_CONNECT:
+        if (!connect_round(w))
+            return;
+        if (w->o->backlog) {
+            /* Prime persistent sessions (the broker keeps the subscription), then go offline. */
+            w->stage = W_PRIME_STOP;
+            stop_all(w);
+            return;
+        }
+        w->stage = W_RUN;
+        atomic_fetch_add(&c->workers_ready, 1);
+        return;
+    case W_PRIME_STOP:
+        if (w->stopping > 0)
+            return;
+        w->stage = W_WAIT_RECONNECT;
+        atomic_fetch_add(&c->workers_ready, 1);
+        return;
+    case W_WAIT_RECONNECT:
+        if (phase == LT_PH_RECONNECT)
+            begin_round(w, W_RECONNECT);
+        return;
+    case W_RECONNECT:
+        if (connect_round(w))
+            w->stage = W_RUN;
+        return;
+    case W_RUN:
+        return;
+    case W_STOP:
+        if (w->stopping == 0 || lt_now_us() >= w->deadline_us)
+            uv_stop(&w->loop);
+        return;
     }
 }
 
@@ -386,13 +366,20 @@ void lt_devices_run(const lt_opts_t *o, int mode, int wi, lt_shm_t *s)
 {
     /* A worker must not outlive its coordinator, whatever kills it. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    static worker_t w; /* one per process; static so paho callbacks never see a dead stack */
+    signal(SIGPIPE, SIG_IGN);
+    /* thousands of connections: the client's per-connection notices would flood the run's output */
+    dr_log_level = DR_LOG_WARNING;
+    dr_log_set_service("drover-load");
+    static worker_t w; /* one per process */
     w.o = o;
     w.mode = mode;
+    w.index = wi;
     w.s = s;
     w.rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(wi + 1) * 0x2545F4914F6CDD1DULL;
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    if (uv_loop_init(&w.loop) != 0) {
+        fprintf(stderr, "drover-load: worker %d: no event loop\n", wi);
+        _exit(1);
+    }
     int64_t cap = o->devices / o->workers + 2;
     w.devs = dr_calloc((size_t)cap, sizeof(device_t));
     for (int64_t n = wi; n < o->devices; n += o->workers) {
@@ -403,42 +390,34 @@ void lt_devices_run(const lt_opts_t *o, int mode, int wi, lt_shm_t *s)
         d->n = n;
         lt_device_id(o, n, d->id, sizeof(d->id));
         snprintf(d->topic, sizeof(d->topic), "consumer/request/%s", d->id);
-        MQTTAsync_createOptions cr = MQTTAsync_createOptions_initializer;
-        cr.maxBufferedMessages = 10000;
-        if (MQTTAsync_createWithOptions(&d->cli, o->mqtt_url, d->id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &cr) !=
-                MQTTASYNC_SUCCESS ||
-            MQTTAsync_setCallbacks(d->cli, d, on_lost, on_message, NULL) != MQTTASYNC_SUCCESS) {
-            fprintf(stderr, "drover-load: worker %d: cannot create client %s\n", wi, d->id);
+        snprintf(d->reply_topic, sizeof(d->reply_topic), "consumer/response/%s", d->id);
+        dr_mqttc_options_t mo = {
+            .url = o->mqtt_url,
+            .client_id = d->id,
+            .username = o->dev_user[0] ? o->dev_user : NULL,
+            .password = o->dev_password[0] ? o->dev_password : NULL,
+            .keepalive_s = 60,
+            .clean_session = (int)o->clean,
+            .connect_timeout_ms = 30000,
+            .max_queued = 10000,
+        };
+        char err[DR_ERR_LEN];
+        if (dr_mqttc_open(&w.loop, &mo, &d->cli, err) != 0) {
+            fprintf(stderr, "drover-load: worker %d: cannot create client %s: %s\n", wi, d->id, err);
             _exit(1);
         }
+        dr_mqttc_subscribe(d->cli, d->topic, 1);
+        dr_mqttc_on_message(d->cli, on_message, d);
+        dr_mqttc_on_state(d->cli, on_state, d);
     }
-    pthread_t th;
-    pthread_create(&th, NULL, ack_thread, &w);
-
-    connect_all(&w);
-    if (o->backlog) {
-        /* Prime persistent sessions (subscription kept by the broker), then go offline. */
-        disconnect_all(&w);
-        for (int i = 0; i < w.ndev; i++)
-            w.devs[i].attempts = 0;
-    }
-    atomic_fetch_add(&s->c.workers_ready, 1);
-    if (o->backlog) {
-        wait_phase(&w, LT_PH_RECONNECT);
-        if (atomic_load(&s->c.phase) == LT_PH_RECONNECT)
-            connect_all(&w);
-    }
-    while (atomic_load(&s->c.phase) != LT_PH_STOP) {
-        repair(&w);
-        usleep(100000);
-    }
-    pthread_mutex_lock(&w.mu);
-    w.stop = 1;
-    pthread_cond_signal(&w.cv);
-    pthread_mutex_unlock(&w.mu);
-    pthread_join(th, NULL);
-    disconnect_all(&w);
-    /* Exit without destroying 2,500 clients one by one: the process is going away and the kernel
-     * closes the sockets; the records are already in shared memory. */
+    uv_timer_init(&w.loop, &w.tick);
+    uv_timer_init(&w.loop, &w.ack_timer);
+    w.tick.data = &w;
+    w.ack_timer.data = &w;
+    begin_round(&w, W_CONNECT);
+    uv_timer_start(&w.tick, on_tick, 0, 10);
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+    /* Exit without freeing 2,500 clients one by one: the process is going away and the kernel closes
+     * the sockets; the records are already in shared memory. */
     _exit(0);
 }
