@@ -130,6 +130,8 @@ local function pack(r)
   v[R_CHG] = r[R_CHG] - ts
   v[R_SENT] = rel(r[R_SENT], ts)
   v[R_DUE] = RANK[r[R_ST]] > 0 and '' or rel(r[R_DUE], ts)
+  local dl = r[R_TTL]
+  if dl >= ts then v[R_TTL] = ts - dl - 1 end
   local note = r[R_NOTE]
   local ms, seq = string.match(note, '^(%d+)-(%d+)$')
   if ms and tonumber(seq) < NOTE_SEQ then v[R_NOTE] = (tonumber(ms) - ts) * NOTE_SEQ + tonumber(seq) end
@@ -158,6 +160,7 @@ local function unpack_record(raw)
   r[R_CHG] = ts + r[R_CHG]
   r[R_SENT] = abs(r[R_SENT], ts)
   r[R_DUE] = abs(r[R_DUE], ts)
+  if r[R_TTL] < 0 then r[R_TTL] = ts - r[R_TTL] - 1 end
   local more = r[R_MORE]
   if more and more >= 2 then r[R_MORE], r[R_NXT] = 1, ts + more - 2 end
   local note = r[R_NOTE]

@@ -695,8 +695,27 @@ def test_deadlines_share_the_schedule_one_member_per_bucket(r):
 
 
 def get_deadline(r, mid):
-    """The deadline (ms) in mid's record."""
-    return int(stored(r, mid)[1][10])
+    """The deadline (ms) in mid's record: stored as ms after acceptance, negated, minus 1 (absolute when it
+    lies before the acceptance)."""
+    rec = stored(r, mid)[1]
+    v = int(rec[10])
+    return rec[5] - v - 1 if v < 0 else v
+
+
+def test_a_deadline_is_stored_relative_to_acceptance(r):
+    """The compact record keeps a deadline after acceptance as -(ms after acceptance) - 1, and reads it back
+    absolute: the message still expires at it, and get shows it."""
+    dev = "dev-rel"
+    sh = shard(dev)
+    take_lease(r, sh)
+    res, _ = accept(r, [msg_fields(dev, ttl=86400000), msg_fields(dev, dby=5)])
+    a, b = int(res[1]), int(res[5])
+    rec = stored(r, a)[1]
+    assert rec[10] == -86400001, rec[10]
+    assert stored(r, b)[1][10] == 5, "a deadline before the acceptance stays absolute"
+    assert int(get(r, a)[11]) == rec[5] + 86400000
+    out = dispatch(r, sh)
+    assert get(r, b)[5] == "EXPIRED" and get(r, a)[5] == "NOT_DELIVERED", out
 
 
 def test_deadlines_of_an_older_library_still_expire(r):
