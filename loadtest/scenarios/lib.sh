@@ -243,6 +243,10 @@ lt_metrics() {
     for k in $(lt_redis --scan --pattern 'dr:metrics:*'); do
         echo "$k: $(lt_redis hgetall "$k" | paste -sd' ')"
     done
+    # Redis commands by client calls (FCALL: one batch of accepts or acks, one dispatch call, ...),
+    # since the server started: with the metrics above they give the commands per call.
+    echo "redis client calls: $(lt_redis info commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_(fcall|xack|xadd|get|set|hset|hgetall|zrange|mget)[:]/ {printf "%s %s  ", substr($1, 9), $3}')"
     if [[ -n ${LT_REDIS_LATENCY:-} ]]; then
         echo "redis latency events over ${LT_REDIS_LATENCY} ms (event, last at, last ms, max ms):"
         lt_redis latency latest | paste -sd' ' | xargs -n4 echo " "

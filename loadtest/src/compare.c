@@ -17,7 +17,7 @@
 
 #include "load.h"
 
-#define TARGET_RATIO 0.4
+#define TARGET_RATIO 0.35 /* full cycles >= 0.35 x the raw broker in the same run (docs/benchmarks.md) */
 #define TARGET_CPU_US 200.0
 
 typedef struct {
@@ -63,7 +63,7 @@ void lt_report_ratio(const lt_opts_t *o, const lt_result_t *raw, const lt_result
     }
     double r = raw->steady_rate > 0 ? drv->steady_rate / raw->steady_rate : 0;
     printf("\n== Drover vs raw broker (same devices, producers and client library)\n");
-    printf("full cycle, steady: drover %.0f/s, raw %.0f/s, ratio %.2f (target >= %.1f)\n", drv->steady_rate,
+    printf("full cycle, steady: drover %.0f/s, raw %.0f/s, ratio %.2f (target >= %.2f)\n", drv->steady_rate,
            raw->steady_rate, r, TARGET_RATIO);
     printf("full cycle, first send to last answer: drover %.0f/s, raw %.0f/s; delivered to devices: drover "
            "%.0f/s, "
@@ -123,7 +123,7 @@ void lt_report_repeats(const lt_opts_t *o, const lt_result_t *raw, const lt_resu
     print_spread("full cycle, steady, raw (commands/s)", spread(rs, nv), 0, "");
     spread_t r = spread(ratio, nv);
     print_spread("ratio drover/raw (per repetition)", r, 3,
-                 r.med >= TARGET_RATIO ? "  target >= 0.4: met" : "  target >= 0.4: NOT met");
+                 r.med >= TARGET_RATIO ? "  target >= 0.35: met" : "  target >= 0.35: NOT met");
     if (nb > 0) {
         print_spread("broker PUBLISH packets per command, raw", spread(rpub, nb), 2, "");
         print_spread("broker PUBLISH packets per command, drover", spread(dpub, nb), 2, "");
