@@ -1788,7 +1788,7 @@ local function backlog(keys, args)
     local total = redis.call('ZCARD', dk)
     if total > max then skipped = skipped + total - max end
     for _, dev in ipairs(redis.call('ZRANGE', dk, 0, max - 1)) do
-      if string.byte(dev, 1) ~= 35 then -- '#<id>' is a deadline, not a device
+      if string.byte(dev, 1) ~= 35 then -- '#m<b>' and '#<id>' are deadlines, not devices
         local q = qkey(c, sh, dev)
         queued = queued + redis.call('XLEN', q)
         local p = redis.pcall('XPENDING', q, GROUP)
