@@ -3,8 +3,9 @@
  * DESIGN
  * One run is one or more phases ("drover" and "raw" baseline; mode=both repeats the pair, mode=latency
  * runs two Drover phases, the second at half the first one's rate). A phase runs in its own process, the
- * phase coordinator, which forks the device workers before it creates any paho client (paho starts
- * threads, and a fork after that would copy locked mutexes), then connects the producers itself.
+ * phase coordinator, which forks the device workers (each one libuv loop with a dr_mqttc client per
+ * device) before it creates any paho client (paho starts threads, and a fork after that would copy
+ * locked mutexes), then connects the producers itself on paho.
  * Everything the processes must share lives in one MAP_SHARED region created before the forks: the
  * counters of the progress line, one record per command (indexed by the command number, which is
  * also the producer's tmpId) and the measured pacing intervals. Timestamps are wall-clock
@@ -163,9 +164,9 @@ void lt_shm_free(lt_shm_t *s);
 int64_t lt_now_us(void);
 
 /* Sets TCP_NODELAY on every TCP socket this process has open; returns how many. paho.mqtt.c 1.3.12
- * leaves Nagle's algorithm on and has no option for it, and a simulated device that sends its ack
- * right after the PUBACK of the command would otherwise wait for the broker's delayed TCP ACK (up to
- * 40 ms on Linux): the load tool's own delay, not Drover's. Call it once the clients are connected. */
+ * leaves Nagle's algorithm on and has no option for it, and a producer that publishes right after a
+ * PUBACK would otherwise wait for the broker's delayed TCP ACK (up to 40 ms on Linux): the load tool's
+ * own delay, not Drover's. Call it once the paho clients are connected (dr_mqttc sets it itself). */
 int lt_nodelay_sockets(void);
 
 /* Formats device n's id into buf (size bytes). */

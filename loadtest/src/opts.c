@@ -99,7 +99,7 @@ static size_t opts_table(lt_opts_t *o, dr_config_opt_t *out)
         {"producer.password", DR_CFG_STR, 0, 255, "", F(prod_password), DR_CFG_SECRET, "their password"},
         {"prefix", DR_CFG_STR, 1, 24, "lt", F(prefix), 0, "device ids are <prefix>-<n>, producer ids <prefix>-p<n>"},
         {"devices", DR_CFG_INT, 1, 200000, "1000", F(devices), 0, "simulated devices (one MQTT connection each)"},
-        {"device.per_proc", DR_CFG_INT, 1, 9000, "2500", F(per_proc), 0, "devices per worker process (fd and paho thread limit)"},
+        {"device.per_proc", DR_CFG_INT, 1, 9000, "2500", F(per_proc), 0, "devices per worker process (one event loop each; fd limit)"},
         {"device.offline_pct", DR_CFG_INT, 0, 100, "0", F(offline_pct), 0, "share of devices that never connect"},
         {"device.backlog", DR_CFG_INT, 0, 1, "0", F(backlog), 0, "1: devices connect only after every command was accepted"},
         {"device.clean", DR_CFG_INT, 0, 1, "1", F(clean), 0, "MQTT clean session of the devices"},
