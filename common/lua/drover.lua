@@ -1012,8 +1012,11 @@ end
 
 -- ---- dispatch ----------------------------------------------------------------------------------
 
+-- What a shard's lease key holds while the calling node holds it with epoch.
+local function lease_value(c, epoch) return c.node .. ' ' .. epoch end
+
 local function fenced(c, sh, epoch)
-  return redis.call('GET', key(c, sh, 'lease')) ~= c.node .. ' ' .. epoch
+  return redis.call('GET', key(c, sh, 'lease')) ~= lease_value(c, epoch)
 end
 
 -- The deadline member mem of bucket bn of shard sh is due (the caller removed it): expires the
@@ -1152,7 +1155,7 @@ local function dispatch_many(keys, args)
     res[#res + 1] = s(sh)
     if visited >= batch then
       res[#res + 1] = 'LATER'; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0
-    elseif held[k + 1] ~= c.node .. ' ' .. epoch then
+    elseif held[k + 1] ~= lease_value(c, epoch) then
       res[#res + 1] = 'FENCED'; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = 0; res[#res + 1] = -1
     else
       local expired, failed, more, wait, v = pass_one(c, sh, batch, pol, out, true)

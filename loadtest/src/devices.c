@@ -68,7 +68,6 @@ typedef struct ack {
 struct worker {
     const lt_opts_t *o;
     int mode;
-    int index;
     lt_shm_t *s;
     uv_loop_t loop;
     uv_timer_t tick;            /* phase and connect window */
@@ -373,7 +372,6 @@ void lt_devices_run(const lt_opts_t *o, int mode, int wi, lt_shm_t *s)
     static worker_t w; /* one per process */
     w.o = o;
     w.mode = mode;
-    w.index = wi;
     w.s = s;
     w.rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(wi + 1) * 0x2545F4914F6CDD1DULL;
     if (uv_loop_init(&w.loop) != 0) {
