@@ -215,6 +215,47 @@ static void print_rest(FILE *f, lt_counters_t *c)
             atomic_load(&c->rest_receipts), atomic_load(&c->id_mismatch));
 }
 
+/* How the drain spreads over the devices: when each device got its first and its last command after
+ * the reconnect, and how long its own commands took from the first to the last (the pacing alone
+ * gives (commands per device - 1) x interval). A drain much longer than the median device's last
+ * command means a few devices fell behind; a late first command means the reconnect storm. */
+static void drain_spread(FILE *f, const lt_opts_t *o, lt_shm_t *s, int64_t from)
+{
+    int64_t n = o->devices;
+    int64_t *first = dr_calloc((size_t)n, sizeof(int64_t)), *last = dr_calloc((size_t)n, sizeof(int64_t));
+    for (int64_t k = 0; k < s->ncmd; k++) {
+        int64_t dev = atomic_load(&s->rec[k].dev_us), d = lt_device_of(o, k);
+        if (dev == 0)
+            continue;
+        if (first[d] == 0 || dev < first[d])
+            first[d] = dev;
+        if (dev > last[d])
+            last[d] = dev;
+    }
+    samples_t a = {dr_malloc(sizeof(int64_t) * (size_t)n), 0}, b = {dr_malloc(sizeof(int64_t) * (size_t)n), 0},
+              span = {dr_malloc(sizeof(int64_t) * (size_t)n), 0};
+    for (int64_t d = 0; d < n; d++) {
+        if (first[d] == 0)
+            continue;
+        a.v[a.n++] = (first[d] - from) / 1000;
+        b.v[b.n++] = (last[d] - from) / 1000;
+        span.v[span.n++] = (last[d] - first[d]) / 1000;
+    }
+    samples_t *all[] = {&a, &b, &span};
+    for (int i = 0; i < 3; i++)
+        qsort(all[i]->v, (size_t)all[i]->n, sizeof(int64_t), cmp64);
+    if (a.n > 0)
+        fprintf(f, "drain by device (s after reconnect, p10 p50 p90 max of %" PRId64 " devices): first command %.1f %.1f "
+                   "%.1f %.1f; last command %.1f %.1f %.1f %.1f; first to last %.1f %.1f %.1f %.1f\n",
+                a.n, pct(&a, 0.1) / 1e3, pct(&a, 0.5) / 1e3, pct(&a, 0.9) / 1e3, pct(&a, 1) / 1e3, pct(&b, 0.1) / 1e3,
+                pct(&b, 0.5) / 1e3, pct(&b, 0.9) / 1e3, pct(&b, 1) / 1e3, pct(&span, 0.1) / 1e3,
+                pct(&span, 0.5) / 1e3, pct(&span, 0.9) / 1e3, pct(&span, 1) / 1e3);
+    free(first);
+    free(last);
+    for (int i = 0; i < 3; i++)
+        free(all[i]->v);
+}
+
 static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc,
                           int64_t t0, int64_t t_end)
 {
@@ -277,6 +318,8 @@ static void print_summary(FILE *f, const lt_opts_t *o, int mode, lt_shm_t *s, co
                 drain, t->last_notif > 0 ? (double)(t->last_notif - from) / 1e6 : 0.0, optimal, per_dev,
                 o->interval_ms, optimal > 0 ? drain / optimal : 0.0);
     }
+    if (o->backlog && t->last_dev > 0)
+        drain_spread(f, o, s, from);
 }
 
 static void write_json(const lt_opts_t *o, int mode, lt_shm_t *s, const tally_t *t, const pacing_t *pc, int64_t t0,
