@@ -9,8 +9,10 @@
  * a batch of wake-ups) are passed together, one call per DISPATCH_GROUP shards (dr_store_dispatch_many:
  * one clock read and one round trip for all of them, each shard fenced on its own).
  *
- * A send is recorded in Redis before it is published, and published only while the lease that
- * recorded it still holds (a node that stalled past its lease publishes nothing stale; its successor
+ * No pass starts while SEND_HOLD publishes wait for the broker: sends are recorded, with the time
+ * that paces their device, only as fast as the broker takes them, so none waits long in our queue
+ * after its time was recorded. A send is recorded in Redis before it is published, and published only
+ * while the lease that recorded it still holds (a node that stalled past its lease publishes nothing stale; its successor
  * re-sends). A publish that fails is taken back (unsend), so it does not count as an attempt and the
  * device does not wait a whole back-off for it. Every status change a pass made (expired, failed) is
  * published right away (dr/notes.h); the notifications other nodes claimed and never confirmed are
@@ -31,6 +33,7 @@
 #include "dispatcher.h"
 
 #define DISPATCH_GROUP 64   /* shards per dispatch call (the call also stops at dispatch.batch devices) */
+#define SEND_HOLD 256       /* no new pass while this many publishes wait for their PUBACK */
 #define RECONCILE_MS 1000   /* ask Redis for every owned shard's next due time */
 #define HEADS_CHUNK 256     /* shards per heads call */
 #define RECLAIM_MS 5000     /* look for notifications left unconfirmed by their node */
@@ -252,6 +255,12 @@ static void on_flush(uv_check_t *h)
     dispatcher_t *d = h->data;
     uv_idle_stop(&d->kick);
     if (d->npending == 0)
+        return;
+    /* Hold the passes while the broker is behind: a send is recorded (its time is the device's pacing
+     * clock) before it is published, so one that waits here behind a long queue reaches its device
+     * late, and the next one, recorded an interval after it, close behind it. The shards stay pending;
+     * every loop turn (a PUBACK, the cron's tick) looks again. */
+    if (dr_mqttc_pending(d->mqtt) >= SEND_HOLD)
         return;
     /* The order of this turn: shards the last call did not reach first, then the others. pending may
      * fill again while the calls go out, so the turn works on its own copy. */
