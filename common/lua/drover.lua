@@ -27,6 +27,13 @@
 --
 -- Time comes from Redis (TIME), never from the caller, so every node paces by the same clock.
 
+-- The library's generation, raised whenever the data it writes would be misread by an older library
+-- (a new record form, a new meaning of a field or a key). Before loading its own library a node asks
+-- the loaded one (function 'generation') and leaves a newer one in place (common/src/redis.c), so a
+-- late node of an older release cannot put its library over data that library would misread.
+-- Libraries before generation 1 have no such function and are replaced.
+local GENERATION = 1
+
 local GROUP, PUB = 'g', 'pub'
 local BUCKET = 64
 -- Deadlines are members of the shard's schedule {s}due, beside the devices (a device id never starts
@@ -1566,6 +1573,8 @@ local function subs(keys, args)
   return before
 end
 
+redis.register_function{function_name = 'generation', callback = function() return GENERATION end,
+                        flags = {'no-writes'}}
 redis.register_function('layout', layout)
 redis.register_function('subs', subs)
 redis.register_function('ids_advance', ids_advance)

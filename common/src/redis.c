@@ -26,6 +26,8 @@ struct dr_redis_script {
     const char *name;
     const char *body;
     int library;       /* a function library (FUNCTION LOAD), not a script */
+    const char *gen_fn; /* library: the function returning its generation (NULL: none) */
+    long long generation;
     char sha[41];
     dr_redis_script_t *next;
 };
@@ -185,6 +187,42 @@ static void handshake_step(dr_redis_t *r, redisReply *reply, int err, void *data
         set_state(r, ST_READY);
 }
 
+static void send_load(dr_redis_t *r, dr_redis_script_t *s)
+{
+    if (s->library) {
+        const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", s->body};
+        send_argv(r, handshake_step, s, 4, argv, NULL);
+    } else {
+        const char *argv[] = {"SCRIPT", "LOAD", s->body};
+        send_argv(r, handshake_step, s, 3, argv, NULL);
+    }
+}
+
+/* The generation of the library Redis holds, asked before loading ours: a newer one stays. */
+static void generation_step(dr_redis_t *r, redisReply *reply, int err, void *data)
+{
+    dr_redis_script_t *s = data;
+    if (r->state != ST_HANDSHAKE)
+        return;
+    /* "Function not found": an older library (or none) is loaded; it is replaced. Any other error
+     * (Redis still loading its data, say) fails this attempt. */
+    if (err != 0 && (reply == NULL || reply->type != REDIS_REPLY_ERROR || strstr(reply->str, "not found") == NULL)) {
+        dr_log(DR_LOG_WARNING, "event=redis_handshake_failed step=%s error=\"%s\"", s->gen_fn,
+               reply ? reply->str : dr_strerror(err));
+        r->connect_deadline = 0;
+        return;
+    }
+    if (err == 0 && (reply->type != REDIS_REPLY_INTEGER || reply->integer > s->generation)) {
+        dr_log(DR_LOG_WARNING,
+               "event=redis_library_newer library=%s loaded_generation=%lld this_generation=%lld "
+               "action=\"not replacing it; this node stays unready until it runs a release of that generation\"",
+               s->name, reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL, s->generation);
+        r->connect_deadline = 0;
+        return;
+    }
+    send_load(r, s);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     dr_redis_t *r = ac->data;
@@ -206,12 +244,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     for (dr_redis_script_t *s = r->scripts; s; s = s->next) {
         r->handshake_left++;
-        if (s->library) {
-            const char *argv[] = {"FUNCTION", "LOAD", "REPLACE", s->body};
-            send_argv(r, handshake_step, s, 4, argv, NULL);
+        if (s->library && s->gen_fn != NULL) {
+            const char *argv[] = {"FCALL", s->gen_fn, "0"};
+            send_argv(r, generation_step, s, 3, argv, NULL);
         } else {
-            const char *argv[] = {"SCRIPT", "LOAD", s->body};
-            send_argv(r, handshake_step, s, 3, argv, NULL);
+            send_load(r, s);
         }
     }
     if (r->handshake_left == 0) {
@@ -318,12 +355,15 @@ static void on_eval(dr_redis_t *r, redisReply *reply, int err, void *data)
     free(e);
 }
 
-void dr_redis_add_library(dr_redis_t *r, const char *name, const char *body)
+void dr_redis_add_library(dr_redis_t *r, const char *name, const char *body, const char *gen_fn,
+                          long long generation)
 {
     dr_redis_script_t *s = dr_calloc(1, sizeof(*s));
     s->name = name;
     s->body = body;
     s->library = 1;
+    s->gen_fn = gen_fn;
+    s->generation = generation;
     s->next = r->scripts;
     r->scripts = s;
 }

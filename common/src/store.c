@@ -23,9 +23,17 @@
 
 extern const char dr_store_library[]; /* common/lua/drover.lua, embedded at build time */
 
+/* The generation the library declares ("local GENERATION = <n>" in drover.lua). */
+long long dr_store_generation(void)
+{
+    static const char mark[] = "\nlocal GENERATION = ";
+    const char *p = strstr(dr_store_library, mark);
+    return p ? strtoll(p + sizeof(mark) - 1, NULL, 10) : 0;
+}
+
 void dr_store_register(dr_redis_t *r)
 {
-    dr_redis_add_library(r, "drover", dr_store_library);
+    dr_redis_add_library(r, "drover", dr_store_library, "generation", dr_store_generation());
 }
 
 char *dr_store_key(const dr_store_t *st, uint32_t shard, const char *name, char *buf, size_t size)

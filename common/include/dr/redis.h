@@ -36,8 +36,15 @@ typedef struct {
 dr_redis_t *dr_redis_new(dr_loop_t *loop, const dr_redis_options_t *opt);
 
 /* Registers a Redis function library (body borrowed; must outlive r), loaded with FUNCTION LOAD
- * REPLACE on every connection before the client reports READY. Call before the first READY. */
-void dr_redis_add_library(dr_redis_t *r, const char *name, const char *body);
+ * REPLACE on every connection before the client reports READY. Call before the first READY.
+ * gen_fn (NULL: none) names a function of the library that returns its generation, an integer raised
+ * whenever the data a library writes would be misread by older ones, and generation is this body's.
+ * Before loading, the client calls gen_fn: when the library Redis holds is of a newer generation it is
+ * left in place, the handshake fails (logged as event=redis_library_newer) and the client retries
+ * with back-off, never reporting READY, so an older node cannot put an older library over newer data.
+ * A library without gen_fn (older, or none) is replaced. */
+void dr_redis_add_library(dr_redis_t *r, const char *name, const char *body, const char *gen_fn,
+                          long long generation);
 
 void dr_redis_on_state(dr_redis_t *r, dr_redis_state_cb *cb, void *data);
 

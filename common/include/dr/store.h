@@ -34,6 +34,10 @@ typedef struct {
 /* Registers the function library with r (loaded on every connection). Before r is first READY. */
 void dr_store_register(dr_redis_t *r);
 
+/* The generation of the function library this build carries (drover.lua GENERATION; 0 if it declares
+ * none). A node does not replace a loaded library of a newer generation (dr_redis_add_library). */
+long long dr_store_generation(void);
+
 /* Completion of calls that answer with one number (see each call). */
 typedef void dr_store_int_cb(void *data, int err, const char *errstr, int64_t result);
 
