@@ -32,7 +32,8 @@
 -- the loaded one (function 'generation') and leaves a newer one in place (common/src/redis.c), so a
 -- late node of an older release cannot put its library over data that library would misread.
 -- Libraries before generation 1 have no such function and are replaced.
-local GENERATION = 1
+-- 2: deadlines in records may be kept in s, min, h or days (see the stored form).
+local GENERATION = 2
 
 local GROUP, PUB = 'g', 'pub'
 local BUCKET = 64
@@ -107,16 +108,22 @@ local function dl_member(c, id)
   return DL .. 'm' .. s(math.floor((id - sh) / c.S / BUCKET))
 end
 
--- Stored form. In memory every time is absolute (ms); stored, a record is compact (R_FMT = 1), because
+-- Stored form. In memory every time is absolute (ms); stored, a record is compact (R_FMT set), because
 -- a finished message is kept for the retention period and most of it is timestamps:
 --  - changed, last send and next re-send are ms after acceptance ('' for a time never set; the next
 --    re-send of a message past NOT_DELIVERED is dropped: there is none);
+--  - a deadline after the acceptance is -(time after acceptance, in the largest of ms, s, min, h and
+--    days that divides it exactly) - 1, so the default day is one byte; one before the acceptance stays
+--    absolute; 0 is none;
 --  - the last log entry id '<ms>-<seq>' is one number, (ms - accepted) * 1024 + seq ('' for none; the
 --    string itself when seq >= 1024);
 --  - the history leaves out its first entry, always {accepted, initial status, 0, 0}.
+-- R_FMT = h + 2 * u: h = 1 when the history left its first entry out (2: whole), u the deadline's unit
+-- (index into DL_UNIT; forms 1 and 2, unit ms, are those of generation 1).
 -- A record without R_FMT (written before) holds absolute times and its full history; it is read as it
 -- is and written back compact.
 local NOTE_SEQ = 1024
+local DL_UNIT = {[0] = 1, 1000, 60000, 3600000, 86400000}
 
 local function rel(t, ts)
   if t == 0 then return '' end
@@ -137,8 +144,14 @@ local function pack(r)
   v[R_CHG] = r[R_CHG] - ts
   v[R_SENT] = rel(r[R_SENT], ts)
   v[R_DUE] = RANK[r[R_ST]] > 0 and '' or rel(r[R_DUE], ts)
-  local dl = r[R_TTL]
-  if dl >= ts then v[R_TTL] = ts - dl - 1 end
+  local dl, u = r[R_TTL], 0
+  if dl >= ts then
+    local d = dl - ts
+    for i = #DL_UNIT, 1, -1 do
+      if d % DL_UNIT[i] == 0 then u = i; break end
+    end
+    v[R_TTL] = -(d / DL_UNIT[u]) - 1
+  end
   local note = r[R_NOTE]
   local ms, seq = string.match(note, '^(%d+)-(%d+)$')
   if ms and tonumber(seq) < NOTE_SEQ then v[R_NOTE] = (tonumber(ms) - ts) * NOTE_SEQ + tonumber(seq) end
@@ -147,9 +160,9 @@ local function pack(r)
     local rest = {}
     for i = 5, #h do rest[i - 4] = h[i] end
     v[R_HIST] = rest
-    v[R_FMT] = 1
+    v[R_FMT] = 1 + 2 * u
   else
-    v[R_FMT] = 2 -- the first entry is not the implicit one (never written so; kept whole if it were)
+    v[R_FMT] = 2 + 2 * u -- the first entry is not the implicit one (never written so; kept whole if it were)
   end
   -- R_MORE: 1, or 2 + (R_NXT - accepted) when the next send time is known (never before acceptance);
   -- a library that knows only 1 reads any other value as "not known" and asks Redis, as before.
@@ -167,7 +180,8 @@ local function unpack_record(raw)
   r[R_CHG] = ts + r[R_CHG]
   r[R_SENT] = abs(r[R_SENT], ts)
   r[R_DUE] = abs(r[R_DUE], ts)
-  if r[R_TTL] < 0 then r[R_TTL] = ts - r[R_TTL] - 1 end
+  local u = math.floor((fmt - 1) / 2)
+  if r[R_TTL] < 0 then r[R_TTL] = ts + (-r[R_TTL] - 1) * DL_UNIT[u] end
   local more = r[R_MORE]
   if more and more >= 2 then r[R_MORE], r[R_NXT] = 1, ts + more - 2 end
   local note = r[R_NOTE]
@@ -175,7 +189,7 @@ local function unpack_record(raw)
     local seq = note % NOTE_SEQ
     r[R_NOTE] = s(ts + (note - seq) / NOTE_SEQ) .. '-' .. s(seq)
   end
-  if fmt == 1 then
+  if fmt % 2 == 1 then
     local h = {EV.accepted, first_status(r), 0, 0}
     for i, x in ipairs(r[R_HIST]) do h[i + 4] = x end
     r[R_HIST] = h

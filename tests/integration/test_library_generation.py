@@ -31,6 +31,7 @@ def test_a_node_leaves_a_newer_library_in_place(stack_factory):
     body = library()
     gen = generation(s)
     assert gen >= 1
+    assert re.search(r"\nlocal GENERATION = %d\n" % gen, body), "the nodes run a build of another library"
 
     # The library of the next generation, as a newer release would have loaded it.
     newer = re.sub(r"\nlocal GENERATION = \d+", "\nlocal GENERATION = %d" % (gen + 1), body, count=1)

@@ -694,28 +694,43 @@ def test_deadlines_share_the_schedule_one_member_per_bucket(r):
     assert zadd() > z1
 
 
+DL_UNITS = [1, 1000, 60000, 3600000, 86400000]  # ms, s, min, h, days: the unit index is (form - 1) // 2
+
+
 def get_deadline(r, mid):
-    """The deadline (ms) in mid's record: stored as ms after acceptance, negated, minus 1 (absolute when it
-    lies before the acceptance)."""
+    """The deadline (ms) in mid's record: stored as -(time after acceptance in the record's unit) - 1
+    (absolute when it lies before the acceptance)."""
     rec = stored(r, mid)[1]
     v = int(rec[10])
-    return rec[5] - v - 1 if v < 0 else v
+    return rec[5] + (-v - 1) * DL_UNITS[(rec[24] - 1) // 2] if v < 0 else v
 
 
 def test_a_deadline_is_stored_relative_to_acceptance(r):
-    """The compact record keeps a deadline after acceptance as -(ms after acceptance) - 1, and reads it back
-    absolute: the message still expires at it, and get shows it."""
+    """The compact record keeps a deadline after acceptance as -(time after acceptance) - 1 in the largest
+    unit that divides it (the default day in one byte), and reads it back absolute: the message still
+    expires at it, and get shows it."""
     dev = "dev-rel"
     sh = shard(dev)
     take_lease(r, sh)
-    res, _ = accept(r, [msg_fields(dev, ttl=86400000), msg_fields(dev, dby=5)])
-    a, b = int(res[1]), int(res[5])
-    rec = stored(r, a)[1]
-    assert rec[10] == -86400001, rec[10]
+    cases = [(86400000, -2, 4), (7200000, -3, 3), (120000, -3, 2), (90000, -91, 1), (1500, -1501, 0),
+             (86400000 * 3 + 1000, -259202, 1)]
+    res, _ = accept(r, [msg_fields(dev, ttl=t) for t, _, _ in cases] + [msg_fields(dev, dby=5)])
+    ids = [int(res[i]) for i in range(1, len(res), 4)]
+    for mid, (ttl, v, unit) in zip(ids, cases):
+        size, rec = stored(r, mid)
+        assert rec[10] == v and (rec[24] - 1) // 2 == unit, (ttl, rec[10], rec[24])
+        assert int(get(r, mid)[11]) == rec[5] + ttl == get_deadline(r, mid)
+    day = stored(r, ids[0])
+    assert day[0] == stored(r, ids[1])[0], "a day costs what 2 h cost: one byte"
+    b = ids[-1]
     assert stored(r, b)[1][10] == 5, "a deadline before the acceptance stays absolute"
-    assert int(get(r, a)[11]) == rec[5] + 86400000
     out = dispatch(r, sh)
-    assert get(r, b)[5] == "EXPIRED" and get(r, a)[5] == "NOT_DELIVERED", out
+    assert get(r, b)[5] == "EXPIRED" and get(r, ids[0])[5] == "NOT_DELIVERED", out
+    # the 1.5 s deadline, read back from its unit, expires the message when it passes
+    time.sleep(1.6)
+    take_lease(r, sh)
+    dispatch(r, sh)
+    assert get(r, ids[4])[5] == "EXPIRED" and get(r, ids[3])[5] == "NOT_DELIVERED"
 
 
 def test_deadlines_of_an_older_library_still_expire(r):
