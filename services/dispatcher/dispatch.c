@@ -12,11 +12,11 @@
  * No pass starts while SEND_HOLD publishes wait for the broker: sends are recorded, with the time
  * that paces their device, only as fast as the broker takes them, so none waits long in our queue
  * after its time was recorded. A send is recorded in Redis before it is published, and published only
- * while the lease that recorded it still holds (a node that stalled past its lease publishes nothing stale; its successor
- * re-sends). A publish that fails is taken back (unsend), so it does not count as an attempt and the
- * device does not wait a whole back-off for it. Every status change a pass made (expired, failed) is
- * published right away (dr/notes.h); the notifications other nodes claimed and never confirmed are
- * reclaimed every RECLAIM_MS, and the status logs are trimmed every TRIM_MS.
+ * while the lease that recorded it still holds (a node that stalled past its lease publishes nothing
+ * stale; its successor re-sends). A publish that fails is taken back (unsend), so it does not count
+ * as an attempt and the device does not wait a whole back-off for it. Every status change a pass made
+ * (expired, failed) is published right away (dr/notes.h); the notifications other nodes claimed and
+ * never confirmed are reclaimed every RECLAIM_MS, and the status logs are trimmed every TRIM_MS.
  */
 #define DR_MODULE "dispatcher/dispatch"
 

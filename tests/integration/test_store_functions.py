@@ -717,7 +717,7 @@ def test_a_deadline_is_stored_relative_to_acceptance(r):
     res, _ = accept(r, [msg_fields(dev, ttl=t) for t, _, _ in cases] + [msg_fields(dev, dby=5)])
     ids = [int(res[i]) for i in range(1, len(res), 4)]
     for mid, (ttl, v, unit) in zip(ids, cases):
-        size, rec = stored(r, mid)
+        rec = stored(r, mid)[1]
         assert rec[10] == v and (rec[24] - 1) // 2 == unit, (ttl, rec[10], rec[24])
         assert int(get(r, mid)[11]) == rec[5] + ttl == get_deadline(r, mid)
     assert -32 <= stored(r, ids[0])[1][10] < 0, "the default day is a negative fixint: one byte of msgpack"
