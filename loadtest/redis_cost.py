@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -119,11 +120,11 @@ class Bench:
             k, v = kv.split("=", 1)
             extra += ["--" + k, v]
         self.proc = subprocess.Popen(
-            ["redis-server", REDIS_CONF, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            shlex.split(args.server_wrapper) + ["redis-server", REDIS_CONF, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--logfile", "redis.log"] + extra,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.r = redis.Redis(port=self.port, decode_responses=True)
-        for _ in range(100):
+        for _ in range(100 if not args.server_wrapper else 1200):
             try:
                 self.r.ping()
                 break
@@ -140,7 +141,7 @@ class Bench:
 
     def close(self):
         self.proc.terminate()
-        self.proc.wait(10)
+        self.proc.wait(10 if not self.a.server_wrapper else 300)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def shard(self, dev):
@@ -500,6 +501,10 @@ def main():
                          "for one device) instead of interleaved with every other device's")
     ap.add_argument("--memory", action="store_true",
                     help="Redis memory by key kind, queued and finished, and the fixed cost per device")
+    ap.add_argument("--server-wrapper", default="", metavar="COMMAND",
+                    help="run redis-server under this command, e.g. 'valgrind --tool=callgrind "
+                         "--callgrind-out-file=/tmp/redis.cg': instruction counts do not move with the "
+                         "machine's speed, so they compare two libraries where CPU times are too noisy")
     args = ap.parse_args()
     if not shutil.which("redis-server"):
         print("redis_cost: redis-server is not installed", file=sys.stderr)

@@ -86,13 +86,36 @@ local R_NXT = 27
 -- ARGV[4] = calling node (log consumer name); its own arguments follow.
 local function ctx(args)
   local t = redis.call('TIME')
-  return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), node = args[4],
+  return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), rets = args[3], node = args[4],
           now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
           logged = {}, first_log = {}, earlier = {}, due_min = {}, live = {}}
 end
 
-local function s(n) return string.format('%d', n) end
-local function key(c, sh, name) return c.P .. '{' .. sh .. '}' .. name end
+-- Numbers become strings here, never by concatenation or as redis.call arguments: Lua formats a
+-- number with '%.14g' and Redis an argument with '%.17g', both through the C library's floating-point
+-- printer, several times the cost of '%d'. Small values (shards, bucket fields, counts) are formatted
+-- once and kept, as are the shard tags of key names.
+local SMALL, SMALL_MAX = {}, 4096
+local function s(n)
+  if n >= 0 and n < SMALL_MAX then
+    local v = SMALL[n]
+    if not v then
+      v = string.format('%d', n)
+      SMALL[n] = v
+    end
+    return v
+  end
+  return string.format('%d', n)
+end
+local TAG = {}
+local function key(c, sh, name)
+  local t = TAG[sh]
+  if not t then
+    t = '{' .. s(tonumber(sh)) .. '}'
+    TAG[sh] = t
+  end
+  return c.P .. t .. name
+end
 
 -- ---- records -----------------------------------------------------------------------------------
 
@@ -139,8 +162,9 @@ local function first_status(r) return r[R_G] == 'N' and ST.UNKNOWN or ST.NOT_DEL
 
 local function pack(r)
   local ts = r[R_TS]
-  local v = {}
-  for i = 1, R_NOTE do v[i] = r[i] end
+  -- one constructor, sized once (a table grown field by field is rehashed at 1, 2, 4, 8 and 16)
+  local v = {r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15],
+             r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24]}
   v[R_CHG] = r[R_CHG] - ts
   v[R_SENT] = rel(r[R_SENT], ts)
   v[R_DUE] = RANK[r[R_ST]] > 0 and '' or rel(r[R_DUE], ts)
@@ -277,7 +301,7 @@ local function notify(c, m, st, from)
   local prev = r[R_NOTE]
   local after = ''
   if prev and prev ~= '' then
-    local p = redis.pcall('XPENDING', lk, PUB, prev, prev, 1)
+    local p = redis.pcall('XPENDING', lk, PUB, prev, prev, '1')
     if not failed(p) and p[1] and from == st then
       redis.call('XACK', lk, PUB, prev)
     elseif not failed(p) and p[1] and p[1][2] ~= c.node and p[1][3] < FRESH_MS then
@@ -285,7 +309,7 @@ local function notify(c, m, st, from)
     elseif not failed(p) and p[1] then
       -- claimed afresh even when it is ours: its idle time starts again, so the shard owner's reclaim
       -- leaves it to this node, which publishes (or confirms) it before the new change
-      local e = redis.call('XCLAIM', lk, PUB, c.node, 0, prev)[1]
+      local e = redis.call('XCLAIM', lk, PUB, c.node, '0', prev)[1]
       if e then add_note(c.earlier, m.sh, e) end
     end
   end
@@ -315,12 +339,12 @@ end
 
 local function claim_one(c, sh, n, out)
   local lk = key(c, sh, 'log')
-  local r = redis.pcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+  local r = redis.pcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', s(n), 'STREAMS', lk, '>')
   if failed(r) then
     -- A new log, or one whose group was lost: the group starts just before this call's first entry
     -- (what an older group had not confirmed is beyond recovery; a new log holds only this call's).
     redis.call('XGROUP', 'CREATE', lk, PUB, id_before(c.first_log[sh]))
-    r = redis.call('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', n, 'STREAMS', lk, '>')
+    r = redis.call('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', s(n), 'STREAMS', lk, '>')
   end
   if r then
     for _, e in ipairs(r[1][2]) do add_note(out, sh, e) end
@@ -337,7 +361,7 @@ local function claim(c, out)
   table.sort(shs)
   for from = 1, #shs, CLAIM_LOGS do
     local to = math.min(#shs, from + CLAIM_LOGS - 1)
-    local a, of = {'GROUP', PUB, c.node, 'COUNT', most, 'STREAMS'}, {}
+    local a, of = {'GROUP', PUB, c.node, 'COUNT', s(most), 'STREAMS'}, {}
     for i = from, to do
       local lk = key(c, shs[i], 'log')
       a[#a + 1] = lk
@@ -396,9 +420,9 @@ end
 local function schedule(c, sh, dev, t, lt)
   local added
   if lt then
-    added = redis.call('ZADD', key(c, sh, 'due'), 'LT', t, dev)
+    added = redis.call('ZADD', key(c, sh, 'due'), 'LT', s(t), dev)
   else
-    added = redis.call('ZADD', key(c, sh, 'due'), t, dev)
+    added = redis.call('ZADD', key(c, sh, 'due'), s(t), dev)
   end
   local h = c.due_min[sh]
   if not h or t < h then c.due_min[sh] = t end
@@ -426,7 +450,7 @@ end
 -- that have neither work nor state left. Called where a device can first appear: devset, and accept
 -- when the device was not scheduled (a scheduled device has work, so con_devices kept its name).
 local function index_dev(c, sh, dev)
-  redis.call('ZADD', key(c, sh, 'dx'), 0, dev)
+  redis.call('ZADD', key(c, sh, 'dx'), '0', dev)
 end
 
 -- Takes a message out of its device queue (stream entry, or the not-before schedule).
@@ -437,7 +461,7 @@ local function unqueue(c, m)
     r[R_SID] = ''
   elseif r[R_NB] > 0 then
     if redis.call('ZREM', key(c, m.sh, 'sc:' .. r[R_DEV]), s(m.id)) == 1 then
-      redis.call('HINCRBY', dkey(c, m.sh, r[R_DEV]), 'sc', -1)
+      redis.call('HINCRBY', dkey(c, m.sh, r[R_DEV]), 'sc', '-1')
     end
   end
 end
@@ -452,11 +476,11 @@ local function retire(c, m)
     if lcount(n) > 0 then n = n - 1 end
     c.live[m.bk] = n
     m.count = c.live -- written by the save that follows
-    if lcount(n) <= 0 then redis.call('EXPIRE', m.bk, c.ret) end
-    if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.ret) end
+    if lcount(n) <= 0 then redis.call('EXPIRE', m.bk, c.rets) end
+    if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.rets) end
     -- its deadline member (the bucket's, see DL) stays: the pass that reaches it finds no live message
   else
-    redis.call('EXPIRE', m.bk, c.ret, 'GT') -- a later change extends an expiring bucket
+    redis.call('EXPIRE', m.bk, c.rets, 'GT') -- a later change extends an expiring bucket
   end
 end
 
@@ -512,7 +536,7 @@ local function dev_write(c, dk, cfg, x, fields)
     fields[#fields + 1] = 'x'
     fields[#fields + 1] = s(c.now)
     redis.call('HSET', dk, unpack(fields))
-    redis.call('EXPIRE', dk, c.ret + math.ceil(c.ret / 4))
+    redis.call('EXPIRE', dk, s(c.ret + math.ceil(c.ret / 4)))
   else
     redis.call('HSET', dk, unpack(fields))
   end
@@ -536,7 +560,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     local sck = key(c, sh, 'sc:' .. dev)
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', sck, '-inf', c.now, 'LIMIT', 0, 100)) do
       redis.call('ZREM', sck, id)
-      scheduled = redis.call('HINCRBY', dk, 'sc', -1)
+      scheduled = redis.call('HINCRBY', dk, 'sc', '-1')
       local m = load(c, tonumber(id))
       if m and pending(m.r) then
         enqueue(c, m)
@@ -560,12 +584,12 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   local last = dv[8]
   if last then
     local count = win + 2
-    entries = redis.call('XRANGE', q, '-', '+', 'COUNT', count)
+    entries = redis.call('XRANGE', q, '-', '+', 'COUNT', s(count))
     complete = #entries < count
     while true do
       while entries[inflight_n + 1] and id_le(entries[inflight_n + 1][1], last) do inflight_n = inflight_n + 1 end
       if complete or #entries >= inflight_n + 2 then break end
-      local more = redis.call('XRANGE', q, '(' .. entries[#entries][1], '+', 'COUNT', count)
+      local more = redis.call('XRANGE', q, '(' .. entries[#entries][1], '+', 'COUNT', s(count))
       for _, e in ipairs(more) do entries[#entries + 1] = e end
       complete = #more < count
     end
@@ -574,13 +598,13 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if not failed(p) then
       inflight_n = p[1]
       last = p[3] or '0-0'
-      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', inflight_n + 2)
+      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', s(inflight_n + 2))
       complete = #entries < inflight_n + 2
     elseif redis.call('XLEN', q) > 0 then
       -- a queue no pass has seen yet: its group starts before its first entry
       redis.call('XGROUP', 'CREATE', q, GROUP, '0')
       last = '0-0'
-      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', 2)
+      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', '2')
       complete = #entries < 2
     end
   end
@@ -619,7 +643,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   -- The entry after entries[at], or nil at the end of the queue.
   local function after()
     if entries[at + 1] or complete then return entries[at + 1] end
-    local nx = redis.call('XRANGE', q, '(' .. entries[at][1], '+', 'COUNT', 1)[1]
+    local nx = redis.call('XRANGE', q, '(' .. entries[at][1], '+', 'COUNT', '1')[1]
     if nx then entries[at + 1] = nx else complete = true end
     return nx
   end
@@ -630,11 +654,11 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if not m then
       for _ = 1, 64 do
         if not nexte or (inflight >= win and nexte[2][4] ~= 'N') then break end
-        local rd = redis.pcall('XREADGROUP', 'GROUP', GROUP, 's' .. sh, 'COUNT', 1, 'STREAMS', q, '>')
+        local rd = redis.pcall('XREADGROUP', 'GROUP', GROUP, 's' .. s(sh), 'COUNT', '1', 'STREAMS', q, '>')
         if failed(rd) then
           -- The queue expired while idle and came back without its group: nothing of it was read.
           redis.call('XGROUP', 'CREATE', q, GROUP, '0')
-          rd = redis.call('XREADGROUP', 'GROUP', GROUP, 's' .. sh, 'COUNT', 1, 'STREAMS', q, '>')
+          rd = redis.call('XREADGROUP', 'GROUP', GROUP, 's' .. s(sh), 'COUNT', '1', 'STREAMS', q, '>')
         end
         if not rd then
           -- 'r' was behind the group (a send by an older library): count again at the next pass.
@@ -708,7 +732,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if soonest then consider(math.max(soonest, nxt)) end
   end
   if scheduled > 0 then
-    local first = redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), '0', '0', 'WITHSCORES')
     if first[2] then consider(tonumber(first[2])) end
   end
   if not due then due = c.now + pol.retry_max end
@@ -883,7 +907,7 @@ local function accept_one(c, a, i, idmax, out)
     -- already (then the pass may have taken it away): see DL.
     local e = lentry(live)
     if e == 0 or deadline < e or e <= c.now then
-      redis.call('ZADD', key(c, sh, 'due'), 'LT', deadline, dl_member(c, id))
+      redis.call('ZADD', key(c, sh, 'due'), 'LT', s(deadline), dl_member(c, id))
       live = live + (deadline - e) * LIVE_DIV
       m.count = c.live -- written by the save below
     end
@@ -893,8 +917,8 @@ local function accept_one(c, a, i, idmax, out)
   local new_dev
   if nb > c.now then
     local dk = dkey(c, sh, dev)
-    redis.call('ZADD', key(c, sh, 'sc:' .. dev), nb, s(id))
-    redis.call('HINCRBY', dk, 'sc', 1)
+    redis.call('ZADD', key(c, sh, 'sc:' .. dev), s(nb), s(id))
+    redis.call('HINCRBY', dk, 'sc', '1')
     local dv = redis.call('HMGET', dk, 'cfg', 'x')
     if dev_refresh(c, dv[1], dv[2]) then dev_write(c, dk, dv[1], dv[2], {}) end
     new_dev = wake(c, sh, dev, nb)
@@ -908,20 +932,21 @@ local function accept_one(c, a, i, idmax, out)
   notify(c, m, st, nil)
   save(m)
   local dm = key(c, sh, 'dm:' .. dev)
-  redis.call('ZADD', dm, id, s(id))
+  local sid = s(id)
+  redis.call('ZADD', dm, sid, sid)
   if ((id - sh) / c.S) % 32 == 0 then
     -- now and then: bound the per-device listing to the newest 10,000 and let it expire when idle
-    redis.call('ZREMRANGEBYRANK', dm, 0, -10001)
-    redis.call('EXPIRE', dm, c.ret)
+    redis.call('ZREMRANGEBYRANK', dm, '0', '-10001')
+    redis.call('EXPIRE', dm, c.rets)
   end
   if ((id - sh) / c.S) % 64 == 1 then
     -- fleet search index (con_search): time -> position of every 64th message, kept for the retention
     local ix = key(c, sh, 'ix')
-    redis.call('ZADD', ix, c.now, s(id))
-    redis.call('ZREMRANGEBYSCORE', ix, '-inf', c.now - c.ret * 1000)
+    redis.call('ZADD', ix, s(c.now), sid)
+    redis.call('ZREMRANGEBYSCORE', ix, '-inf', s(c.now - c.ret * 1000))
   end
-  if idk ~= '' then redis.call('SET', key(c, sh, 'ik:' .. idk), fp .. ' ' .. s(id)) end
-  out[#out + 1] = 'OK'; out[#out + 1] = s(id); out[#out + 1] = STN[st]; out[#out + 1] = cancelled
+  if idk ~= '' then redis.call('SET', key(c, sh, 'ik:' .. idk), fp .. ' ' .. sid) end
+  out[#out + 1] = 'OK'; out[#out + 1] = sid; out[#out + 1] = STN[st]; out[#out + 1] = cancelled
 end
 
 -- accept_batch: stores producer messages atomically, in order.
@@ -967,7 +992,7 @@ local function accept_batch(keys, args)
   if tk then
     local ids = {}
     for i = 1, #notes, 9 do ids[#ids + 1] = tonumber(notes[i]); ids[#ids + 1] = notes[i + 1] end
-    redis.call('SET', tk, cmsgpack.pack({out, ids}), 'EX', tttl)
+    redis.call('SET', tk, cmsgpack.pack({out, ids}), 'EX', args[7])
   end
   return {out, notes}
 end
@@ -1073,7 +1098,7 @@ local function expire_bucket(c, sh, bn, mem, stats)
   c.live[bk] = live
   redis.call('HSET', bk, '#', s(live))
   if nxt then
-    redis.call('ZADD', key(c, sh, 'due'), nxt, mem)
+    redis.call('ZADD', key(c, sh, 'due'), s(nxt), mem)
     local h = c.due_min[sh]
     if not h or nxt < h then c.due_min[sh] = nxt end
   end
@@ -1094,7 +1119,7 @@ local function pass_one(c, sh, batch, pol, out, tagged)
   local dk = key(c, sh, 'due')
   local nexp, head = 0, nil
   local devs = {}
-  local due = redis.call('ZRANGE', dk, 0, batch, 'WITHSCORES')
+  local due = redis.call('ZRANGE', dk, '0', s(batch), 'WITHSCORES')
   for i = 1, #due, 2 do
     local t = tonumber(due[i + 1])
     if t > c.now or nexp + #devs >= batch then head = t; break end
