@@ -250,6 +250,53 @@ static const char *field(const redisReply *f, const char *name)
     return "";
 }
 
+/* The values of a status log entry (common/lua/drover.lua, note_value). The library writes them in
+ * one field "n", each as <length>:<bytes>; libraries of generation 2 and before wrote the pairs
+ * i d s t p x k a. Both forms are read. */
+enum { NOTE_ID, NOTE_DEV, NOTE_ST, NOTE_TMP, NOTE_PD, NOTE_EXT, NOTE_KEY, NOTE_AFTER, NOTE_VALUES };
+
+typedef struct {
+    const char *v[NOTE_VALUES]; /* NUL-terminated: in buf, in the reply, or "" */
+    char *buf;
+} note_t;
+
+/* Fills n from an entry's field list f; returns 0, or -1 (every value "") for a malformed "n". */
+static int note_read(const redisReply *f, note_t *n)
+{
+    static const char *const pair_names[NOTE_VALUES] = {"i", "d", "s", "t", "p", "x", "k", "a"};
+    n->buf = NULL;
+    for (int k = 0; k < NOTE_VALUES; k++)
+        n->v[k] = "";
+    if (f->elements != 2 || f->element[0]->type != REDIS_REPLY_STRING || strcmp(f->element[0]->str, "n") != 0 ||
+        f->element[1]->type != REDIS_REPLY_STRING) {
+        for (int k = 0; k < NOTE_VALUES; k++)
+            n->v[k] = field(f, pair_names[k]);
+        return 0;
+    }
+    const char *p = f->element[1]->str, *end = p + f->element[1]->len;
+    /* every value has a prefix of at least two bytes ("0:"), so values and their NULs fit */
+    char *out = n->buf = dr_malloc(f->element[1]->len + NOTE_VALUES);
+    for (int k = 0; k < NOTE_VALUES; k++) {
+        const char *q = p;
+        size_t len = 0;
+        while (q < end && *q >= '0' && *q <= '9' && len <= (size_t)(end - p))
+            len = len * 10 + (size_t)(*q++ - '0');
+        if (q == p || q == end || *q != ':' || len > (size_t)(end - q - 1)) {
+            free(n->buf);
+            n->buf = NULL;
+            for (int j = 0; j < NOTE_VALUES; j++)
+                n->v[j] = "";
+            return -1;
+        }
+        memcpy(out, q + 1, len);
+        out[len] = '\0';
+        n->v[k] = out;
+        out += len + 1;
+        p = q + 1 + len;
+    }
+    return 0;
+}
+
 /* One formatted event, sorted by log position before sending. */
 typedef struct {
     log_pos_t at;
@@ -272,21 +319,28 @@ static int event_cmp(const void *a, const void *b)
 static char *format_event(const sse_t *s, uint32_t shard, const char *entry_id, const log_pos_t *at,
                           const redisReply *f, size_t *len)
 {
-    const char *dev = field(f, "d");
-    if ((s->device[0] && strcmp(dev, s->device) != 0) || (s->producer[0] && strcmp(field(f, "p"), s->producer) != 0) ||
-        (s->key[0] && strcmp(field(f, "k"), s->key) != 0))
+    note_t nt;
+    if (note_read(f, &nt) != 0) {
+        dr_log(DR_LOG_WARNING, "event=sse_entry_malformed shard=%u entry=%s", shard, entry_id);
         return NULL;
-    const char *name = field(f, "s");
+    }
+    const char *dev = nt.v[NOTE_DEV];
+    const char *name = nt.v[NOTE_ST];
     int st = dr_status_parse(name, strlen(name));
-    if (st < 0)
+    if ((s->device[0] && strcmp(dev, s->device) != 0) ||
+        (s->producer[0] && strcmp(nt.v[NOTE_PD], s->producer) != 0) ||
+        (s->key[0] && strcmp(nt.v[NOTE_KEY], s->key) != 0) || st < 0) {
+        free(nt.buf);
         return NULL;
+    }
     char *qdev = dr_codec_json_string(dev);
     char *text = NULL;
     int n = asprintf(&text,
                      "id: %u:%s\nevent: status\ndata: {\"id\":%lld,\"device\":%s,\"status\":\"%s\",\"ts\":%llu}\n\n",
-                     shard, entry_id, strtoll(field(f, "i"), NULL, 10), qdev,
-                     rest_status_name(st, strcmp(field(f, "x"), "1") == 0, 1), (unsigned long long)at->ms);
+                     shard, entry_id, strtoll(nt.v[NOTE_ID], NULL, 10), qdev,
+                     rest_status_name(st, strcmp(nt.v[NOTE_EXT], "1") == 0, 1), (unsigned long long)at->ms);
     free(qdev);
+    free(nt.buf);
     if (n < 0)
         dr_mem_oom(0);
     *len = (size_t)n;

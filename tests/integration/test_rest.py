@@ -518,3 +518,37 @@ def test_sse_streams_every_change_in_order_and_resumes(rest):
     wait_until(lambda: third.statuses(mine) == ["NOT_DELIVERED"], 10)
     assert all(e["data"]["device"] == "rest-dev" for e in third.events)
     third.close()
+
+
+def log_value(*values):
+    """A status log entry's one field 'n' as the library writes it: each value as <length>:<bytes>."""
+    return "".join("%d:%s" % (len(v.encode()), v) for v in values)
+
+
+def test_sse_reads_both_forms_of_log_entries_and_skips_malformed_ones(rest):
+    """The library writes a log entry as one field 'n' (generation 3); entries of generation 2 and
+    before, field pairs, may still be in a log after an upgrade. SSE shows both, filters both, and
+    skips an entry it cannot read without stopping the stream."""
+    reader = SseReader(rest, "?device=sse-forms", rest.admin)
+    time.sleep(0.5)
+    mid = submit(rest, "sse-forms")
+    wait_until(lambda: reader.statuses(mid) == ["NOT_DELIVERED"], 10, msg=lambda: "events: %s" % reader.events)
+    log = "%s{%d}log" % (rest.stack.prefix, mid % rest.stack.shards)
+    raw = rest.stack.redis_call(lambda r: r.xrange(log, "-", "+"))
+    mine = [f for _, f in raw if f.get("n", "").startswith(log_value(str(mid)))]
+    assert mine and set(mine[0]) == {"n"}, "the library's entry is not the one-field form: %s" % raw[-3:]
+
+    def inject(r):
+        r.xadd(log, {"i": "777001", "d": "sse-forms", "s": "DELIVERED", "t": "", "p": "", "x": "0", "k": "", "a": ""})
+        r.xadd(log, {"n": "9:77"})  # malformed: the length runs past the end
+        r.xadd(log, {"n": log_value("777002", "sse-other-dev", "DELIVERED", "", "", "0", "", "")})
+        r.xadd(log, {"n": log_value("777003", "sse-forms", "COMPLETED", "5", "pd:x", "1", "k 1", "")})
+    rest.stack.redis_call(inject)
+    wait_until(lambda: reader.statuses(777003) == ["COMPLETED"], 10, msg=lambda: "events: %s" % reader.events)
+    assert reader.statuses(777001) == ["DELIVERED"], reader.events
+    assert reader.statuses(777002) == [], "another device's entry passed the device filter: %s" % reader.events
+    assert all(e["data"]["device"] == "sse-forms" for e in reader.events), reader.events
+    # the stream goes on after the malformed entry
+    later = submit(rest, "sse-forms")
+    wait_until(lambda: reader.statuses(later) == ["NOT_DELIVERED"], 10, msg=lambda: "events: %s" % reader.events)
+    reader.close()
