@@ -382,10 +382,32 @@ static void on_write(uv_write_t *req, int status)
         pump(m); /* the write queue shrank */
 }
 
-/* Hands n bytes at base (taken over) to libuv. */
+/* Hands n bytes at base (taken over) to the socket. What the socket takes at once is written with
+ * uv_try_write: no request, and no change to what the loop polls for (libuv re-arms the socket's poll,
+ * one epoll_ctl, after every uv_write it completes). The rest, and a write whose completion matters
+ * (QoS 0 publishes complete when written; a DISCONNECT closes after it), goes through uv_write, which
+ * keeps the order: uv_try_write writes nothing while an earlier uv_write is still queued. */
 static void send_bytes(conn_t *c, char *base, size_t n, size_t nqos0, int close_after)
 {
     dr_mqttc_t *m = c->m;
+    size_t off = 0;
+    if (nqos0 == 0 && !close_after && n > 0) {
+        uv_buf_t b = uv_buf_init(base, (unsigned)n);
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            free(base);
+            drop(m, "write failed: %s", uv_strerror(rc));
+            return;
+        }
+        if (rc > 0) {
+            off = (size_t)rc;
+            m->last_sent = dr_mono_ms();
+        }
+        if (off == n) {
+            free(base);
+            return;
+        }
+    }
     wreq_t *w = dr_calloc(1, sizeof(*w));
     w->c = c;
     w->base = base;
@@ -393,7 +415,7 @@ static void send_bytes(conn_t *c, char *base, size_t n, size_t nqos0, int close_
     w->nqos0 = nqos0;
     w->close_after = close_after;
     w->req.data = w;
-    uv_buf_t b = uv_buf_init(base, (unsigned)n);
+    uv_buf_t b = uv_buf_init(base + off, (unsigned)(n - off));
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc != 0) {
         free(base);

@@ -80,3 +80,27 @@ def test_redis_outage_longer_than_keepalive_stores_nothing_twice(stack_factory):
     assert "event=mqtt_disconnected" not in log, log[-3000:]
     broker = [ln for ln in stack.mqtt.log_text()[broker_mark:].splitlines() if "drover-in-" in ln]
     assert not [ln for ln in broker if "timeout" in ln or "disconnect" in ln], broker
+
+
+def test_a_call_larger_than_the_socket_takes_is_written_when_redis_reads_again(stack_factory):
+    """The Redis client writes a loop turn's commands itself before the loop polls again and watches
+    the socket for room only when it did not take everything (common/src/redis.c, event adapter). With
+    Redis stopped, a batch of large messages (up to 16 MB) fills the socket's buffers (the client then
+    watches for room: the ingress's log showed it); once Redis reads again the rest must follow by
+    itself: a client that lost track of what is left to write would leave the batch half written and
+    nothing would be stored."""
+    n, size = 32, 512 * 1024
+    stack = stack_factory({"ingress.max_payload": 1048576, "device.max_message": 0})
+    prod = stack.producer("big")
+    seq0 = stack.seq()
+    stack.redis.pause()
+    try:
+        tmps = [prod.send("dev-big-%d" % (i % 4), command="c", data={"i": i, "pad": "x" * size})
+                for i in range(n)]
+        time.sleep(2)  # the ingress reads them and writes its call into a socket nobody reads
+        assert not any(prod.for_tmp(t) for t in tmps), "a receipt before Redis stored anything"
+    finally:
+        stack.redis.resume()
+    ids = [prod.receipt_id(t, timeout=60) for t in tmps]
+    assert len(set(ids)) == n
+    assert stack.seq() == seq0 + n
