@@ -21,6 +21,8 @@ int dr_loop_init(dr_loop_t *l)
     l->uv = uv_default_loop();
     l->head = l->tail = NULL;
     l->closed = 0;
+    l->linger_on = l->linger_us = l->linger_turns = l->linger_busy = 0;
+    l->linger_window = 0;
     pthread_mutex_init(&l->mu, NULL);
     if (uv_async_init(l->uv, &l->async, on_async) != 0)
         return DR_EIO;
@@ -75,6 +77,47 @@ void dr_loop_close(dr_loop_t *l)
     pthread_mutex_unlock(&l->mu);
     dr_loop_drain(l);
     uv_close((uv_handle_t *)&l->async, NULL);
+    if (l->linger_on) {
+        l->linger_on = 0;
+        uv_close((uv_handle_t *)&l->linger, NULL);
+    }
+}
+
+/* Each turn that ran its check phase counts; the window of DR_LOOP_WINDOW_MS that ended decides
+ * whether the turns of the next one wait. A turn that waited is slower, so a loop kept busy by a
+ * steady stream of input keeps waiting (at most about 1000 / us * DR_LOOP_WINDOW_MS turns fit a
+ * window), and one whose input stops finds its next poll blocking and falls below the threshold. The
+ * wait is a plain sleep of the loop thread: nothing else runs on it meanwhile, and the kernel keeps
+ * what arrives for the next poll. */
+static void on_linger(uv_check_t *h)
+{
+    dr_loop_t *l = h->data;
+    uint64_t window = uv_now(l->uv) / DR_LOOP_WINDOW_MS;
+    if (window != l->linger_window) {
+        l->linger_busy = window == l->linger_window + 1 && l->linger_turns >= DR_LOOP_BUSY_TURNS;
+        l->linger_turns = 0;
+        l->linger_window = window;
+    }
+    l->linger_turns++;
+    if (l->linger_busy) {
+        struct timespec ts = {0, (long)l->linger_us * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void dr_loop_linger(dr_loop_t *l, int us)
+{
+    if (!l->linger_on) {
+        uv_check_init(l->uv, &l->linger);
+        l->linger.data = l;
+        uv_unref((uv_handle_t *)&l->linger);
+        l->linger_on = 1;
+    }
+    l->linger_us = us;
+    if (us > 0)
+        uv_check_start(&l->linger, on_linger);
+    else
+        uv_check_stop(&l->linger);
 }
 
 int64_t dr_now_ms(void)

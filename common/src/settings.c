@@ -48,6 +48,7 @@ static const dr_config_opt_t table[] = {
     OPT("mqtt.tls_verify", DR_CFG_INT, 0, 1, "1", mqtt_tls_verify, 0, "MQTT TLS: 0 skips the certificate and host name checks (tests only)"),
     OPT("ingress.max_payload", DR_CFG_INT, 256, 16777216, "65536", ingress_max_payload, 0, "largest accepted payload (bytes)"),
     OPT("ingress.max_device_id", DR_CFG_INT, 1, 200, "128", ingress_max_device_id, 0, "longest device id (bytes)"),
+    OPT("ingress.linger_us", DR_CFG_INT, 0, 5000, "500", ingress_linger_us, 0, "while busy, wait this long (us) after each loop turn so that what arrives meanwhile is handled together (0: never)"),
     OPT("http.port", DR_CFG_INT, 0, 65535, "8080", http_port, 0, "REST API port (0: no REST API)"),
     OPT("http.bind", DR_CFG_STR, 1, 255, "127.0.0.1", http_bind, 0, "REST API listen address"),
     OPT("http.max_body", DR_CFG_INT, 256, 16777216, "65536", http_max_body, 0, "largest request body (bytes)"),

@@ -211,6 +211,7 @@ int main(int argc, char **argv)
     if (open_mqtt(in, err) != 0)
         goto fail;
     in->ingest = ingest_new(in);
+    dr_loop_linger(&in->node.loop, (int)cfg->ingress_linger_us);
     in->notes = dr_notes_new(in->node.loop.uv, in->node.redis, &in->store, in->node.bus, in->status_subject, publish_note, in);
     dr_redis_on_state(in->node.redis, on_redis_state, in);
     dr_node_set_callbacks(&in->node, 100, NULL, on_stop, in);

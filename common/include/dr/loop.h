@@ -8,6 +8,7 @@
 #define DR_LOOP_H
 
 #include <pthread.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef void dr_loop_fn(void *arg);
@@ -21,6 +22,9 @@ typedef struct {
     pthread_mutex_t mu;
     dr_loop_item_t *head, *tail;
     int closed;
+    uv_check_t linger;      /* see dr_loop_linger */
+    int linger_us, linger_turns, linger_busy, linger_on;
+    uint64_t linger_window;
 } dr_loop_t;
 
 /* Initialises l on the default libuv loop. Returns 0 or DR_EIO. Loop thread only. */
@@ -35,6 +39,14 @@ void dr_loop_drain(dr_loop_t *l);
 
 /* Refuses further posts, runs what is queued, closes the async handle. Loop thread only. */
 void dr_loop_close(dr_loop_t *l);
+
+/* While the loop is busy (DR_LOOP_BUSY_TURNS or more turns in the last DR_LOOP_WINDOW_MS), it waits us
+ * microseconds at the end of each turn before it polls again, so that what arrives meanwhile is read
+ * and handled in one turn: fewer wake-ups of the process and larger batches, for at most us of
+ * added delay per turn. A quiet loop never waits. 0 turns it off (the default). Loop thread only. */
+#define DR_LOOP_BUSY_TURNS 8
+#define DR_LOOP_WINDOW_MS 10
+void dr_loop_linger(dr_loop_t *l, int us);
 
 /* Milliseconds since the epoch (wall clock) and monotonic milliseconds. */
 int64_t dr_now_ms(void);

@@ -44,6 +44,7 @@ typedef struct {
     /* ingress */
     int64_t ingress_max_payload;
     int64_t ingress_max_device_id;
+    int64_t ingress_linger_us; /* busy loop: wait before the next poll (dr_loop_linger) */
     /* REST API (ingress) */
     int64_t http_port;      /* 0: no HTTP listener */
     char *http_bind;
