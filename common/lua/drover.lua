@@ -284,15 +284,18 @@ local function note_value(v)
          ':' .. v[8]
 end
 
--- The eight values of a log entry's field list f, in either form.
+-- The eight values of a log entry's field list f, in either form; nil when it is neither (nothing
+-- the library writes: such an entry is confirmed unpublished where it is met).
 local function note_fields(f)
   if f[1] ~= 'n' then
-    return {f[2], f[4], f[6], f[8], f[10], f[12], f[14] or '', f[16] or ''}
+    if not f[6] then return nil end
+    return {f[2], f[4], f[6], f[8] or '', f[10] or '', f[12] or '', f[14] or '', f[16] or ''}
   end
   local v, str, at = {}, f[2], 1
   for k = 1, 8 do
     local colon = string.find(str, ':', at, true)
-    local len = tonumber(string.sub(str, at, colon - 1))
+    local len = colon and tonumber(string.sub(str, at, colon - 1))
+    if not len or colon + len > #str then return nil end
     v[k] = string.sub(str, colon + 1, colon + len)
     at = colon + len + 1
   end
@@ -301,12 +304,14 @@ end
 
 -- Appends one note (9 strings, see claim) from a log entry {id, fields} of shard sh to out. made:
 -- the values of the entries this call wrote, by shard and entry id (c.made), so those need no
--- decoding.
+-- decoding. Returns false for an entry that holds no note (see note_fields).
 local function add_note(out, sh, e, made)
   local v = made and made[sh] and made[sh][e[1]] or note_fields(e[2])
+  if not v then return false end
   out[#out + 1] = s(sh); out[#out + 1] = e[1]
-  out[#out + 1] = v[1]; out[#out + 1] = v[2]; out[#out + 1] = v[3]; out[#out + 1] = v[4]
-  out[#out + 1] = v[5]; out[#out + 1] = v[6]; out[#out + 1] = v[8]
+  out[#out + 1] = v[NOTE_ID]; out[#out + 1] = v[NOTE_DEV]; out[#out + 1] = v[NOTE_ST]; out[#out + 1] = v[NOTE_TMP]
+  out[#out + 1] = v[NOTE_PD]; out[#out + 1] = v[NOTE_EXT]; out[#out + 1] = v[NOTE_AFTER]
+  return true
 end
 
 -- Another node's unconfirmed note younger than this is probably on its way to the broker: the next
@@ -1295,7 +1300,7 @@ local function reclaim(keys, args)
   -- may miss such a change; it never sees a message's status go backwards.
   local out, superseded = {}, {}
   for _, e in ipairs(r[2]) do
-    local v = note_fields(e[2])
+    local v = note_fields(e[2]) or {'', ''}
     local m = load(c, tonumber(v[NOTE_ID]))
     local last = m and m.r[R_NOTE] or ''
     -- the same message (not a later one that reused its id after a wrap): same device, logged since
@@ -1303,8 +1308,8 @@ local function reclaim(keys, args)
     if last ~= '' and last ~= e[1] and id_le(e[1], last) and m.r[R_DEV] == v[NOTE_DEV] and
        tonumber(string.match(e[1], '^(%d+)')) >= m.r[R_TS] then
       superseded[#superseded + 1] = e[1]
-    else
-      add_note(out, sh, e)
+    elseif not add_note(out, sh, e) then
+      superseded[#superseded + 1] = e[1] -- holds no note: nothing to publish
     end
   end
   if #superseded > 0 then redis.call('XACK', lk, PUB, unpack(superseded)) end
@@ -1328,7 +1333,10 @@ local function note_wait(keys, args)
   local e = redis.call('XCLAIM', lk, PUB, c.node, 0, id)[1]
   if not e then return 1 end
   local out = {}
-  add_note(out, sh, e)
+  if not add_note(out, sh, e) then
+    redis.call('XACK', lk, PUB, id) -- holds no note: nothing to publish
+    return 1
+  end
   return out
 end
 

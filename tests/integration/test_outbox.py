@@ -89,3 +89,28 @@ def test_a_lost_confirmation_never_repeats_an_older_status(stack_factory):
     s.wait_metric("status_delivered", 1)
     m = s.metrics()  # the stack's readiness probe is a message too: one NOT_DELIVERED per accepted message
     assert m["status_not_delivered"] == m["producer_accepted"] == 2, m
+
+
+def test_an_entry_that_holds_no_note_is_confirmed_and_the_rest_goes_on(stack_factory):
+    """A status log entry the library cannot read (neither the one-field form nor the older pairs:
+    nothing Drover writes, but a log is only a Redis key) claimed by a node that died is confirmed by
+    the owner's reclaim instead of failing it, and the changes around it are published."""
+    s = stack_factory({"cluster.shards": 1})
+    prod = s.producer("ob3")
+    log = "%s{0}log" % s.prefix
+    first = prod.receipt_id(prod.send("dev-ob3", command="before"), timeout=15)
+
+    def inject(r):
+        if not r.exists(log):
+            r.xgroup_create(log, "pub", id="$", mkstream=True)
+        r.xadd(log, {"n": "9:77"})             # the length runs past the end
+        r.xadd(log, {"x": "y"})                # neither form
+        r.xadd(log, {"i": "100001", "d": "dev-ob3-old", "s": "NOT_DELIVERED", "t": "7", "p": "ob3", "x": "0",
+                     "k": ""})                # the older form: published
+        r.xreadgroup("pub", "node-that-died", {log: ">"})
+    s.redis_call(inject)
+    wait_until(lambda: any(n.msg.get("id") == 100001 for n in prod.responses), 60,
+               msg="the older-form entry after the unreadable ones was not published")
+    wait_until(lambda: unconfirmed(s, 0) == 0, 30, msg=lambda: "%d entries unconfirmed" % unconfirmed(s, 0))
+    later = prod.receipt_id(prod.send("dev-ob3", command="after"), timeout=15)
+    assert later > first
