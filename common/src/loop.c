@@ -83,13 +83,15 @@ void dr_loop_close(dr_loop_t *l)
     }
 }
 
-/* Each turn that ran its check phase counts; the window of DR_LOOP_WINDOW_MS that ended decides
- * whether the turns of the next one wait. A turn that waited is slower, so a loop kept busy by a
- * steady stream of input keeps waiting (at most about 1000 / us * DR_LOOP_WINDOW_MS turns fit a
- * window), and one whose input stops finds its next poll blocking and falls below the threshold. The
- * wait is a plain sleep of the loop thread: nothing else runs on it meanwhile, and the kernel keeps
- * what arrives for the next poll. */
-static void on_linger(uv_check_t *h)
+/* The wait is the last thing a turn does before it polls (a uv_prepare handle: libuv runs the prepare
+ * handles started last first, so what other modules flush in that phase, such as the Redis client's
+ * commands of the turn, is written before the wait; what they flush earlier, in the idle phase, too).
+ * Each turn counts; the window of DR_LOOP_WINDOW_MS that ended decides whether the turns of the next
+ * one wait. A turn that waited is slower, so a loop kept busy by a steady stream of input keeps
+ * waiting (at most about 1000 / us * DR_LOOP_WINDOW_MS turns fit a window), and one whose input stops
+ * finds its next poll blocking and falls below the threshold. The wait is a plain sleep of the loop
+ * thread: nothing else runs on it meanwhile, and the kernel keeps what arrives for the next poll. */
+static void on_linger(uv_prepare_t *h)
 {
     dr_loop_t *l = h->data;
     uint64_t window = uv_now(l->uv) / DR_LOOP_WINDOW_MS;
@@ -108,16 +110,16 @@ static void on_linger(uv_check_t *h)
 void dr_loop_linger(dr_loop_t *l, int us)
 {
     if (!l->linger_on) {
-        uv_check_init(l->uv, &l->linger);
+        uv_prepare_init(l->uv, &l->linger);
         l->linger.data = l;
         uv_unref((uv_handle_t *)&l->linger);
         l->linger_on = 1;
     }
     l->linger_us = us;
     if (us > 0)
-        uv_check_start(&l->linger, on_linger);
+        uv_prepare_start(&l->linger, on_linger);
     else
-        uv_check_stop(&l->linger);
+        uv_prepare_stop(&l->linger);
 }
 
 int64_t dr_now_ms(void)

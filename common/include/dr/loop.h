@@ -22,7 +22,7 @@ typedef struct {
     pthread_mutex_t mu;
     dr_loop_item_t *head, *tail;
     int closed;
-    uv_check_t linger;      /* see dr_loop_linger */
+    uv_prepare_t linger;    /* see dr_loop_linger */
     int linger_us, linger_turns, linger_busy, linger_on;
     uint64_t linger_window;
 } dr_loop_t;
@@ -41,7 +41,7 @@ void dr_loop_drain(dr_loop_t *l);
 void dr_loop_close(dr_loop_t *l);
 
 /* While the loop is busy (DR_LOOP_BUSY_TURNS or more turns in the last DR_LOOP_WINDOW_MS), it waits us
- * microseconds at the end of each turn before it polls again, so that what arrives meanwhile is read
+ * microseconds at the end of each turn, just before it polls again, so that what arrives meanwhile is read
  * and handled in one turn: fewer wake-ups of the process and larger batches, for at most us of
  * added delay per turn. A quiet loop never waits. 0 turns it off (the default). Loop thread only. */
 #define DR_LOOP_BUSY_TURNS 8
