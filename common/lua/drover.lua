@@ -1891,9 +1891,15 @@ local function backlog(keys, args)
         local p = redis.pcall('XPENDING', q, GROUP)
         if not failed(p) then inflight = inflight + p[1] end
         scheduled = scheduled + redis.call('ZCARD', key(c, sh, 'sc:' .. dev))
-        local first = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)[1]
+        -- The queue's first entry: with entries in flight, the oldest of them (an entry leaves the
+        -- group's pending list and the queue together, and the group reads in order), else a read.
+        local first = not failed(p) and p[1] > 0 and p[2]
+        if not first then
+          local e = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)[1]
+          first = e and e[1]
+        end
         if first then
-          local ms = tonumber(string.match(first[1], '^(%d+)'))
+          local ms = tonumber(string.match(first, '^(%d+)'))
           if oldest < 0 or ms < oldest then oldest = ms end
         end
       end

@@ -51,6 +51,8 @@ typedef struct {
     dr_httpmini_t *http;        /* /metrics, /healthz, /readyz; NULL when metrics.port is 0 */
     dr_store_backlog_t backlog; /* gauges of the last complete backlog round */
     int64_t backlog_at;         /* monotonic ms of that round; 0: none yet */
+    int64_t backlog_took_ms;    /* how long that round took */
+    int64_t backlog_wait_ms;    /* the wait it set before the next round */
     int64_t next_backlog;
     int backlog_running;
 } dispatcher_t;

@@ -3,12 +3,17 @@
  *
  * DESIGN
  * A scrape never waits for Redis: it reports what the process knows now (leases, connections, passes)
- * and the backlog figures of the last backlog round. A round runs every BACKLOG_MS from the cron: one
- * read-only backlog call per BACKLOG_CHUNK owned shards, each looking at no more than
- * BACKLOG_DEVICES devices per shard, so its cost is bounded whatever the scrape rate; the figures
- * are published once every call of the round has answered, and a failed round keeps the previous
- * figures (drover_backlog_age_seconds shows how old they are). A complete round's figures also go
- * into the node's metrics hash as gauges (dr_metrics_gauge_set), for cluster-wide readers.
+ * and the backlog figures of the last backlog round. A round is a series of read-only backlog calls,
+ * one per BACKLOG_CHUNK owned shards, each looking at no more than BACKLOG_DEVICES devices per shard,
+ * so its cost is bounded whatever the scrape rate. A round looks at every device with work (a few
+ * Redis commands each), so with a large backlog it is real work for Redis: its calls go one after
+ * another (each blocks Redis only for its own chunk, and the hot path's calls run in between), and
+ * the next round starts BACKLOG_MS after the end of this one, or BACKLOG_COST times the round's
+ * duration when that is longer, which keeps the gauges below about 1/BACKLOG_COST of Redis's time
+ * whatever the backlog. The figures are published once every call of the round has answered; a failed
+ * round keeps the previous figures (drover_backlog_age_seconds shows how old they are). A complete
+ * round's figures also go into the node's metrics hash as gauges (dr_metrics_gauge_set), for
+ * cluster-wide readers.
  */
 #define DR_MODULE "dispatcher/http"
 
@@ -23,51 +28,78 @@
 #include "dr/prom.h"
 #include "dispatcher.h"
 
-#define BACKLOG_MS 5000
-#define BACKLOG_CHUNK 64
-#define BACKLOG_DEVICES 200
+#define BACKLOG_MS 5000    /* least time between the end of a round and the start of the next */
+#define BACKLOG_COST 20     /* ... and at least this many times the last round's duration */
+#define BACKLOG_CHUNK 16    /* shards per call */
+#define BACKLOG_DEVICES 200 /* devices per shard a round looks at */
 
 /* ---- backlog rounds ------------------------------------------------------------------------------ */
 
 typedef struct {
     dispatcher_t *d;
-    int calls; /* calls of this round still to answer */
-    int failed;
-    uint32_t held; /* shards the round looks at */
+    uint32_t *shards; /* the shards held when the round started */
+    uint32_t n, next; /* how many; the first not asked for yet */
+    int64_t started;  /* monotonic ms */
     dr_store_backlog_t sum;
 } round_t;
 
-static void on_backlog(void *data, int err, const char *errstr, const dr_store_backlog_t *res)
+static void round_next(round_t *rd);
+
+static void round_end(round_t *rd, int ok)
 {
-    round_t *rd = data;
-    if (err != 0) {
-        rd->failed = 1;
-        dr_log(DR_LOG_VERBOSE, "event=backlog_failed error=\"%s\"", errstr);
-    } else {
-        rd->sum.queued += res->queued;
-        rd->sum.in_flight += res->in_flight;
-        rd->sum.scheduled += res->scheduled;
-        rd->sum.skipped += res->skipped;
-        if (res->oldest_age_ms > rd->sum.oldest_age_ms)
-            rd->sum.oldest_age_ms = res->oldest_age_ms;
-    }
-    if (--rd->calls > 0)
-        return;
     dispatcher_t *d = rd->d;
+    int64_t now = dr_mono_ms();
     d->backlog_running = 0;
-    if (!rd->failed) {
+    int64_t took = now - rd->started;
+    int64_t wait = took * BACKLOG_COST > BACKLOG_MS ? took * BACKLOG_COST : BACKLOG_MS;
+    d->next_backlog = now + wait;
+    if (ok) {
         d->backlog = rd->sum;
-        d->backlog_at = dr_mono_ms();
+        d->backlog_at = now;
+        d->backlog_took_ms = took;
+        d->backlog_wait_ms = wait;
         /* Also into this node's metrics hash (flushed by the node's cron), where GET /v1/stats on any
          * ingress sums them over the dispatchers whose flush is recent. */
         dr_metrics_gauge_set(DR_GAUGE_QUEUE_DEPTH, rd->sum.queued);
         dr_metrics_gauge_set(DR_GAUGE_IN_FLIGHT, rd->sum.in_flight);
         dr_metrics_gauge_set(DR_GAUGE_SCHEDULED, rd->sum.scheduled);
         dr_metrics_gauge_set(DR_GAUGE_OLDEST_PENDING_MS, rd->sum.oldest_age_ms);
-        dr_metrics_gauge_set(DR_GAUGE_SHARDS_HELD, rd->held);
+        dr_metrics_gauge_set(DR_GAUGE_SHARDS_HELD, rd->n);
         dr_metrics_gauge_set(DR_GAUGE_BACKLOG_AT_MS, dr_now_ms());
     }
+    free(rd->shards);
     free(rd);
+}
+
+static void on_backlog(void *data, int err, const char *errstr, const dr_store_backlog_t *res)
+{
+    round_t *rd = data;
+    if (err != 0) {
+        dr_log(DR_LOG_VERBOSE, "event=backlog_failed error=\"%s\"", errstr);
+        round_end(rd, 0);
+        return;
+    }
+    rd->sum.queued += res->queued;
+    rd->sum.in_flight += res->in_flight;
+    rd->sum.scheduled += res->scheduled;
+    rd->sum.skipped += res->skipped;
+    if (res->oldest_age_ms > rd->sum.oldest_age_ms)
+        rd->sum.oldest_age_ms = res->oldest_age_ms;
+    round_next(rd);
+}
+
+/* Asks for the next chunk of the round, or ends it when none is left. */
+static void round_next(round_t *rd)
+{
+    if (rd->next >= rd->n) {
+        round_end(rd, 1);
+        return;
+    }
+    uint32_t n = rd->n - rd->next < BACKLOG_CHUNK ? rd->n - rd->next : BACKLOG_CHUNK;
+    const uint32_t *chunk = rd->shards + rd->next;
+    rd->next += n;
+    if (dr_store_backlog(rd->d->node.redis, &rd->d->store, chunk, n, BACKLOG_DEVICES, on_backlog, rd) != 0)
+        round_end(rd, 0);
 }
 
 static void backlog_round(dispatcher_t *d)
@@ -75,27 +107,13 @@ static void backlog_round(dispatcher_t *d)
     round_t *rd = dr_calloc(1, sizeof(*rd));
     rd->d = d;
     rd->sum.oldest_age_ms = -1;
-    /* Calls are counted before any is sent: a callback never runs inside dr_store_backlog, but a
-     * round that sends nothing must still be finished here. */
-    rd->calls = 1;
-    uint32_t chunk[BACKLOG_CHUNK];
-    size_t n = 0;
-    for (uint32_t sh = 0; sh < d->nshards; sh++) {
-        if (d->shards[sh].epoch != 0) {
-            chunk[n++] = sh;
-            rd->held++;
-        }
-        if (n == BACKLOG_CHUNK || (sh + 1 == d->nshards && n > 0)) {
-            rd->calls++;
-            if (dr_store_backlog(d->node.redis, &d->store, chunk, n, BACKLOG_DEVICES, on_backlog, rd) != 0) {
-                rd->calls--;
-                rd->failed = 1;
-            }
-            n = 0;
-        }
-    }
+    rd->started = dr_mono_ms();
+    rd->shards = dr_calloc(d->nshards ? d->nshards : 1, sizeof(*rd->shards));
+    for (uint32_t sh = 0; sh < d->nshards; sh++)
+        if (d->shards[sh].epoch != 0)
+            rd->shards[rd->n++] = sh;
     d->backlog_running = 1;
-    on_backlog(rd, 0, NULL, &(dr_store_backlog_t){.oldest_age_ms = -1}); /* drops the initial count */
+    round_next(rd); /* a callback never runs inside dr_store_backlog */
 }
 
 void metrics_cron(dispatcher_t *d)
@@ -103,7 +121,6 @@ void metrics_cron(dispatcher_t *d)
     int64_t now = dr_mono_ms();
     if (d->backlog_running || now < d->next_backlog || !dr_redis_ready(d->node.redis))
         return;
-    d->next_backlog = now + BACKLOG_MS;
     backlog_round(d);
 }
 
@@ -144,6 +161,11 @@ static void expose(dispatcher_t *d, dr_prom_t *p)
           "Schedule entries (devices, deadlines) the last backlog round did not look at (sums too low).", (double)b->skipped);
     gauge(p, "drover_backlog_age_seconds", "Time since the backlog gauges were last computed (-1: never).",
           d->backlog_at > 0 ? (double)(dr_mono_ms() - d->backlog_at) / 1000.0 : -1);
+    gauge(p, "drover_backlog_round_seconds", "How long the last complete backlog round took.",
+          (double)d->backlog_took_ms / 1000.0);
+    gauge(p, "drover_backlog_interval_seconds",
+          "Wait after the last complete backlog round before the next (5 s, longer when rounds are slow).",
+          (double)d->backlog_wait_ms / 1000.0);
 }
 
 static int ready(dispatcher_t *d)

@@ -213,6 +213,10 @@ def test_metrics_endpoints_promtool_and_prometheus(mstack, tmp_path):
     assert value(b, "drover_queue_depth") == 1, "only m-away's message is pending"
     assert value(b, "drover_in_flight") == 1
     assert s.status(away) in ("NOT_DELIVERED", "UNKNOWN")
+    # the round's own cost sets the wait before the next: 5 s, or 20 times the round when longer
+    took, wait = value(b, "drover_backlog_round_seconds"), value(b, "drover_backlog_interval_seconds")
+    assert took >= 0
+    assert wait == pytest.approx(max(5.0, 20 * took), abs=0.0011), (took, wait)
 
     # health endpoints of the dispatcher's listener
     assert http_get(s.metrics_port, "/healthz")[0] == 200
