@@ -315,13 +315,35 @@ static int event_cmp(const void *a, const void *b)
     return x->shard < y->shard ? -1 : x->shard > y->shard;
 }
 
+/* An unreadable entry is logged where every open stream meets it: at most MALFORMED_LOGS lines a
+ * second for the process, then one line that says how many were left out. */
+#define MALFORMED_LOGS 10
+
+static void log_malformed(uint32_t shard, const char *entry_id)
+{
+    static int64_t window_start;
+    static int count, left_out;
+    int64_t now = dr_mono_ms();
+    if (now - window_start >= 1000) {
+        if (left_out > 0)
+            dr_log(DR_LOG_WARNING, "event=sse_entries_malformed_not_logged count=%d", left_out);
+        window_start = now;
+        count = 0;
+        left_out = 0;
+    }
+    if (count++ < MALFORMED_LOGS)
+        dr_log(DR_LOG_WARNING, "event=sse_entry_malformed shard=%u entry=%s", shard, entry_id);
+    else
+        left_out++;
+}
+
 /* Formats the entry of shard when it passes the stream's filters; returns the text or NULL. */
 static char *format_event(const sse_t *s, uint32_t shard, const char *entry_id, const log_pos_t *at,
                           const redisReply *f, size_t *len)
 {
     note_t nt;
     if (note_read(f, &nt) != 0) {
-        dr_log(DR_LOG_WARNING, "event=sse_entry_malformed shard=%u entry=%s", shard, entry_id);
+        log_malformed(shard, entry_id);
         return NULL;
     }
     const char *dev = nt.v[NOTE_DEV];

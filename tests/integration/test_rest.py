@@ -551,4 +551,26 @@ def test_sse_reads_both_forms_of_log_entries_and_skips_malformed_ones(rest):
     # the stream goes on after the malformed entry
     later = submit(rest, "sse-forms")
     wait_until(lambda: reader.statuses(later) == ["NOT_DELIVERED"], 10, msg=lambda: "events: %s" % reader.events)
+
+    # many unreadable entries: the warnings are limited, and a later line says how many were left out
+    def flood(r):
+        p = r.pipeline(transaction=True)
+        for _ in range(30):
+            p.xadd(log, {"n": "9:77"})
+        p.xadd(log, {"n": log_value("777004", "sse-forms", "DELIVERED", "", "", "0", "", "")})
+        p.execute()
+    rest.stack.redis_call(flood)
+    wait_until(lambda: reader.statuses(777004) == ["DELIVERED"], 10, msg=lambda: "events: %s" % reader.events)
+    time.sleep(1.1)  # the next warning opens a new one-second window, which reports the last one's count
+
+    def one_more(r):
+        r.xadd(log, {"n": "9:77"})
+        r.xadd(log, {"n": log_value("777005", "sse-forms", "DELIVERED", "", "", "0", "", "")})
+    rest.stack.redis_call(one_more)
+    wait_until(lambda: reader.statuses(777005) == ["DELIVERED"], 10, msg=lambda: "events: %s" % reader.events)
     reader.close()
+    text = rest.stack.ingress.log_text()
+    logged = len(re.findall(r"event=sse_entry_malformed ", text))
+    left_out = sum(int(n) for n in re.findall(r"event=sse_entries_malformed_not_logged count=(\d+)", text))
+    assert logged < 32, "every one of the 32 unreadable entries was logged"
+    assert logged + left_out == 32, (logged, left_out)
