@@ -136,6 +136,7 @@ class Bench:
         self.r.function_load(text.decode(), replace=True)
         self.common = [PREFIX, str(args.shards), str(args.retention), NODE]
         self.phases = {p: Phase() for p in PHASES}
+        self.lua_heap_max = 0  # the function engine's Lua heap, largest seen after a measured stretch
         self.seed = 12345
         self.order = random.Random(1)
 
@@ -170,7 +171,8 @@ class Bench:
         return out
 
     def snap(self):
-        info = self.r.execute_command("INFO", "cpu", "commandstats")
+        info = self.r.execute_command("INFO", "cpu", "commandstats", "memory")
+        self.lua_heap_max = max(self.lua_heap_max, int(info.get("used_memory_vm_functions", 0)))
         cmds = {}
         for k, v in info.items():
             if k.startswith("cmdstat_"):
@@ -430,6 +432,8 @@ class Bench:
                                                      TARGETS["queued"]), payload))
         print("redis memory left per finished command: %.0f B (used_memory delta once every queue is empty, "
               "status log and batch tokens included)" % (res["used_f"] / n))
+        print("function engine's Lua heap: at most %.0f kB seen (used_memory_vm_functions after each measured "
+              "stretch)" % (self.lua_heap_max / 1024))
         return payload
 
 

@@ -36,6 +36,31 @@
 -- 3: a status log entry is one field 'n' (see note_value).
 local GENERATION = 3
 
+-- Globals. A function reads a global (redis, tonumber, string, ...) through the empty, protected
+-- globals table of Redis's Lua state and its __index metamethod: a miss, a metamethod and a second
+-- lookup for every use of redis.call or tonumber. The library keeps the globals it uses in locals,
+-- bound by the first call (while a library loads, Redis offers only a few of them). Every registered
+-- callback is wrapped by api, which binds them.
+local rcall, rpcall
+local tonumber, type, unpack, ipairs, pairs, string, math, table, cmsgpack
+local bound = false
+local GC_PAUSE
+local function bind()
+  local G = _G
+  rcall, rpcall = G.redis.call, G.redis.pcall
+  tonumber, type, unpack, ipairs, pairs = G.tonumber, G.type, G.unpack, G.ipairs, G.pairs
+  string, math, table, cmsgpack = G.string, G.math, G.table, G.cmsgpack
+  G.collectgarbage('setpause', GC_PAUSE)
+  bound = true
+end
+
+local function api(fn)
+  return function(keys, args)
+    if not bound then bind() end
+    return fn(keys, args)
+  end
+end
+
 local GROUP, PUB = 'g', 'pub'
 local BUCKET = 64
 -- Deadlines are members of the shard's schedule {s}due, beside the devices (a device id never starts
@@ -83,12 +108,25 @@ local R_NXT = 27
 
 -- ---- call context ------------------------------------------------------------------------------
 
+-- Lua's collector starts a cycle when its heap has grown to 'pause' % of what the last cycle left
+-- (default 200). The library's live data is small (about 0.7 MB: code, the number and tag caches)
+-- and every call leaves garbage behind, so at the default a cycle starts every 0.7 MB allocated and
+-- most of its work is marking the same live data again: 5.6 % of Redis's instructions per command.
+-- At 1000 the heap grows to about 7 MB between cycles and the collector takes 2.8 %
+-- (docs/benchmarks.md, "Redis instructions per command: Lua's collector"). Redis itself still steps
+-- the collector every 50 calls, which bounds the garbage whatever the pause. Set by bind.
+GC_PAUSE = 1000
+
 -- Every function starts with ARGV[1] = key prefix, ARGV[2] = shard count, ARGV[3] = retention (s),
 -- ARGV[4] = calling node (log consumer name); its own arguments follow.
+-- Numbers that Redis or the library's own callers format (those arguments, TIME, scores, fields of
+-- the library's queue entries) become numbers with '+ 0': tonumber is a C call that converts a
+-- string twice (Lua 5.1 checks it, then converts it). Values from anywhere else (device input, hash
+-- fields an operator may set) go through tonumber, which answers nil rather than failing the call.
 local function ctx(args)
-  local t = redis.call('TIME')
-  return {P = args[1], S = tonumber(args[2]), ret = tonumber(args[3]), rets = args[3], node = args[4],
-          now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+  local t = rcall('TIME')
+  return {P = args[1], S = args[2] + 0, ret = args[3] + 0, rets = args[3], node = args[4],
+          now = t[1] * 1000 + math.floor(t[2] / 1000),
           logged = {}, first_log = {}, earlier = {}, due_min = {}, live = {}, made = {}}
 end
 
@@ -132,8 +170,10 @@ local function dl_member(c, id)
   return DL .. 'm' .. s(math.floor((id - sh) / c.S / BUCKET))
 end
 
--- Stored form. In memory every time is absolute (ms); stored, a record is compact (R_FMT set), because
--- a finished message is kept for the retention period and most of it is timestamps:
+-- Stored form. In memory every time is absolute (ms), except that the last log entry id and the
+-- history stay in their stored form until needed (see unpack_record); stored, a record is compact
+-- (R_FMT set), because a finished message is kept for the retention period and most of it is
+-- timestamps:
 --  - changed, last send and next re-send are ms after acceptance ('' for a time never set; the next
 --    re-send of a message past NOT_DELIVERED is dropped: there is none);
 --  - a deadline after the acceptance is -(time after acceptance, in the largest of ms, s, min, h and
@@ -178,10 +218,14 @@ local function pack(r)
     v[R_TTL] = -(d / DL_UNIT[u]) - 1
   end
   local note = r[R_NOTE]
-  local ms, seq = string.match(note, '^(%d+)-(%d+)$')
-  if ms and tonumber(seq) < NOTE_SEQ then v[R_NOTE] = (tonumber(ms) - ts) * NOTE_SEQ + tonumber(seq) end
+  if type(note) == 'string' then -- a number is the stored form still (see unpack_record)
+    local ms, seq = string.match(note, '^(%d+)-(%d+)$')
+    if ms and tonumber(seq) < NOTE_SEQ then v[R_NOTE] = (tonumber(ms) - ts) * NOTE_SEQ + tonumber(seq) end
+  end
   local h = r[R_HIST]
-  if h[1] == EV.accepted and h[2] == first_status(r) and h[3] == 0 and h[4] == 0 then
+  if r[R_FMT] then -- the history is in its stored form already (see unpack_record)
+    v[R_FMT] = 1 + 2 * u
+  elseif h[1] == EV.accepted and h[2] == first_status(r) and h[3] == 0 and h[4] == 0 then
     local rest = {}
     for i = 5, #h do rest[i - 4] = h[i] end
     v[R_HIST] = rest
@@ -209,18 +253,27 @@ local function unpack_record(raw)
   if r[R_TTL] < 0 then r[R_TTL] = ts + (-r[R_TTL] - 1) * DL_UNIT[u] end
   local more = r[R_MORE]
   if more and more >= 2 then r[R_MORE], r[R_NXT] = 1, ts + more - 2 end
-  local note = r[R_NOTE]
-  if type(note) == 'number' then
-    local seq = note % NOTE_SEQ
-    r[R_NOTE] = s(ts + (note - seq) / NOTE_SEQ) .. '-' .. s(seq)
-  end
-  if fmt % 2 == 1 then
-    local h = {EV.accepted, first_status(r), 0, 0}
-    for i, x in ipairs(r[R_HIST]) do h[i + 4] = x end
-    r[R_HIST] = h
-  end
-  r[R_FMT] = nil
+  -- Left in their stored form, since most loads never look at them (history_of and note_of read
+  -- them): the last log entry id as a number, and the history without its implicit first entry, which
+  -- R_FMT = true marks in memory (hist appends to either form alike).
+  r[R_FMT] = fmt % 2 == 1 or nil
   return r
+end
+
+-- The id of the last log entry of record r ('<ms>-<seq>', '' for none).
+local function note_of(r)
+  local note = r[R_NOTE]
+  if type(note) ~= 'number' then return note end
+  local seq = note % NOTE_SEQ
+  return s(r[R_TS] + (note - seq) / NOTE_SEQ) .. '-' .. s(seq)
+end
+
+-- The whole history of record r, its first entry included.
+local function history_of(r)
+  if not r[R_FMT] then return r[R_HIST] end
+  local h, rest = {EV.accepted, first_status(r), 0, 0}, r[R_HIST]
+  for i = 1, #rest do h[i + 4] = rest[i] end
+  return h
 end
 
 -- Loads message id (a number) as {id, sh, bk, f, r = record array}, or nil. The same read takes the
@@ -229,9 +282,9 @@ end
 local function load(c, id)
   if not id or id < 1 or id ~= math.floor(id) then return nil end
   local sh, bk, f = locate(c, id)
-  local v = redis.call('HMGET', bk, f, '#')
+  local v = rcall('HMGET', bk, f, '#')
   if not v[1] then return nil end
-  if c.live[bk] == nil then c.live[bk] = tonumber(v[2]) or 0 end
+  if c.live[bk] == nil then c.live[bk] = v[2] and v[2] + 0 or 0 end
   return {id = id, sh = sh, bk = bk, f = f, r = unpack_record(v[1])}
 end
 
@@ -242,9 +295,9 @@ local function save(m)
   local live = m.count
   if live then
     m.count = nil
-    redis.call('HSET', m.bk, m.f, pack(m.r), '#', s(live[m.bk]))
+    rcall('HSET', m.bk, m.f, pack(m.r), '#', s(live[m.bk]))
   else
-    redis.call('HSET', m.bk, m.f, pack(m.r))
+    rcall('HSET', m.bk, m.f, pack(m.r))
   end
 end
 
@@ -308,9 +361,9 @@ end
 local function add_note(out, sh, e, made)
   local v = made and made[sh] and made[sh][e[1]] or note_fields(e[2])
   if not v then return false end
-  out[#out + 1] = s(sh); out[#out + 1] = e[1]
-  out[#out + 1] = v[NOTE_ID]; out[#out + 1] = v[NOTE_DEV]; out[#out + 1] = v[NOTE_ST]; out[#out + 1] = v[NOTE_TMP]
-  out[#out + 1] = v[NOTE_PD]; out[#out + 1] = v[NOTE_EXT]; out[#out + 1] = v[NOTE_AFTER]
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = s(sh), e[1], v[NOTE_ID], v[NOTE_DEV], v[NOTE_ST]
+  out[n + 6], out[n + 7], out[n + 8], out[n + 9] = v[NOTE_TMP], v[NOTE_PD], v[NOTE_EXT], v[NOTE_AFTER]
   return true
 end
 
@@ -334,24 +387,24 @@ local FRESH_MS = 3000
 local function notify(c, m, st, from)
   local r = m.r
   local lk = log_key(c, m.sh)
-  local prev = r[R_NOTE]
+  local prev = note_of(r)
   local after = ''
   if prev and prev ~= '' then
-    local p = redis.pcall('XPENDING', lk, PUB, prev, prev, '1')
+    local p = rpcall('XPENDING', lk, PUB, prev, prev, '1')
     if not failed(p) and p[1] and from == st then
-      redis.call('XACK', lk, PUB, prev)
+      rcall('XACK', lk, PUB, prev)
     elseif not failed(p) and p[1] and p[1][2] ~= c.node and p[1][3] < FRESH_MS then
       after = prev
     elseif not failed(p) and p[1] then
       -- claimed afresh even when it is ours: its idle time starts again, so the shard owner's reclaim
       -- leaves it to this node, which publishes (or confirms) it before the new change
-      local e = redis.call('XCLAIM', lk, PUB, c.node, '0', prev)[1]
+      local e = rcall('XCLAIM', lk, PUB, c.node, '0', prev)[1]
       if e then add_note(c.earlier, m.sh, e) end
     end
   end
   local v = {s(m.id), r[R_DEV], STN[st], r[R_HASPD] == 1 and s(r[R_TMP]) or '', r[R_PD], s(r[R_EXT]), r[R_KEY],
              after}
-  r[R_NOTE] = redis.call('XADD', lk, '*', 'n', note_value(v))
+  r[R_NOTE] = rcall('XADD', lk, '*', 'n', note_value(v))
   local made = c.made[m.sh] -- by shard: logs of two shards give the same entry ids
   if not made then
     made = {}
@@ -381,20 +434,22 @@ end
 
 local function claim_one(c, sh, n, out)
   local lk = key(c, sh, 'log')
-  local r = redis.pcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', s(n), 'STREAMS', lk, '>')
+  local r = rpcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', s(n), 'STREAMS', lk, '>')
   if failed(r) then
     -- A new log, or one whose group was lost: the group starts just before this call's first entry
     -- (what an older group had not confirmed is beyond recovery; a new log holds only this call's).
-    redis.call('XGROUP', 'CREATE', lk, PUB, id_before(c.first_log[sh]))
-    r = redis.call('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', s(n), 'STREAMS', lk, '>')
+    rcall('XGROUP', 'CREATE', lk, PUB, id_before(c.first_log[sh]))
+    r = rcall('XREADGROUP', 'GROUP', PUB, c.node, 'COUNT', s(n), 'STREAMS', lk, '>')
   end
   if r then
-    for _, e in ipairs(r[1][2]) do add_note(out, sh, e, c.made) end
+    local es = r[1][2]
+    for i = 1, #es do add_note(out, sh, es[i], c.made) end
   end
 end
 
 local function claim(c, out)
-  for _, v in ipairs(c.earlier) do out[#out + 1] = v end
+  local earlier = c.earlier
+  for i = 1, #earlier do out[#out + 1] = earlier[i] end
   local shs, most = {}, 0
   for sh, n in pairs(c.logged) do
     shs[#shs + 1] = sh
@@ -410,13 +465,13 @@ local function claim(c, out)
       of[lk] = shs[i]
     end
     for _ = from, to do a[#a + 1] = '>' end
-    local r = redis.pcall('XREADGROUP', unpack(a))
+    local r = rpcall('XREADGROUP', unpack(a))
     if failed(r) then
       for i = from, to do claim_one(c, shs[i], c.logged[shs[i]], out) end
     elseif r then
-      for _, st in ipairs(r) do
-        local sh = of[st[1]]
-        for _, e in ipairs(st[2]) do add_note(out, sh, e, c.made) end
+      for i = 1, #r do
+        local sh, es = of[r[i][1]], r[i][2]
+        for j = 1, #es do add_note(out, sh, es[j], c.made) end
       end
     end
   end
@@ -446,14 +501,14 @@ local QUEUE_IDLE_S = 3600
 -- makes the device due (wake), which keeps the queue from expiring.
 local function enqueue(c, m)
   local r = m.r
-  r[R_SID] = redis.call('XADD', qkey(c, m.sh, r[R_DEV]), '*', 'i', s(m.id), 'g', r[R_G], 'c', r[R_CMD])
+  r[R_SID] = rcall('XADD', qkey(c, m.sh, r[R_DEV]), '*', 'i', s(m.id), 'g', r[R_G], 'c', r[R_CMD])
 end
 
 -- Removes a queue entry that is done with. The device stays scheduled: whoever decides that it has
 -- nothing left (idle) lets the queue expire.
 local function drop_entry(c, q, sid)
-  redis.pcall('XACK', q, GROUP, sid) -- no group yet: the entry was never read
-  redis.call('XDEL', q, sid)
+  rpcall('XACK', q, GROUP, sid) -- no group yet: the entry was never read
+  rcall('XDEL', q, sid)
 end
 
 -- Sets a device's next due time (lt: only if earlier). Returns true when the device was not scheduled,
@@ -462,14 +517,14 @@ end
 local function schedule(c, sh, dev, t, lt)
   local added
   if lt then
-    added = redis.call('ZADD', key(c, sh, 'due'), 'LT', s(t), dev)
+    added = rcall('ZADD', key(c, sh, 'due'), 'LT', s(t), dev)
   else
-    added = redis.call('ZADD', key(c, sh, 'due'), s(t), dev)
+    added = rcall('ZADD', key(c, sh, 'due'), s(t), dev)
   end
   local h = c.due_min[sh]
   if not h or t < h then c.due_min[sh] = t end
   if added == 1 then
-    redis.call('PERSIST', qkey(c, sh, dev))
+    rcall('PERSIST', qkey(c, sh, dev))
     return true
   end
   return false
@@ -483,8 +538,8 @@ end
 -- A device with nothing queued or scheduled leaves the schedule; its empty queue expires (with its
 -- group) unless work comes back within QUEUE_IDLE_S.
 local function idle(c, sh, dev)
-  redis.call('ZREM', key(c, sh, 'due'), dev)
-  redis.call('EXPIRE', qkey(c, sh, dev), QUEUE_IDLE_S)
+  rcall('ZREM', key(c, sh, 'due'), dev)
+  rcall('EXPIRE', qkey(c, sh, dev), QUEUE_IDLE_S)
 end
 
 -- Puts a device that receives work or settings in the shard's name index {s}dx (all scores 0, so it
@@ -492,7 +547,7 @@ end
 -- that have neither work nor state left. Called where a device can first appear: devset, and accept
 -- when the device was not scheduled (a scheduled device has work, so con_devices kept its name).
 local function index_dev(c, sh, dev)
-  redis.call('ZADD', key(c, sh, 'dx'), '0', dev)
+  rcall('ZADD', key(c, sh, 'dx'), '0', dev)
 end
 
 -- Takes a message out of its device queue (stream entry, or the not-before schedule).
@@ -502,8 +557,8 @@ local function unqueue(c, m)
     drop_entry(c, qkey(c, m.sh, r[R_DEV]), r[R_SID])
     r[R_SID] = ''
   elseif r[R_NB] > 0 then
-    if redis.call('ZREM', key(c, m.sh, 'sc:' .. r[R_DEV]), s(m.id)) == 1 then
-      redis.call('HINCRBY', dkey(c, m.sh, r[R_DEV]), 'sc', '-1')
+    if rcall('ZREM', key(c, m.sh, 'sc:' .. r[R_DEV]), s(m.id)) == 1 then
+      rcall('HINCRBY', dkey(c, m.sh, r[R_DEV]), 'sc', '-1')
     end
   end
 end
@@ -518,11 +573,11 @@ local function retire(c, m)
     if lcount(n) > 0 then n = n - 1 end
     c.live[m.bk] = n
     m.count = c.live -- written by the save that follows
-    if lcount(n) <= 0 then redis.call('EXPIRE', m.bk, c.rets) end
-    if r[R_IDK] ~= '' then redis.call('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.rets) end
+    if lcount(n) <= 0 then rcall('EXPIRE', m.bk, c.rets) end
+    if r[R_IDK] ~= '' then rcall('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.rets) end
     -- its deadline member (the bucket's, see DL) stays: the pass that reaches it finds no live message
   else
-    redis.call('EXPIRE', m.bk, c.rets, 'GT') -- a later change extends an expiring bucket
+    rcall('EXPIRE', m.bk, c.rets, 'GT') -- a later change extends an expiring bucket
   end
 end
 
@@ -577,10 +632,10 @@ local function dev_write(c, dk, cfg, x, fields)
   if dev_refresh(c, cfg, x) then
     fields[#fields + 1] = 'x'
     fields[#fields + 1] = s(c.now)
-    redis.call('HSET', dk, unpack(fields))
-    redis.call('EXPIRE', dk, s(c.ret + math.ceil(c.ret / 4)))
+    rcall('HSET', dk, unpack(fields))
+    rcall('EXPIRE', dk, s(c.ret + math.ceil(c.ret / 4)))
   else
-    redis.call('HSET', dk, unpack(fields))
+    rcall('HSET', dk, unpack(fields))
   end
 end
 
@@ -590,7 +645,7 @@ end
 -- allow_send: true (REST pull), or 'mqtt' (the dispatcher: devices in pull mode only get bookkeeping).
 local function send_step(c, sh, dev, allow_send, pol, stats)
   local q, dk = qkey(c, sh, dev), dkey(c, sh, dev)
-  local dv = redis.call('HMGET', dk, 'n', 'iv', 'win', 'cfg', 'sc', 'mode', 'x', 'r')
+  local dv = rcall('HMGET', dk, 'n', 'iv', 'win', 'cfg', 'sc', 'mode', 'x', 'r')
   -- Devices in pull mode fetch their messages over REST; the dispatcher only keeps their schedule.
   if allow_send == 'mqtt' then allow_send = dv[6] ~= 'pull' end
   local nxt = tonumber(dv[1]) or 0
@@ -600,9 +655,9 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
 
   if scheduled > 0 then
     local sck = key(c, sh, 'sc:' .. dev)
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', sck, '-inf', c.now, 'LIMIT', 0, 100)) do
-      redis.call('ZREM', sck, id)
-      scheduled = redis.call('HINCRBY', dk, 'sc', '-1')
+    for _, id in ipairs(rcall('ZRANGEBYSCORE', sck, '-inf', c.now, 'LIMIT', 0, 100)) do
+      rcall('ZREM', sck, id)
+      scheduled = rcall('HINCRBY', dk, 'sc', '-1')
       local m = load(c, tonumber(id))
       if m and pending(m.r) then
         enqueue(c, m)
@@ -612,7 +667,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     -- A scheduled device's queue does not expire (see QUEUE_IDLE_S); one left expiring by an older
     -- library, which let an emptied queue expire whether or not its device stayed scheduled, is
     -- repaired here.
-    redis.call('PERSIST', q)
+    rcall('PERSIST', q)
   end
 
   -- In flight: the entries up to the group's last-delivered id (see DESIGN), oldest first. One read
@@ -626,27 +681,27 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   local last = dv[8]
   if last then
     local count = win + 2
-    entries = redis.call('XRANGE', q, '-', '+', 'COUNT', s(count))
+    entries = rcall('XRANGE', q, '-', '+', 'COUNT', s(count))
     complete = #entries < count
     while true do
       while entries[inflight_n + 1] and id_le(entries[inflight_n + 1][1], last) do inflight_n = inflight_n + 1 end
       if complete or #entries >= inflight_n + 2 then break end
-      local more = redis.call('XRANGE', q, '(' .. entries[#entries][1], '+', 'COUNT', s(count))
+      local more = rcall('XRANGE', q, '(' .. entries[#entries][1], '+', 'COUNT', s(count))
       for _, e in ipairs(more) do entries[#entries + 1] = e end
       complete = #more < count
     end
   else
-    local p = redis.pcall('XPENDING', q, GROUP)
+    local p = rpcall('XPENDING', q, GROUP)
     if not failed(p) then
       inflight_n = p[1]
       last = p[3] or '0-0'
-      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', s(inflight_n + 2))
+      entries = rcall('XRANGE', q, '-', '+', 'COUNT', s(inflight_n + 2))
       complete = #entries < inflight_n + 2
-    elseif redis.call('XLEN', q) > 0 then
+    elseif rcall('XLEN', q) > 0 then
       -- a queue no pass has seen yet: its group starts before its first entry
-      redis.call('XGROUP', 'CREATE', q, GROUP, '0')
+      rcall('XGROUP', 'CREATE', q, GROUP, '0')
       last = '0-0'
-      entries = redis.call('XRANGE', q, '-', '+', 'COUNT', '2')
+      entries = rcall('XRANGE', q, '-', '+', 'COUNT', '2')
       complete = #entries < 2
     end
   end
@@ -656,7 +711,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   for i = 1, inflight_n do
     local e = entries[i]
     if not e then break end
-    local m = load(c, tonumber(e[2][2]))
+    local m = load(c, e[2][2] + 0)
     if not m or not pending(m.r) then
       drop_entry(c, q, e[1]) -- finished elsewhere; nothing left to send
       dirty = true
@@ -685,7 +740,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   -- The entry after entries[at], or nil at the end of the queue.
   local function after()
     if entries[at + 1] or complete then return entries[at + 1] end
-    local nx = redis.call('XRANGE', q, '(' .. entries[at][1], '+', 'COUNT', '1')[1]
+    local nx = rcall('XRANGE', q, '(' .. entries[at][1], '+', 'COUNT', '1')[1]
     if nx then entries[at + 1] = nx else complete = true end
     return nx
   end
@@ -696,15 +751,15 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if not m then
       for _ = 1, 64 do
         if not nexte or (inflight >= win and nexte[2][4] ~= 'N') then break end
-        local rd = redis.pcall('XREADGROUP', 'GROUP', GROUP, 's' .. s(sh), 'COUNT', '1', 'STREAMS', q, '>')
+        local rd = rpcall('XREADGROUP', 'GROUP', GROUP, 's' .. s(sh), 'COUNT', '1', 'STREAMS', q, '>')
         if failed(rd) then
           -- The queue expired while idle and came back without its group: nothing of it was read.
-          redis.call('XGROUP', 'CREATE', q, GROUP, '0')
-          rd = redis.call('XREADGROUP', 'GROUP', GROUP, 's' .. s(sh), 'COUNT', '1', 'STREAMS', q, '>')
+          rcall('XGROUP', 'CREATE', q, GROUP, '0')
+          rd = rcall('XREADGROUP', 'GROUP', GROUP, 's' .. s(sh), 'COUNT', '1', 'STREAMS', q, '>')
         end
         if not rd then
           -- 'r' was behind the group (a send by an older library): count again at the next pass.
-          redis.call('HDEL', dk, 'r')
+          rcall('HDEL', dk, 'r')
           dv[8], last, nexte = nil, nil, nil
           break
         end
@@ -713,7 +768,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
         -- The group read what the first read saw as the next entry, unless 'r' was behind the group:
         -- then read on from e (the group's position is e now, so 'r' is right again from here).
         if e[1] ~= nexte[1] then entries, at, complete = {e}, 1, false end
-        local cand = load(c, tonumber(e[2][2]))
+        local cand = load(c, e[2][2] + 0)
         if cand and pending(cand.r) then
           if cand.r[R_TTL] > 0 and cand.r[R_TTL] <= c.now then
             dirty = true
@@ -761,7 +816,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   end
 
   -- When does this device need attention next? Nothing queued: it leaves the schedule.
-  if dirty then qlen = redis.call('XLEN', q) end
+  if dirty then qlen = rcall('XLEN', q) end
   if qlen == 0 and scheduled <= 0 then
     idle(c, sh, dev)
     return sent
@@ -774,7 +829,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
     if soonest then consider(math.max(soonest, nxt)) end
   end
   if scheduled > 0 then
-    local first = redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), '0', '0', 'WITHSCORES')
+    local first = rcall('ZRANGE', key(c, sh, 'sc:' .. dev), '0', '0', 'WITHSCORES')
     if first[2] then consider(tonumber(first[2])) end
   end
   if not due then due = c.now + pol.retry_max end
@@ -800,10 +855,11 @@ end
 
 -- What a send needs; the time it was recorded (Redis's clock) becomes the message's currentTimestamp,
 -- so consecutive sends to a device show the pacing whichever node published them.
-local function send_out(c, m)
-  local r = m.r
-  return {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], s(r[R_ATT]), s(r[R_SENT]), s(r[R_TS]),
-          s(send_expiry(c, m))}
+local function send_out(c, m, out)
+  local r, n = m.r, #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA]
+  out[n + 6], out[n + 7], out[n + 8], out[n + 9] = s(r[R_ATT]), s(r[R_SENT]), s(r[R_TS]), s(send_expiry(c, m))
+  return out
 end
 
 -- How long until the shard needs a pass (ms from now, 0 when due): the earliest due device or
@@ -814,17 +870,17 @@ end
 local function shard_head(c, sh)
   local dk = key(c, sh, 'due')
   local ek = key(c, sh, 'exp')
-  local old = redis.call('ZRANGE', ek, 0, 99, 'WITHSCORES')
+  local old = rcall('ZRANGE', ek, 0, 99, 'WITHSCORES')
   if #old > 0 then
     local add, rem = {}, {}
     for i = 1, #old, 2 do
       add[#add + 1] = old[i + 1]; add[#add + 1] = DL .. old[i]
       rem[#rem + 1] = old[i]
     end
-    redis.call('ZADD', dk, unpack(add))
-    redis.call('ZREM', ek, unpack(rem))
+    rcall('ZADD', dk, unpack(add))
+    rcall('ZREM', ek, unpack(rem))
   end
-  local a = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
+  local a = rcall('ZRANGE', dk, 0, 0, 'WITHSCORES')
   if not a[2] then return -1 end
   return math.max(0, tonumber(a[2]) - c.now)
 end
@@ -843,11 +899,11 @@ local function next_id(c, sh, idmax)
   local nmax = math.floor((idmax - sh) / c.S)
   if nmax < 1 then return nil end
   for _ = 1, 1000 do
-    local raw = redis.call('INCR', sk)
+    local raw = rcall('INCR', sk)
     local id = ((raw - 1) % nmax + 1) * c.S + sh
     if raw <= nmax then return id end
     local _, bk, f = locate(c, id)
-    if redis.call('HEXISTS', bk, f) == 0 then return id end
+    if rcall('HEXISTS', bk, f) == 0 then return id end
   end
   return nil
 end
@@ -858,8 +914,8 @@ end
 local function supersede(c, sh, dev, cmd)
   local n = 0
   local q = qkey(c, sh, dev)
-  if redis.call('EXISTS', q) == 1 then
-    for _, e in ipairs(redis.call('XRANGE', q, '-', '+')) do
+  if rcall('EXISTS', q) == 1 then
+    for _, e in ipairs(rcall('XRANGE', q, '-', '+')) do
       if e[2][6] == cmd then
         local m = load(c, tonumber(e[2][2]))
         if m and m.r[R_ST] == 0 then
@@ -869,9 +925,9 @@ local function supersede(c, sh, dev, cmd)
       end
     end
   end
-  local dv = redis.call('HGET', dkey(c, sh, dev), 'sc')
+  local dv = rcall('HGET', dkey(c, sh, dev), 'sc')
   if dv and tonumber(dv) > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
+    for _, id in ipairs(rcall('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
       local m = load(c, tonumber(id))
       if m and m.r[R_ST] == 0 and m.r[R_CMD] == cmd then
         transition(c, m, ST.CANCELLED, EV.superseded)
@@ -883,10 +939,10 @@ local function supersede(c, sh, dev, cmd)
 end
 
 local function accept_one(c, a, i, idmax, out)
-  local dev, sh, g, cmd, data = a[i], tonumber(a[i + 1]), a[i + 2], a[i + 3], a[i + 4]
-  local tmp, pd, ttl_ms, dby, mx = a[i + 5], a[i + 6], tonumber(a[i + 7]), tonumber(a[i + 8]), tonumber(a[i + 9])
-  local nb, idk, fp, ext, akey = tonumber(a[i + 10]), a[i + 11], a[i + 12], tonumber(a[i + 13]), a[i + 14]
-  local size = tonumber(a[i + 15])
+  local dev, sh, g, cmd, data = a[i], a[i + 1] + 0, a[i + 2], a[i + 3], a[i + 4]
+  local tmp, pd, ttl_ms, dby, mx = a[i + 5], a[i + 6], a[i + 7] + 0, a[i + 8] + 0, a[i + 9] + 0
+  local nb, idk, fp, ext, akey = a[i + 10] + 0, a[i + 11], a[i + 12], a[i + 13] + 0, a[i + 14]
+  local size = a[i + 15] + 0
 
   -- Firmware has small input buffers: a command its device cannot take would never be acknowledged
   -- and would block the device's queue, so it is refused here (device override 'maxm', else default).
@@ -894,7 +950,7 @@ local function accept_one(c, a, i, idmax, out)
   -- with several commands for one device reads the one and sets the other once (c.dev).
   local seen = c.dev[dev]
   if not seen then
-    seen = {maxm = tonumber(redis.call('HGET', dkey(c, sh, dev), 'maxm')) or false}
+    seen = {maxm = tonumber(rcall('HGET', dkey(c, sh, dev), 'maxm')) or false}
     c.dev[dev] = seen
   end
   local limit = seen.maxm or c.max_message
@@ -904,7 +960,7 @@ local function accept_one(c, a, i, idmax, out)
   end
 
   if idk ~= '' then
-    local v = redis.call('GET', key(c, sh, 'ik:' .. idk))
+    local v = rcall('GET', key(c, sh, 'ik:' .. idk))
     if v then
       local sp = string.find(v, ' ', 1, true)
       local oid = tonumber(string.sub(v, sp + 1))
@@ -938,18 +994,18 @@ local function accept_one(c, a, i, idmax, out)
   -- the default one (0: none).
   if deadline == 0 and c.default_ttl > 0 then deadline = math.max(c.now, nb) + c.default_ttl end
   local _, bk, f = locate(c, id)
+  -- R_FMT true: the history's first entry, {accepted, st, 0, 0}, is implicit (see unpack_record)
   local m = {id = id, sh = sh, bk = bk, f = f, r = {
     dev, GC[g], cmd, data, st, c.now, c.now, 0, tonumber(tmp) or 0, pd, deadline, mx, nb, ext, idk, akey,
-    '', 0, 0, 0, {}, 1, pd ~= '' and 1 or 0, ''}}
-  hist(c, m, EV.accepted)
-  local live = redis.call('HINCRBY', bk, '#', 1)
-  if lcount(live) == 1 then redis.call('PERSIST', bk) end
+    '', 0, 0, 0, {}, 1, pd ~= '' and 1 or 0, '', true}}
+  local live = rcall('HINCRBY', bk, '#', 1)
+  if lcount(live) == 1 then rcall('PERSIST', bk) end
   if deadline > 0 then
     -- The bucket's deadline member covers this deadline unless it has none, comes later, or is due
     -- already (then the pass may have taken it away): see DL.
     local e = lentry(live)
     if e == 0 or deadline < e or e <= c.now then
-      redis.call('ZADD', key(c, sh, 'due'), 'LT', s(deadline), dl_member(c, id))
+      rcall('ZADD', key(c, sh, 'due'), 'LT', s(deadline), dl_member(c, id))
       live = live + (deadline - e) * LIVE_DIV
       m.count = c.live -- written by the save below
     end
@@ -959,9 +1015,9 @@ local function accept_one(c, a, i, idmax, out)
   local new_dev
   if nb > c.now then
     local dk = dkey(c, sh, dev)
-    redis.call('ZADD', key(c, sh, 'sc:' .. dev), s(nb), s(id))
-    redis.call('HINCRBY', dk, 'sc', '1')
-    local dv = redis.call('HMGET', dk, 'cfg', 'x')
+    rcall('ZADD', key(c, sh, 'sc:' .. dev), s(nb), s(id))
+    rcall('HINCRBY', dk, 'sc', '1')
+    local dv = rcall('HMGET', dk, 'cfg', 'x')
     if dev_refresh(c, dv[1], dv[2]) then dev_write(c, dk, dv[1], dv[2], {}) end
     new_dev = wake(c, sh, dev, nb)
   else
@@ -975,20 +1031,21 @@ local function accept_one(c, a, i, idmax, out)
   save(m)
   local dm = key(c, sh, 'dm:' .. dev)
   local sid = s(id)
-  redis.call('ZADD', dm, sid, sid)
+  rcall('ZADD', dm, sid, sid)
   if ((id - sh) / c.S) % 32 == 0 then
     -- now and then: bound the per-device listing to the newest 10,000 and let it expire when idle
-    redis.call('ZREMRANGEBYRANK', dm, '0', '-10001')
-    redis.call('EXPIRE', dm, c.rets)
+    rcall('ZREMRANGEBYRANK', dm, '0', '-10001')
+    rcall('EXPIRE', dm, c.rets)
   end
   if ((id - sh) / c.S) % 64 == 1 then
     -- fleet search index (con_search): time -> position of every 64th message, kept for the retention
     local ix = key(c, sh, 'ix')
-    redis.call('ZADD', ix, s(c.now), sid)
-    redis.call('ZREMRANGEBYSCORE', ix, '-inf', s(c.now - c.ret * 1000))
+    rcall('ZADD', ix, s(c.now), sid)
+    rcall('ZREMRANGEBYSCORE', ix, '-inf', s(c.now - c.ret * 1000))
   end
-  if idk ~= '' then redis.call('SET', key(c, sh, 'ik:' .. idk), fp .. ' ' .. sid) end
-  out[#out + 1] = 'OK'; out[#out + 1] = sid; out[#out + 1] = STN[st]; out[#out + 1] = cancelled
+  if idk ~= '' then rcall('SET', key(c, sh, 'ik:' .. idk), fp .. ' ' .. sid) end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 'OK', sid, STN[st], cancelled
 end
 
 -- accept_batch: stores producer messages atomically, in order.
@@ -1009,7 +1066,7 @@ local function accept_batch(keys, args)
   local tk = nil
   if token ~= '' then
     tk = keys[1] .. 'rq:' .. token
-    local prev = redis.call('GET', tk)
+    local prev = rcall('GET', tk)
     if prev then
       -- The first call ran and its reply was lost: the same answer, and the notifications it claimed
       -- (still ours, never published) so they go out now rather than after a reclaim.
@@ -1019,9 +1076,9 @@ local function accept_batch(keys, args)
       local notes = {}
       for i = 1, #v[2], 2 do
         local lk, id = key(c, v[2][i], 'log'), v[2][i + 1]
-        local p = redis.call('XPENDING', lk, PUB, id, id, 1)
+        local p = rcall('XPENDING', lk, PUB, id, id, 1)
         if p[1] and p[1][2] == c.node then
-          local e = redis.call('XCLAIM', lk, PUB, c.node, 0, id)[1]
+          local e = rcall('XCLAIM', lk, PUB, c.node, 0, id)[1]
           if e then add_note(notes, v[2][i], e) end
         end
       end
@@ -1034,7 +1091,7 @@ local function accept_batch(keys, args)
   if tk then
     local ids = {}
     for i = 1, #notes, 9 do ids[#ids + 1] = tonumber(notes[i]); ids[#ids + 1] = notes[i + 1] end
-    redis.call('SET', tk, cmsgpack.pack({out, ids}), 'EX', args[7])
+    rcall('SET', tk, cmsgpack.pack({out, ids}), 'EX', args[7])
   end
   return {out, notes}
 end
@@ -1060,26 +1117,28 @@ local function ack_one(c, dev, id, new, out)
     -- The send saw more queued and knew when the device may be sent to next: no read of the d:
     -- hash. The send refreshed its expiry; a hash that was gone since (HSET adds 'a' to nothing, or
     -- the device's first ack) gets the expiry any write gives.
-    if redis.call('HSET', dk, 'a', s(c.now)) == 1 then
-      local dv = redis.call('HMGET', dk, 'cfg', 'x')
+    if rcall('HSET', dk, 'a', s(c.now)) == 1 then
+      local dv = rcall('HMGET', dk, 'cfg', 'x')
       if dev_refresh(c, dv[1], dv[2]) then dev_write(c, dk, dv[1], dv[2], {}) end
     end
     wake(c, m.sh, dev, math.max(c.now, nxt))
-    out[#out + 1] = 'OK'; out[#out + 1] = new; out[#out + 1] = first and s(c.now - r[R_TS]) or ''
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3] = 'OK', new, first and s(c.now - r[R_TS]) or ''
     return
   end
-  local dv = redis.call('HMGET', dk, 'n', 'sc', 'cfg', 'x')
+  local dv = rcall('HMGET', dk, 'n', 'sc', 'cfg', 'x')
   dev_write(c, dk, dv[3], dv[4], {'a', s(c.now)})
   -- The freed window slot lets the next message go as soon as pacing allows, not at the next scan;
   -- a device with nothing left leaves the schedule now rather than at its last re-send time. When the
   -- send saw more queued (R_MORE), the queue is not read: were it empty by now (the rest cancelled
   -- or expired), the pass that comes finds so and lets the device leave the schedule.
-  if more or (tonumber(dv[2]) or 0) > 0 or redis.call('XLEN', qkey(c, m.sh, dev)) > 0 then
+  if more or (tonumber(dv[2]) or 0) > 0 or rcall('XLEN', qkey(c, m.sh, dev)) > 0 then
     wake(c, m.sh, dev, math.max(c.now, tonumber(dv[1]) or 0))
   else
     idle(c, m.sh, dev)
   end
-  out[#out + 1] = 'OK'; out[#out + 1] = new; out[#out + 1] = first and s(c.now - r[R_TS]) or ''
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3] = 'OK', new, first and s(c.now - r[R_TS]) or ''
 end
 
 -- ack_batch: applies device acks in order. KEYS: <prefix>{<shard>} per shard involved.
@@ -1104,7 +1163,7 @@ end
 local function lease_value(c, epoch) return c.node .. ' ' .. epoch end
 
 local function fenced(c, sh, epoch)
-  return redis.call('GET', key(c, sh, 'lease')) ~= lease_value(c, epoch)
+  return rcall('GET', key(c, sh, 'lease')) ~= lease_value(c, epoch)
 end
 
 -- The deadline member mem of bucket bn of shard sh is due (the caller removed it): expires the
@@ -1113,12 +1172,12 @@ end
 -- retired costs one read.
 local function expire_bucket(c, sh, bn, mem, stats)
   local bk = key(c, sh, 'm:' .. s(bn))
-  local v = tonumber(redis.call('HGET', bk, '#'))
+  local v = tonumber(rcall('HGET', bk, '#'))
   if not v then return end -- expired with its messages
   c.live[bk] = v
   local nxt = nil
   if lcount(v) > 0 then
-    local all = redis.call('HGETALL', bk)
+    local all = rcall('HGETALL', bk)
     for i = 1, #all, 2 do
       local f = all[i]
       if f ~= '#' then
@@ -1138,9 +1197,9 @@ local function expire_bucket(c, sh, bn, mem, stats)
   end
   local live = lcount(c.live[bk]) + (nxt or 0) * LIVE_DIV
   c.live[bk] = live
-  redis.call('HSET', bk, '#', s(live))
+  rcall('HSET', bk, '#', s(live))
   if nxt then
-    redis.call('ZADD', key(c, sh, 'due'), s(nxt), mem)
+    rcall('ZADD', key(c, sh, 'due'), s(nxt), mem)
     local h = c.due_min[sh]
     if not h or nxt < h then c.due_min[sh] = nxt end
   end
@@ -1161,18 +1220,18 @@ local function pass_one(c, sh, batch, pol, out, tagged)
   local dk = key(c, sh, 'due')
   local nexp, head = 0, nil
   local devs = {}
-  local due = redis.call('ZRANGE', dk, '0', s(batch), 'WITHSCORES')
+  local due = rcall('ZRANGE', dk, '0', s(batch), 'WITHSCORES')
   for i = 1, #due, 2 do
-    local t = tonumber(due[i + 1])
+    local t = due[i + 1] + 0
     if t > c.now or nexp + #devs >= batch then head = t; break end
     local mem = due[i]
     if string.byte(mem, 1) == 35 and string.byte(mem, 2) == 109 then -- '#m': a bucket's deadlines
       nexp = nexp + 1
-      redis.call('ZREM', dk, mem)
+      rcall('ZREM', dk, mem)
       expire_bucket(c, sh, tonumber(string.sub(mem, 3)), mem, stats)
     elseif string.byte(mem, 1) == 35 then -- '#<id>': one message's deadline (an older library's)
       nexp = nexp + 1
-      redis.call('ZREM', dk, mem)
+      rcall('ZREM', dk, mem)
       local m = load(c, tonumber(string.sub(mem, 2)))
       if m and pending(m.r) then
         transition(c, m, ST.EXPIRED, EV.deadline)
@@ -1183,11 +1242,11 @@ local function pass_one(c, sh, batch, pol, out, tagged)
       devs[#devs + 1] = mem
     end
   end
-  for _, dev in ipairs(devs) do
-    local m = send_step(c, sh, dev, 'mqtt', pol, stats)
+  for i = 1, #devs do
+    local m = send_step(c, sh, devs[i], 'mqtt', pol, stats)
     if m then
       if tagged then out[#out + 1] = s(sh) end
-      for _, v in ipairs(send_out(c, m)) do out[#out + 1] = v end
+      send_out(c, m, out)
     end
   end
   local more = 0
@@ -1236,7 +1295,7 @@ local function dispatch_many(keys, args)
   for from = 0, n - 1, 500 do
     local lk = {}
     for k = from, math.min(n, from + 500) - 1 do lk[#lk + 1] = key(c, tonumber(args[14 + 2 * k]), 'lease') end
-    for i, v in ipairs(redis.call('MGET', unpack(lk))) do held[from + i] = v end
+    for i, v in ipairs(rcall('MGET', unpack(lk))) do held[from + i] = v end
   end
   for k = 0, n - 1 do
     local sh, epoch = tonumber(args[14 + 2 * k]), args[15 + 2 * k]
@@ -1292,7 +1351,7 @@ local function reclaim(keys, args)
   local c = ctx(args)
   local sh, idle, count = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
   local lk = key(c, sh, 'log')
-  local r = redis.pcall('XAUTOCLAIM', lk, PUB, c.node, idle, '0-0', 'COUNT', count)
+  local r = rpcall('XAUTOCLAIM', lk, PUB, c.node, idle, '0-0', 'COUNT', count)
   if failed(r) then return {{}, 0} end -- no log (or no group) yet
   -- An entry whose message has logged a later change since is confirmed and left out: published now,
   -- it could reach the producer after that later change (its node published it and lost the
@@ -1302,7 +1361,7 @@ local function reclaim(keys, args)
   for _, e in ipairs(r[2]) do
     local v = note_fields(e[2]) or {'', ''}
     local m = load(c, tonumber(v[NOTE_ID]))
-    local last = m and m.r[R_NOTE] or ''
+    local last = m and note_of(m.r) or ''
     -- the same message (not a later one that reused its id after a wrap): same device, logged since
     -- its acceptance
     if last ~= '' and last ~= e[1] and id_le(e[1], last) and m.r[R_DEV] == v[NOTE_DEV] and
@@ -1312,7 +1371,7 @@ local function reclaim(keys, args)
       superseded[#superseded + 1] = e[1] -- holds no note: nothing to publish
     end
   end
-  if #superseded > 0 then redis.call('XACK', lk, PUB, unpack(superseded)) end
+  if #superseded > 0 then rcall('XACK', lk, PUB, unpack(superseded)) end
   local lost = r[3] and #r[3] or 0
   return {out, lost}
 end
@@ -1327,14 +1386,14 @@ local function note_wait(keys, args)
   local c = ctx(args)
   local sh, id, stale = tonumber(args[5]), args[6], tonumber(args[7])
   local lk = key(c, sh, 'log')
-  local p = redis.pcall('XPENDING', lk, PUB, id, id, 1)
+  local p = rpcall('XPENDING', lk, PUB, id, id, 1)
   if failed(p) or not p[1] then return 1 end
   if p[1][2] ~= c.node and p[1][3] < stale then return 0 end
-  local e = redis.call('XCLAIM', lk, PUB, c.node, 0, id)[1]
+  local e = rcall('XCLAIM', lk, PUB, c.node, 0, id)[1]
   if not e then return 1 end
   local out = {}
   if not add_note(out, sh, e) then
-    redis.call('XACK', lk, PUB, id) -- holds no note: nothing to publish
+    rcall('XACK', lk, PUB, id) -- holds no note: nothing to publish
     return 1
   end
   return out
@@ -1347,14 +1406,14 @@ local function trim_log(keys, args)
   local sh, keep = tonumber(args[5]), tonumber(args[6])
   local lk = key(c, sh, 'log')
   local minid = s(math.max(0, c.now - keep)) .. '-0'
-  local p = redis.pcall('XPENDING', lk, PUB)
+  local p = rpcall('XPENDING', lk, PUB)
   if failed(p) then return 0 end -- no log (or no group) yet
   if p[1] > 0 then
     local oldest = p[2]
     local ms = tonumber(string.match(oldest, '^(%d+)-'))
     if ms * 1 < c.now - keep then minid = oldest end
   end
-  return redis.call('XTRIM', lk, 'MINID', '~', minid)
+  return rcall('XTRIM', lk, 'MINID', '~', minid)
 end
 
 -- ---- leases ------------------------------------------------------------------------------------
@@ -1373,7 +1432,7 @@ local function lease(keys, args)
   local tag = c.node .. ' '
   local mine, free = {}, {}
   for sh = 0, c.S - 1 do
-    local v = redis.call('GET', key(c, sh, 'lease'))
+    local v = rcall('GET', key(c, sh, 'lease'))
     if not v then
       free[#free + 1] = sh
     elseif string.sub(v, 1, #tag) == tag then
@@ -1381,22 +1440,22 @@ local function lease(keys, args)
     end
   end
   if release then
-    redis.call('ZREM', nodes, c.node)
-    for _, e in ipairs(mine) do redis.call('DEL', key(c, e[1], 'lease')) end
+    rcall('ZREM', nodes, c.node)
+    for _, e in ipairs(mine) do rcall('DEL', key(c, e[1], 'lease')) end
     return {}
   end
-  redis.call('ZADD', nodes, c.now + ttl, c.node)
-  redis.call('ZREMRANGEBYSCORE', nodes, '-inf', c.now)
-  local target = math.ceil(c.S / redis.call('ZCARD', nodes))
+  rcall('ZADD', nodes, c.now + ttl, c.node)
+  rcall('ZREMRANGEBYSCORE', nodes, '-inf', c.now)
+  local target = math.ceil(c.S / rcall('ZCARD', nodes))
   while #mine > target do
     local e = table.remove(mine)
-    redis.call('DEL', key(c, e[1], 'lease'))
+    rcall('DEL', key(c, e[1], 'lease'))
   end
-  for _, e in ipairs(mine) do redis.call('PEXPIRE', key(c, e[1], 'lease'), ttl) end
+  for _, e in ipairs(mine) do rcall('PEXPIRE', key(c, e[1], 'lease'), ttl) end
   for _, sh in ipairs(free) do
     if #mine >= target then break end
-    local ep = redis.call('INCR', key(c, sh, 'epoch'))
-    redis.call('SET', key(c, sh, 'lease'), tag .. s(ep), 'PX', ttl)
+    local ep = rcall('INCR', key(c, sh, 'epoch'))
+    rcall('SET', key(c, sh, 'lease'), tag .. s(ep), 'PX', ttl)
     mine[#mine + 1] = {sh, s(ep)}
   end
   local out = {}
@@ -1447,16 +1506,16 @@ local function purge(keys, args)
     n = n + 1
   end
   if cursor == '' then
-    for _, id in ipairs(redis.call('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
+    for _, id in ipairs(rcall('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
       local m = load(c, tonumber(id))
       if m and pending(m.r) then one(m) end
     end
   end
   local q = qkey(c, sh, dev)
   local more = 0
-  if redis.call('EXISTS', q) == 1 then
+  if rcall('EXISTS', q) == 1 then
     local from = cursor == '' and '-' or '(' .. cursor
-    local entries = redis.call('XRANGE', q, from, '+', 'COUNT', step)
+    local entries = rcall('XRANGE', q, from, '+', 'COUNT', step)
     for _, e in ipairs(entries) do
       local m = load(c, tonumber(e[2][2]))
       if not m or not pending(m.r) then
@@ -1484,10 +1543,10 @@ local function pull(keys, args)
   local m = send_step(c, sh, dev, true, pol, {expired = 0, failed = 0})
   local notes = claim(c, {})
   if m then
-    local o = send_out(c, m)
+    local o = send_out(c, m, {})
     return {{'MSG', o[1], o[3], o[4], o[5], o[6], o[7]}, notes}
   end
-  local due = redis.call('ZSCORE', key(c, sh, 'due'), dev)
+  local due = rcall('ZSCORE', key(c, sh, 'due'), dev)
   if due then due = s(math.max(0, tonumber(due) - c.now)) end
   return {{'NONE', due or ''}, notes}
 end
@@ -1500,8 +1559,8 @@ local function peek(keys, args)
   local c = ctx(args)
   local dev, sh = args[5], tonumber(args[6])
   local q = qkey(c, sh, dev)
-  if redis.call('EXISTS', q) == 0 then return {} end
-  for _, e in ipairs(redis.call('XRANGE', q, '-', '+', 'COUNT', 100)) do
+  if rcall('EXISTS', q) == 0 then return {} end
+  for _, e in ipairs(rcall('XRANGE', q, '-', '+', 'COUNT', 100)) do
     local m = load(c, tonumber(e[2][2]))
     if m and m.r[R_ST] == 0 then
       if m.r[R_SHOWN] == 0 then
@@ -1522,13 +1581,13 @@ local function devinfo(keys, args)
   local dev, sh = args[5], tonumber(args[6])
   local q = qkey(c, sh, dev)
   local len, pel = 0, 0
-  if redis.call('EXISTS', q) == 1 then
-    len = redis.call('XLEN', q)
-    local p = redis.pcall('XPENDING', q, GROUP)
+  if rcall('EXISTS', q) == 1 then
+    len = rcall('XLEN', q)
+    local p = rpcall('XPENDING', q, GROUP)
     if not failed(p) then pel = p[1] end
   end
-  local d = redis.call('HMGET', dkey(c, sh, dev), 'n', 'l', 'a', 'iv', 'win', 'mode', 'maxm')
-  return {len - pel, pel, redis.call('ZCARD', key(c, sh, 'sc:' .. dev)), d[1] or '', d[2] or '', d[3] or '',
+  local d = rcall('HMGET', dkey(c, sh, dev), 'n', 'l', 'a', 'iv', 'win', 'mode', 'maxm')
+  return {len - pel, pel, rcall('ZCARD', key(c, sh, 'sc:' .. dev)), d[1] or '', d[2] or '', d[3] or '',
           d[4] or '', d[5] or '', d[6] or '', d[7] or ''}
 end
 
@@ -1543,15 +1602,15 @@ local function devset(keys, args)
   local names = {'iv', 'win', 'mode', 'maxm'}
   for i, f in ipairs(names) do
     local v = args[6 + i]
-    if v == '-' then redis.call('HDEL', dk, f) elseif v and v ~= '' then redis.call('HSET', dk, f, v) end
+    if v == '-' then rcall('HDEL', dk, f) elseif v and v ~= '' then rcall('HSET', dk, f, v) end
   end
-  local left = redis.call('HMGET', dk, 'iv', 'win', 'mode', 'maxm')
+  local left = rcall('HMGET', dk, 'iv', 'win', 'mode', 'maxm')
   if left[1] or left[2] or left[3] or left[4] then
-    redis.call('HSET', dk, 'cfg', '1')
-    redis.call('PERSIST', dk)
+    rcall('HSET', dk, 'cfg', '1')
+    rcall('PERSIST', dk)
   else
-    redis.call('HDEL', dk, 'cfg', 'x') -- the next write refreshes the expiry (dev_refresh)
-    if redis.call('EXISTS', dk) == 1 then redis.call('EXPIRE', dk, c.ret) end
+    rcall('HDEL', dk, 'cfg', 'x') -- the next write refreshes the expiry (dev_refresh)
+    if rcall('EXISTS', dk) == 1 then rcall('EXPIRE', dk, c.ret) end
   end
   index_dev(c, sh, dev)
   wake(c, sh, dev, c.now) -- a new interval or window may let something go now
@@ -1572,12 +1631,12 @@ local function get(keys, args)
       out[#out + 1] = {}
     else
       local r = m.r
-      local h = {}
-      for j = 1, #r[R_HIST], 4 do
-        h[#h + 1] = EVN[r[R_HIST][j]] or '?'
-        h[#h + 1] = STN[r[R_HIST][j + 1]]
-        h[#h + 1] = s(r[R_TS] + r[R_HIST][j + 2])
-        h[#h + 1] = s(r[R_HIST][j + 3])
+      local h, rh = {}, history_of(r)
+      for j = 1, #rh, 4 do
+        h[#h + 1] = EVN[rh[j]] or '?'
+        h[#h + 1] = STN[rh[j + 1]]
+        h[#h + 1] = s(r[R_TS] + rh[j + 2])
+        h[#h + 1] = s(rh[j + 3])
       end
       out[#out + 1] = {s(m.id), r[R_DEV], GN[r[R_G]], r[R_CMD], r[R_DATA], STN[r[R_ST]], s(r[R_TS]), s(r[R_CHG]),
                        s(r[R_ATT]), r[R_HASPD] == 1 and s(r[R_TMP]) or '', r[R_PD], s(r[R_TTL]), s(r[R_MAX]),
@@ -1598,11 +1657,11 @@ local function list(keys, args)
   local hi = '+inf'
   if cursor > 0 then hi = '(' .. s(cursor) end
   for _ = 1, 10 do
-    local ids = redis.call('ZRANGE', dm, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit - #out)
+    local ids = rcall('ZRANGE', dm, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit - #out)
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
       local _, bk, f = locate(c, tonumber(id))
-      if redis.call('HEXISTS', bk, f) == 1 then out[#out + 1] = id else redis.call('ZREM', dm, id) end
+      if rcall('HEXISTS', bk, f) == 1 then out[#out + 1] = id else rcall('ZREM', dm, id) end
       hi = '(' .. id
     end
     if #out >= limit then break end
@@ -1618,9 +1677,9 @@ local function layout(keys, args)
   local c = ctx(args)
   local want = args[5] .. ' ' .. s(c.S)
   local k = c.P .. 'layout'
-  local have = redis.call('GET', k)
+  local have = rcall('GET', k)
   if not have then
-    redis.call('SET', k, want)
+    rcall('SET', k, want)
     return 'OK'
   end
   if have == want then return 'OK' end
@@ -1640,7 +1699,7 @@ local function ids_advance(keys, args)
   local nmax = math.floor((idmax - sh) / c.S)
   if nmax < 1 then return 0 end
   if by <= 0 then by = math.ceil(nmax / 2) end
-  local raw = redis.call('INCRBY', key(c, sh, 'seq'), by)
+  local raw = rcall('INCRBY', key(c, sh, 'seq'), by)
   return (raw % nmax + 1) * c.S + sh
 end
 
@@ -1652,35 +1711,35 @@ end
 local function subs(keys, args)
   local c = ctx(args)
   local k = c.P .. 'subs:' .. c.node
-  local before = redis.call('SMEMBERS', k)
-  if args[5] == 'set' then redis.call('DEL', k) end
-  for i = 6, #args do redis.call('SADD', k, args[i]) end
+  local before = rcall('SMEMBERS', k)
+  if args[5] == 'set' then rcall('DEL', k) end
+  for i = 6, #args do rcall('SADD', k, args[i]) end
   return before
 end
 
 redis.register_function{function_name = 'generation', callback = function() return GENERATION end,
                         flags = {'no-writes'}}
-redis.register_function('layout', layout)
-redis.register_function('subs', subs)
-redis.register_function('ids_advance', ids_advance)
-redis.register_function('accept_batch', accept_batch)
-redis.register_function('ack_batch', ack_batch)
-redis.register_function('dispatch', dispatch)
-redis.register_function('dispatch_many', dispatch_many)
-redis.register_function('unsend', unsend)
-redis.register_function('heads', heads)
-redis.register_function('reclaim', reclaim)
-redis.register_function('trim_log', trim_log)
-redis.register_function('note_wait', note_wait)
-redis.register_function('lease', lease)
-redis.register_function('cancel', cancel)
-redis.register_function('purge', purge)
-redis.register_function('pull', pull)
-redis.register_function{function_name = 'peek', callback = peek}
-redis.register_function{function_name = 'devinfo', callback = devinfo, flags = {'no-writes'}}
-redis.register_function('devset', devset)
-redis.register_function{function_name = 'get', callback = get, flags = {'no-writes'}}
-redis.register_function('list', list)
+redis.register_function('layout', api(layout))
+redis.register_function('subs', api(subs))
+redis.register_function('ids_advance', api(ids_advance))
+redis.register_function('accept_batch', api(accept_batch))
+redis.register_function('ack_batch', api(ack_batch))
+redis.register_function('dispatch', api(dispatch))
+redis.register_function('dispatch_many', api(dispatch_many))
+redis.register_function('unsend', api(unsend))
+redis.register_function('heads', api(heads))
+redis.register_function('reclaim', api(reclaim))
+redis.register_function('trim_log', api(trim_log))
+redis.register_function('note_wait', api(note_wait))
+redis.register_function('lease', api(lease))
+redis.register_function('cancel', api(cancel))
+redis.register_function('purge', api(purge))
+redis.register_function('pull', api(pull))
+redis.register_function{function_name = 'peek', callback = api(peek)}
+redis.register_function{function_name = 'devinfo', callback = api(devinfo), flags = {'no-writes'}}
+redis.register_function('devset', api(devset))
+redis.register_function{function_name = 'get', callback = api(get), flags = {'no-writes'}}
+redis.register_function('list', api(list))
 
 -- ---- registry ----------------------------------------------------------------------------------
 -- The client registry (Duster's clients: login accounts of devices and operators) and its login
@@ -1702,20 +1761,20 @@ local REG_FIELDS = {'id', 'desc', 'role', 'pw', 'en', 'ct', 'ut', 'gen'}
 local function reg_key(keys, name) return keys[1] .. name end
 
 local function reg_now()
-  local t = redis.call('TIME')
+  local t = rcall('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- A client as {name, id, desc, role, pw, en, ct, ut, gen}, or nil.
 local function reg_load(keys, name)
   if not name then return nil end
-  local v = redis.call('HMGET', reg_key(keys, 'c:' .. name), unpack(REG_FIELDS))
+  local v = rcall('HMGET', reg_key(keys, 'c:' .. name), unpack(REG_FIELDS))
   if not v[1] then return nil end
   return {name, v[1], v[2] or '', v[3] or 'DEVISE', v[4] or '', v[5] or '1', v[6] or '0', v[7] or '0', v[8] or '0'}
 end
 
 local function reg_by(keys, by, v)
-  if by == 'id' then return reg_load(keys, redis.call('HGET', reg_key(keys, 'byid'), v)) end
+  if by == 'id' then return reg_load(keys, rcall('HGET', reg_key(keys, 'byid'), v)) end
   return reg_load(keys, v)
 end
 
@@ -1728,15 +1787,15 @@ end
 local function reg_create(keys, args)
   local name = args[2]
   local k = reg_key(keys, 'c:' .. name)
-  if redis.call('EXISTS', k) == 1 then return redis.error_reply('EXISTS client ' .. name .. ' exists') end
+  if rcall('EXISTS', k) == 1 then return redis.error_reply('EXISTS client ' .. name .. ' exists') end
   local now = s(reg_now())
-  local id = s(redis.call('INCR', reg_key(keys, 'seq')))
-  local gen = s(redis.call('INCR', reg_key(keys, 'gen')))
-  redis.call('HSET', k, 'id', id, 'desc', args[3], 'role', args[4], 'pw', args[5], 'en', args[6], 'ct', now,
+  local id = s(rcall('INCR', reg_key(keys, 'seq')))
+  local gen = s(rcall('INCR', reg_key(keys, 'gen')))
+  rcall('HSET', k, 'id', id, 'desc', args[3], 'role', args[4], 'pw', args[5], 'en', args[6], 'ct', now,
              'ut', now, 'gen', gen)
-  redis.call('HSET', reg_key(keys, 'byid'), id, name)
-  redis.call('ZADD', reg_key(keys, 'idx'), 0, name)
-  if args[4] == 'MAN' then redis.call('SADD', reg_key(keys, 'man'), name) end
+  rcall('HSET', reg_key(keys, 'byid'), id, name)
+  rcall('ZADD', reg_key(keys, 'idx'), 0, name)
+  if args[4] == 'MAN' then rcall('SADD', reg_key(keys, 'man'), name) end
   return reg_load(keys, name)
 end
 
@@ -1755,17 +1814,17 @@ local function reg_update(keys, args)
     set[#set + 1] = f
     set[#set + 1] = v
     if f == 'role' then
-      if v == 'MAN' then redis.call('SADD', reg_key(keys, 'man'), c[1])
-      else redis.call('SREM', reg_key(keys, 'man'), c[1]) end
+      if v == 'MAN' then rcall('SADD', reg_key(keys, 'man'), c[1])
+      else rcall('SREM', reg_key(keys, 'man'), c[1]) end
     end
   end
   set[#set + 1] = 'ut'
   set[#set + 1] = s(reg_now())
   if revoke then
     set[#set + 1] = 'gen'
-    set[#set + 1] = s(redis.call('INCR', reg_key(keys, 'gen')))
+    set[#set + 1] = s(rcall('INCR', reg_key(keys, 'gen')))
   end
-  redis.call('HSET', k, unpack(set))
+  rcall('HSET', k, unpack(set))
   return {reg_load(keys, c[1]), revoke and 1 or 0}
 end
 
@@ -1773,10 +1832,10 @@ end
 local function reg_delete(keys, args)
   local c = reg_by(keys, args[2], args[3])
   if not c then return nil end
-  redis.call('DEL', reg_key(keys, 'c:' .. c[1]))
-  redis.call('HDEL', reg_key(keys, 'byid'), c[2])
-  redis.call('ZREM', reg_key(keys, 'idx'), c[1])
-  redis.call('SREM', reg_key(keys, 'man'), c[1])
+  rcall('DEL', reg_key(keys, 'c:' .. c[1]))
+  rcall('HDEL', reg_key(keys, 'byid'), c[2])
+  rcall('ZREM', reg_key(keys, 'idx'), c[1])
+  rcall('SREM', reg_key(keys, 'man'), c[1])
   return c
 end
 
@@ -1787,7 +1846,7 @@ local function reg_list(keys, args)
   local min = '[' .. prefix
   if after ~= '' and after >= prefix then min = '(' .. after end
   local max = prefix == '' and '+' or ('[' .. prefix .. '\255')
-  local names = redis.call('ZRANGEBYLEX', reg_key(keys, 'idx'), min, max, 'LIMIT', 0, limit + 1)
+  local names = rcall('ZRANGEBYLEX', reg_key(keys, 'idx'), min, max, 'LIMIT', 0, limit + 1)
   local out = {#names > limit and 1 or 0}
   for i = 1, math.min(#names, limit) do
     local c = reg_load(keys, names[i])
@@ -1799,8 +1858,8 @@ end
 -- reg_bootstrap: ARGV[2] name, ARGV[3] pw hash. Creates the first operator when no MAN client
 -- exists. Returns 1 (created), 0 (an operator exists) or -1 (the name is taken by a non-operator).
 local function reg_bootstrap(keys, args)
-  if redis.call('SCARD', reg_key(keys, 'man')) > 0 then return 0 end
-  if redis.call('EXISTS', reg_key(keys, 'c:' .. args[2])) == 1 then return -1 end
+  if rcall('SCARD', reg_key(keys, 'man')) > 0 then return 0 end
+  if rcall('EXISTS', reg_key(keys, 'c:' .. args[2])) == 1 then return -1 end
   reg_create(keys, {args[1], args[2], 'first operator, created at the first start', 'MAN', args[3], '1'})
   return 1
 end
@@ -1811,8 +1870,8 @@ local function reg_login(keys, args)
   local limit = tonumber(args[4])
   local wait = 0
   for _, k in ipairs({reg_key(keys, 'lf:i:' .. args[2]), reg_key(keys, 'lf:a:' .. args[3])}) do
-    local n = tonumber(redis.call('GET', k) or '0')
-    if n >= limit then wait = math.max(wait, redis.call('PTTL', k), 1) end
+    local n = tonumber(rcall('GET', k) or '0')
+    if n >= limit then wait = math.max(wait, rcall('PTTL', k), 1) end
   end
   if wait > 0 then return {wait} end
   return {0, reg_load(keys, args[2])}
@@ -1821,7 +1880,7 @@ end
 -- reg_failed: ARGV[2] name, ARGV[3] source address, ARGV[4] window (ms). Counts a failed login.
 local function reg_failed(keys, args)
   for _, k in ipairs({reg_key(keys, 'lf:i:' .. args[2]), reg_key(keys, 'lf:a:' .. args[3])}) do
-    if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, args[4]) end
+    if rcall('INCR', k) == 1 then rcall('PEXPIRE', k, args[4]) end
   end
   return 1
 end
@@ -1832,38 +1891,38 @@ end
 local function reg_token_issue(keys, args)
   local c = reg_load(keys, args[3])
   if not c or c[6] ~= '1' or c[9] ~= args[4] then return nil end
-  redis.call('SET', reg_key(keys, 't:' .. args[2]), c[9] .. ' ' .. c[1], 'PX', args[5])
-  redis.call('DEL', reg_key(keys, 'lf:i:' .. c[1]))
+  rcall('SET', reg_key(keys, 't:' .. args[2]), c[9] .. ' ' .. c[1], 'PX', args[5])
+  rcall('DEL', reg_key(keys, 'lf:i:' .. c[1]))
   return c
 end
 
 -- reg_token_check: ARGV[2] token hash. Returns {client, remaining ms} or nil.
 local function reg_token_check(keys, args)
   local k = reg_key(keys, 't:' .. args[2])
-  local v = redis.call('GET', k)
+  local v = rcall('GET', k)
   if not v then return nil end
   local sp = string.find(v, ' ', 1, true)
   local c = reg_load(keys, string.sub(v, sp + 1))
   if not c or c[6] ~= '1' or c[9] ~= string.sub(v, 1, sp - 1) then return nil end
-  return {c, redis.call('PTTL', k)}
+  return {c, rcall('PTTL', k)}
 end
 
 -- reg_token_revoke: ARGV[2] token hash. Returns 1 when the token existed.
 local function reg_token_revoke(keys, args)
-  return redis.call('DEL', reg_key(keys, 't:' .. args[2]))
+  return rcall('DEL', reg_key(keys, 't:' .. args[2]))
 end
 
-redis.register_function{function_name = 'reg_get', callback = reg_get, flags = {'no-writes'}}
-redis.register_function('reg_create', reg_create)
-redis.register_function('reg_update', reg_update)
-redis.register_function('reg_delete', reg_delete)
-redis.register_function{function_name = 'reg_list', callback = reg_list, flags = {'no-writes'}}
-redis.register_function('reg_bootstrap', reg_bootstrap)
-redis.register_function('reg_login', reg_login)
-redis.register_function('reg_failed', reg_failed)
-redis.register_function('reg_token_issue', reg_token_issue)
-redis.register_function{function_name = 'reg_token_check', callback = reg_token_check, flags = {'no-writes'}}
-redis.register_function('reg_token_revoke', reg_token_revoke)
+redis.register_function{function_name = 'reg_get', callback = api(reg_get), flags = {'no-writes'}}
+redis.register_function('reg_create', api(reg_create))
+redis.register_function('reg_update', api(reg_update))
+redis.register_function('reg_delete', api(reg_delete))
+redis.register_function{function_name = 'reg_list', callback = api(reg_list), flags = {'no-writes'}}
+redis.register_function('reg_bootstrap', api(reg_bootstrap))
+redis.register_function('reg_login', api(reg_login))
+redis.register_function('reg_failed', api(reg_failed))
+redis.register_function('reg_token_issue', api(reg_token_issue))
+redis.register_function{function_name = 'reg_token_check', callback = api(reg_token_check), flags = {'no-writes'}}
+redis.register_function('reg_token_revoke', api(reg_token_revoke))
 
 -- ---- backlog gauges ------------------------------------------------------------------------------
 
@@ -1882,20 +1941,20 @@ local function backlog(keys, args)
   for i = 6, #args do
     local sh = tonumber(args[i])
     local dk = key(c, sh, 'due')
-    local total = redis.call('ZCARD', dk)
+    local total = rcall('ZCARD', dk)
     if total > max then skipped = skipped + total - max end
-    for _, dev in ipairs(redis.call('ZRANGE', dk, 0, max - 1)) do
+    for _, dev in ipairs(rcall('ZRANGE', dk, 0, max - 1)) do
       if string.byte(dev, 1) ~= 35 then -- '#m<b>' and '#<id>' are deadlines, not devices
         local q = qkey(c, sh, dev)
-        queued = queued + redis.call('XLEN', q)
-        local p = redis.pcall('XPENDING', q, GROUP)
+        queued = queued + rcall('XLEN', q)
+        local p = rpcall('XPENDING', q, GROUP)
         if not failed(p) then inflight = inflight + p[1] end
-        scheduled = scheduled + redis.call('ZCARD', key(c, sh, 'sc:' .. dev))
+        scheduled = scheduled + rcall('ZCARD', key(c, sh, 'sc:' .. dev))
         -- The queue's first entry: with entries in flight, the oldest of them (an entry leaves the
         -- group's pending list and the queue together, and the group reads in order), else a read.
         local first = not failed(p) and p[1] > 0 and p[2]
         if not first then
-          local e = redis.call('XRANGE', q, '-', '+', 'COUNT', 1)[1]
+          local e = rcall('XRANGE', q, '-', '+', 'COUNT', 1)[1]
           first = e and e[1]
         end
         if first then
@@ -1910,7 +1969,7 @@ local function backlog(keys, args)
   return {queued, inflight, scheduled, age, skipped}
 end
 
-redis.register_function{function_name = 'backlog', callback = backlog, flags = {'no-writes'}}
+redis.register_function{function_name = 'backlog', callback = api(backlog), flags = {'no-writes'}}
 
 -- ---- console: saved commands -------------------------------------------------------------------
 -- Duster's saved messages: commands an operator keeps per device and sends with one click. They live
@@ -1923,7 +1982,7 @@ redis.register_function{function_name = 'backlog', callback = backlog, flags = {
 
 -- A saved command as {id, cid, dev, desc, cmd, g, data}, or nil.
 local function sm_load(keys, id)
-  local v = redis.call('HMGET', keys[1] .. 'sm:' .. id, 'cid', 'dev', 'desc', 'cmd', 'g', 'data')
+  local v = rcall('HMGET', keys[1] .. 'sm:' .. id, 'cid', 'dev', 'desc', 'cmd', 'g', 'data')
   if not v[1] then return nil end
   return {id, v[1], v[2] or '', v[3] or '', v[4] or '', v[5] or 'NO', v[6] or ''}
 end
@@ -1941,21 +2000,21 @@ local function sm_put(keys, args)
   end
   local dev = cur and cur[3] or nil
   if cid ~= '' then
-    local name = redis.call('HGET', keys[1] .. 'byid', cid)
+    local name = rcall('HGET', keys[1] .. 'byid', cid)
     if not name then return {'NO_CLIENT'} end
-    local role = redis.call('HGET', keys[1] .. 'c:' .. name, 'role') or 'DEVISE'
+    local role = rcall('HGET', keys[1] .. 'c:' .. name, 'role') or 'DEVISE'
     if role ~= 'DEVISE' then return {'NOT_DEVISE'} end
     dev = name
   end
   if not cur or dev ~= cur[3] then
-    if redis.call('ZCARD', keys[1] .. 'smd:' .. dev) >= max then return {'FULL'} end
+    if rcall('ZCARD', keys[1] .. 'smd:' .. dev) >= max then return {'FULL'} end
   end
   local now = s(reg_now())
   if not cur then
-    id = s(redis.call('INCR', keys[1] .. 'smseq'))
-    redis.call('HSET', keys[1] .. 'sm:' .. id, 'ct', now)
+    id = s(rcall('INCR', keys[1] .. 'smseq'))
+    rcall('HSET', keys[1] .. 'sm:' .. id, 'ct', now)
   elseif dev ~= cur[3] then
-    redis.call('ZREM', keys[1] .. 'smd:' .. cur[3], id)
+    rcall('ZREM', keys[1] .. 'smd:' .. cur[3], id)
   end
   local set = {'ut', now, 'dev', dev}
   if cid ~= '' then set[#set + 1] = 'cid'; set[#set + 1] = cid end
@@ -1964,9 +2023,9 @@ local function sm_put(keys, args)
   if g ~= '' then set[#set + 1] = 'g'; set[#set + 1] = g end
   if data == '-' then set[#set + 1] = 'data'; set[#set + 1] = ''
   elseif data ~= '' then set[#set + 1] = 'data'; set[#set + 1] = data end
-  redis.call('HSET', keys[1] .. 'sm:' .. id, unpack(set))
-  redis.call('ZADD', keys[1] .. 'sms', tonumber(id), id)
-  redis.call('ZADD', keys[1] .. 'smd:' .. dev, tonumber(id), id)
+  rcall('HSET', keys[1] .. 'sm:' .. id, unpack(set))
+  rcall('ZADD', keys[1] .. 'sms', tonumber(id), id)
+  rcall('ZADD', keys[1] .. 'smd:' .. dev, tonumber(id), id)
   return {'OK', sm_load(keys, id)}
 end
 
@@ -1977,14 +2036,14 @@ local function sm_list(keys, args)
   if by == 'id' then return {sm_load(keys, v)} end
   local set = keys[1] .. 'sms'
   if by == 'cid' then
-    local name = redis.call('HGET', keys[1] .. 'byid', v)
+    local name = rcall('HGET', keys[1] .. 'byid', v)
     if not name then return {} end
     set = keys[1] .. 'smd:' .. name
   elseif by == 'dev' then
     set = keys[1] .. 'smd:' .. v
   end
   local out = {}
-  for _, id in ipairs(redis.call('ZRANGE', set, '+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit)) do
+  for _, id in ipairs(rcall('ZRANGE', set, '+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit)) do
     local m = sm_load(keys, id)
     if m and (by ~= 'cid' or m[2] == v) then out[#out + 1] = m end
   end
@@ -1995,15 +2054,15 @@ end
 local function sm_del(keys, args)
   local m = sm_load(keys, args[2])
   if not m then return 0 end
-  redis.call('DEL', keys[1] .. 'sm:' .. args[2])
-  redis.call('ZREM', keys[1] .. 'sms', args[2])
-  redis.call('ZREM', keys[1] .. 'smd:' .. m[3], args[2])
+  rcall('DEL', keys[1] .. 'sm:' .. args[2])
+  rcall('ZREM', keys[1] .. 'sms', args[2])
+  rcall('ZREM', keys[1] .. 'smd:' .. m[3], args[2])
   return 1
 end
 
-redis.register_function('sm_put', sm_put)
-redis.register_function{function_name = 'sm_list', callback = sm_list, flags = {'no-writes'}}
-redis.register_function('sm_del', sm_del)
+redis.register_function('sm_put', api(sm_put))
+redis.register_function{function_name = 'sm_list', callback = api(sm_list), flags = {'no-writes'}}
+redis.register_function('sm_del', api(sm_del))
 
 -- ---- console: fleet views ----------------------------------------------------------------------
 -- Message ids of a shard grow with acceptance time (n = id div S comes from the shard's counter), so
@@ -2041,7 +2100,7 @@ local function con_search(keys, args)
         if w.n < w.min then return end
         local bk = key(c, w.sh, 'm:' .. s(math.floor(w.n / BUCKET)))
         budget = budget - 1
-        if redis.call('EXISTS', bk) == 0 then
+        if rcall('EXISTS', bk) == 0 then
           w.n = math.floor(w.n / BUCKET) * BUCKET - 1
         else
           w.m = load(c, w.n * c.S + w.sh)
@@ -2058,18 +2117,18 @@ local function con_search(keys, args)
     if dev ~= '' then
       local hi = '+inf'
       if ci > 0 and ci ~= math.huge then hi = '(' .. s(ci) end
-      w.ids = redis.call('ZRANGE', key(c, sh, 'dm:' .. dev), hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, budget)
+      w.ids = rcall('ZRANGE', key(c, sh, 'dm:' .. dev), hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, budget)
     else
-      local raw = tonumber(redis.call('GET', key(c, sh, 'seq')) or '0')
+      local raw = tonumber(rcall('GET', key(c, sh, 'seq')) or '0')
       local nmax = math.floor((idmax - sh) / c.S)
       if raw > 0 and nmax >= 1 then
         w.n = (raw - 1) % nmax + 1
         local ix = key(c, sh, 'ix')
         if ct > 0 then
-          local a = redis.call('ZRANGE', ix, '(' .. s(ct), '+inf', 'BYSCORE', 'LIMIT', 0, 1)
+          local a = rcall('ZRANGE', ix, '(' .. s(ct), '+inf', 'BYSCORE', 'LIMIT', 0, 1)
           if a[1] then w.n = math.min(w.n, (tonumber(a[1]) - sh) / c.S) end
         end
-        local o = redis.call('ZRANGE', ix, 0, 0)
+        local o = rcall('ZRANGE', ix, 0, 0)
         w.min = o[1] and (tonumber(o[1]) - sh) / c.S or 1
         if raw > nmax then w.min = 1 end
       else
@@ -2131,12 +2190,12 @@ local function con_devices(keys, args)
   for i = 8, #args do
     local sh = tonumber(args[i])
     local dx = key(c, sh, 'dx')
-    local page = redis.call('ZRANGEBYLEX', dx, min, max, 'LIMIT', 0, limit)
+    local page = rcall('ZRANGEBYLEX', dx, min, max, 'LIMIT', 0, limit)
     for _, dev in ipairs(page) do
-      if redis.call('ZSCORE', key(c, sh, 'due'), dev) or redis.call('EXISTS', dkey(c, sh, dev)) == 1 then
+      if rcall('ZSCORE', key(c, sh, 'due'), dev) or rcall('EXISTS', dkey(c, sh, dev)) == 1 then
         names[#names + 1] = dev
       else
-        redis.call('ZREM', dx, dev)
+        rcall('ZREM', dx, dev)
       end
     end
     if #page >= limit and (cut == nil or page[#page] < cut) then cut = page[#page] end
@@ -2160,9 +2219,9 @@ local function con_devinfo(keys, args)
   return out
 end
 
-redis.register_function{function_name = 'con_search', callback = con_search, flags = {'no-writes'}}
-redis.register_function('con_devices', con_devices)
-redis.register_function{function_name = 'con_devinfo', callback = con_devinfo, flags = {'no-writes'}}
+redis.register_function{function_name = 'con_search', callback = api(con_search), flags = {'no-writes'}}
+redis.register_function('con_devices', api(con_devices))
+redis.register_function{function_name = 'con_devinfo', callback = api(con_devinfo), flags = {'no-writes'}}
 
 -- ---- rollouts ----------------------------------------------------------------------------------
 -- A rollout sends one command to many devices at a bounded rate. Its state shares the hash tag
@@ -2188,7 +2247,7 @@ local RO_FIELDS = {'st', 'cmd', 'g', 'rate', 'total', 'enq', 'ct', 'ut', 'own', 
 
 -- A rollout as {id, st, cmd, g, rate, total, enq, ct, ut, own, data, ttl}, or nil.
 local function ro_load(keys, id)
-  local v = redis.call('HMGET', keys[1] .. 'r:' .. id, unpack(RO_FIELDS))
+  local v = rcall('HMGET', keys[1] .. 'r:' .. id, unpack(RO_FIELDS))
   if not v[1] then return nil end
   local out = {id}
   for i = 1, #RO_FIELDS do out[#out + 1] = v[i] or '' end
@@ -2207,25 +2266,25 @@ end
 -- leaves the listings: {ro}fin holds 'id owner' per finished rollout, scored by that time, and every
 -- create removes the ids whose time has come (ro_prune). Called again, it starts the time again.
 local function ro_finish(keys, id)
-  local v = redis.call('HMGET', keys[1] .. 'r:' .. id, 'ret', 'own')
+  local v = rcall('HMGET', keys[1] .. 'r:' .. id, 'ret', 'own')
   local ret = tonumber(v[1]) or 0
   if ret <= 0 then return end -- no deadline, or created by a release that recorded none: kept
-  for _, k in ipairs({'r:', 'dv:', 'mi:'}) do redis.call('EXPIRE', keys[1] .. k .. id, ret) end
-  redis.call('ZADD', keys[1] .. 'fin', reg_now() + ret * 1000, id .. ' ' .. (v[2] or ''))
+  for _, k in ipairs({'r:', 'dv:', 'mi:'}) do rcall('EXPIRE', keys[1] .. k .. id, ret) end
+  rcall('ZADD', keys[1] .. 'fin', reg_now() + ret * 1000, id .. ' ' .. (v[2] or ''))
 end
 
 -- Removes up to 100 expired rollouts from the listings (see ro_finish).
 local function ro_prune(keys)
   local fk = keys[1] .. 'fin'
-  local gone = redis.call('ZRANGE', fk, '-inf', s(reg_now()), 'BYSCORE', 'LIMIT', 0, 100)
+  local gone = rcall('ZRANGE', fk, '-inf', s(reg_now()), 'BYSCORE', 'LIMIT', 0, 100)
   for _, v in ipairs(gone) do
     local sp = string.find(v, ' ', 1, true)
     local id, owner = string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
-    if redis.call('EXISTS', keys[1] .. 'r:' .. id) == 0 then -- not finished again meanwhile
-      redis.call('ZREM', keys[1] .. 'all', id)
-      if owner ~= '' then redis.call('ZREM', keys[1] .. 'own:' .. owner, id) end
+    if rcall('EXISTS', keys[1] .. 'r:' .. id) == 0 then -- not finished again meanwhile
+      rcall('ZREM', keys[1] .. 'all', id)
+      if owner ~= '' then rcall('ZREM', keys[1] .. 'own:' .. owner, id) end
     end
-    redis.call('ZREM', fk, v)
+    rcall('ZREM', fk, v)
   end
 end
 
@@ -2234,18 +2293,18 @@ end
 -- rollout.
 local function ro_create(keys, args)
   local now = s(reg_now())
-  local id = s(redis.call('INCR', keys[1] .. 'seq'))
+  local id = s(rcall('INCR', keys[1] .. 'seq'))
   local n = #args - 9
-  redis.call('HSET', keys[1] .. 'r:' .. id, 'st', 'running', 'own', args[2], 'cmd', args[3], 'data', args[4], 'g',
+  rcall('HSET', keys[1] .. 'r:' .. id, 'st', 'running', 'own', args[2], 'cmd', args[3], 'data', args[4], 'g',
              args[5], 'ttl', args[6], 'rate', args[7], 'bu', args[8], 'total', n, 'enq', 0, 'tk', 0, 'tok', args[8],
              'tt', now, 'ct', now, 'ut', now, 'ret', args[9])
   for i = 10, #args, 1000 do
-    redis.call('RPUSH', keys[1] .. 'dv:' .. id, unpack(args, i, math.min(#args, i + 999)))
+    rcall('RPUSH', keys[1] .. 'dv:' .. id, unpack(args, i, math.min(#args, i + 999)))
   end
   ro_prune(keys)
-  redis.call('ZADD', keys[1] .. 'all', id, id)
-  if args[2] ~= '' then redis.call('ZADD', keys[1] .. 'own:' .. args[2], id, id) end
-  redis.call('SADD', keys[1] .. 'run', id)
+  rcall('ZADD', keys[1] .. 'all', id, id)
+  if args[2] ~= '' then rcall('ZADD', keys[1] .. 'own:' .. args[2], id, id) end
+  rcall('SADD', keys[1] .. 'run', id)
   return ro_load(keys, id)
 end
 
@@ -2256,7 +2315,7 @@ local function ro_get(keys, args)
   if not ro then return {} end
   local out = {ro}
   if args[4] == '1' then
-    for _, v in ipairs(redis.call('HVALS', keys[1] .. 'mi:' .. args[2])) do out[#out + 1] = v end
+    for _, v in ipairs(rcall('HVALS', keys[1] .. 'mi:' .. args[2])) do out[#out + 1] = v end
   end
   return out
 end
@@ -2271,7 +2330,7 @@ local function ro_list(keys, args)
   local hi = after > 0 and '(' .. s(after) or '+inf'
   local out = {0}
   while true do
-    local ids = redis.call('ZRANGE', z, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit + 1)
+    local ids = rcall('ZRANGE', z, hi, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, limit + 1)
     for _, id in ipairs(ids) do
       local ro = ro_load(keys, id)
       if ro then
@@ -2294,25 +2353,25 @@ local function ro_ctl(keys, args)
   local rk, st, now = keys[1] .. 'r:' .. id, ro[2], s(reg_now())
   if op == 'pause' then
     if st ~= 'running' then return {'NOT_RUNNING', ro} end
-    redis.call('HSET', rk, 'st', 'paused', 'ut', now)
-    redis.call('SREM', keys[1] .. 'run', id)
+    rcall('HSET', rk, 'st', 'paused', 'ut', now)
+    rcall('SREM', keys[1] .. 'run', id)
   elseif op == 'resume' then
     if st ~= 'paused' then return {'NOT_PAUSED', ro} end
     -- the bucket refills from now: a long pause does not buy a burst
-    redis.call('HSET', rk, 'st', 'running', 'ut', now, 'tt', now, 'tok', 0)
-    redis.call('SADD', keys[1] .. 'run', id)
+    rcall('HSET', rk, 'st', 'running', 'ut', now, 'tt', now, 'tok', 0)
+    rcall('SADD', keys[1] .. 'run', id)
   elseif op == 'cancel' then
     if st ~= 'running' and st ~= 'paused' then return {'FINISHED', ro} end
-    redis.call('HSET', rk, 'st', 'cancelled', 'ut', now)
-    redis.call('SREM', keys[1] .. 'run', id)
-    redis.call('DEL', keys[1] .. 'ls:' .. id)
+    rcall('HSET', rk, 'st', 'cancelled', 'ut', now)
+    rcall('SREM', keys[1] .. 'run', id)
+    rcall('DEL', keys[1] .. 'ls:' .. id)
     ro_finish(keys, id)
   else
     return redis.error_reply('ERR unknown rollout operation')
   end
   local out = {'OK', ro_load(keys, id)}
   if op == 'cancel' then
-    for _, v in ipairs(redis.call('HVALS', keys[1] .. 'mi:' .. id)) do out[#out + 1] = v end
+    for _, v in ipairs(rcall('HVALS', keys[1] .. 'mi:' .. id)) do out[#out + 1] = v end
   end
   return out
 end
@@ -2326,16 +2385,16 @@ local function ro_take(keys, args)
   local holder, lease_ms, per, most = args[2], tonumber(args[3]), tonumber(args[4]), tonumber(args[5])
   local now = reg_now()
   local out = {}
-  for _, id in ipairs(redis.call('SRANDMEMBER', keys[1] .. 'run', most)) do
+  for _, id in ipairs(rcall('SRANDMEMBER', keys[1] .. 'run', most)) do
     local rk, lk = keys[1] .. 'r:' .. id, keys[1] .. 'ls:' .. id
-    local v = redis.call('HMGET', rk, 'st', 'total', 'enq', 'tk', 'tok', 'tt', 'rate', 'bu', 'cmd', 'data', 'g', 'ttl',
+    local v = rcall('HMGET', rk, 'st', 'total', 'enq', 'tk', 'tok', 'tt', 'rate', 'bu', 'cmd', 'data', 'g', 'ttl',
                          'own')
-    local lease = redis.call('GET', lk)
+    local lease = rcall('GET', lk)
     if v[1] ~= 'running' then
-      redis.call('SREM', keys[1] .. 'run', id)
+      rcall('SREM', keys[1] .. 'run', id)
     elseif lease == false or lease == holder then
       local total, enq, tk = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
-      redis.call('SET', lk, holder, 'PX', lease_ms)
+      rcall('SET', lk, holder, 'PX', lease_ms)
       -- A holder takes again only after its previous batches were recorded or failed, so anything
       -- handed out but not recorded (by it, or by a holder whose lease expired) goes out again.
       tk = enq
@@ -2343,18 +2402,18 @@ local function ro_take(keys, args)
       local tok = math.min(bu, tonumber(v[5]) + math.max(0, now - tonumber(v[6])) * rate / 1000)
       local k = math.min(math.floor(tok), total - tk, per)
       if enq >= total then
-        redis.call('HSET', rk, 'st', 'done', 'ut', s(now))
-        redis.call('SREM', keys[1] .. 'run', id)
-        redis.call('DEL', lk)
+        rcall('HSET', rk, 'st', 'done', 'ut', s(now))
+        rcall('SREM', keys[1] .. 'run', id)
+        rcall('DEL', lk)
         ro_finish(keys, id)
       else
         if k > 0 then
           local b = {id, s(tk), v[9], v[10], v[11], v[12], v[13]}
-          for _, dev in ipairs(redis.call('LRANGE', keys[1] .. 'dv:' .. id, tk, tk + k - 1)) do b[#b + 1] = dev end
+          for _, dev in ipairs(rcall('LRANGE', keys[1] .. 'dv:' .. id, tk, tk + k - 1)) do b[#b + 1] = dev end
           out[#out + 1] = b
           tk, tok = tk + k, tok - k
         end
-        redis.call('HSET', rk, 'tk', tk, 'tok', tostring(tok), 'tt', s(now))
+        rcall('HSET', rk, 'tk', tk, 'tok', tostring(tok), 'tt', s(now))
       end
     end
   end
@@ -2368,22 +2427,22 @@ end
 local function ro_done(keys, args)
   local id, first = args[2], tonumber(args[3])
   local rk, mk = keys[1] .. 'r:' .. id, keys[1] .. 'mi:' .. id
-  local v = redis.call('HMGET', rk, 'st', 'total', 'enq', 'tk')
+  local v = rcall('HMGET', rk, 'st', 'total', 'enq', 'tk')
   if not v[1] then return '' end
   local total, enq, tk = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
   for i = 4, #args do
     local idx = first + i - 4
-    if args[i] ~= '' then redis.call('HSET', mk, s(idx), args[i]) elseif idx < tk then tk = idx end
+    if args[i] ~= '' then rcall('HSET', mk, s(idx), args[i]) elseif idx < tk then tk = idx end
   end
-  while enq < total and redis.call('HEXISTS', mk, s(enq)) == 1 do enq = enq + 1 end
+  while enq < total and rcall('HEXISTS', mk, s(enq)) == 1 do enq = enq + 1 end
   if tk < enq then tk = enq end
   local st = v[1]
-  redis.call('HSET', rk, 'enq', enq, 'tk', tk, 'ut', s(reg_now()))
+  rcall('HSET', rk, 'enq', enq, 'tk', tk, 'ut', s(reg_now()))
   if enq >= total and st == 'running' then
     st = 'done'
-    redis.call('HSET', rk, 'st', st)
-    redis.call('SREM', keys[1] .. 'run', id)
-    redis.call('DEL', keys[1] .. 'ls:' .. id)
+    rcall('HSET', rk, 'st', st)
+    rcall('SREM', keys[1] .. 'run', id)
+    rcall('DEL', keys[1] .. 'ls:' .. id)
     ro_finish(keys, id)
   elseif st == 'cancelled' or st == 'done' then
     ro_finish(keys, id) -- recorded after the end (cancelled meanwhile): mi: may be new, and expires too
@@ -2410,13 +2469,13 @@ local function ro_count(keys, args)
   return n
 end
 
-redis.register_function('ro_create', ro_create)
-redis.register_function{function_name = 'ro_get', callback = ro_get, flags = {'no-writes'}}
-redis.register_function{function_name = 'ro_list', callback = ro_list, flags = {'no-writes'}}
-redis.register_function('ro_ctl', ro_ctl)
-redis.register_function('ro_take', ro_take)
-redis.register_function('ro_done', ro_done)
-redis.register_function{function_name = 'ro_count', callback = ro_count, flags = {'no-writes'}}
+redis.register_function('ro_create', api(ro_create))
+redis.register_function{function_name = 'ro_get', callback = api(ro_get), flags = {'no-writes'}}
+redis.register_function{function_name = 'ro_list', callback = api(ro_list), flags = {'no-writes'}}
+redis.register_function('ro_ctl', api(ro_ctl))
+redis.register_function('ro_take', api(ro_take))
+redis.register_function('ro_done', api(ro_done))
+redis.register_function{function_name = 'ro_count', callback = api(ro_count), flags = {'no-writes'}}
 
 -- ---- API keys ----------------------------------------------------------------------------------
 -- REST's key management; the hash <prefix>ak:<id> is the one drover-ctl writes and auth.c reads
@@ -2425,18 +2484,18 @@ redis.register_function{function_name = 'ro_count', callback = ro_count, flags =
 -- ak_create: ARGV[1..4] hash, scope, device, name. Returns the creation time, or 0 when the id is
 -- taken (the caller generates another key).
 local function ak_create(keys, args)
-  if redis.call('HSETNX', keys[1], 'h', args[1]) == 0 then return 0 end
+  if rcall('HSETNX', keys[1], 'h', args[1]) == 0 then return 0 end
   local now = reg_now()
-  redis.call('HSET', keys[1], 'scope', args[2], 'dev', args[3], 'name', args[4], 'created', s(now), 'revoked', '0')
+  rcall('HSET', keys[1], 'scope', args[2], 'dev', args[3], 'name', args[4], 'created', s(now), 'revoked', '0')
   return now
 end
 
 -- ak_revoke: Returns 1 when the key exists (it is revoked now), else 0.
 local function ak_revoke(keys, args)
-  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
-  redis.call('HSET', keys[1], 'revoked', '1')
+  if rcall('EXISTS', keys[1]) == 0 then return 0 end
+  rcall('HSET', keys[1], 'revoked', '1')
   return 1
 end
 
-redis.register_function('ak_create', ak_create)
-redis.register_function('ak_revoke', ak_revoke)
+redis.register_function('ak_create', api(ak_create))
+redis.register_function('ak_revoke', api(ak_revoke))
