@@ -119,10 +119,11 @@ GC_PAUSE = 1000
 
 -- Every function starts with ARGV[1] = key prefix, ARGV[2] = shard count, ARGV[3] = retention (s),
 -- ARGV[4] = calling node (log consumer name); its own arguments follow.
--- Numbers that Redis or the library's own callers format (those arguments, TIME, scores, fields of
--- the library's queue entries) become numbers with '+ 0': tonumber is a C call that converts a
--- string twice (Lua 5.1 checks it, then converts it). Values from anywhere else (device input, hash
--- fields an operator may set) go through tonumber, which answers nil rather than failing the call.
+-- Numbers that Redis or the library's own callers format (those arguments, TIME, scores, the live
+-- count of a bucket) become numbers with '+ 0': tonumber is a C call that converts a string twice
+-- (Lua 5.1 checks it, then converts it). Values from anywhere else (device input, hash fields an
+-- operator may set, queue entries) go through tonumber, which answers nil rather than failing the
+-- call, so a foreign value is skipped instead of stopping every pass over its shard.
 local function ctx(args)
   local t = rcall('TIME')
   return {P = args[1], S = args[2] + 0, ret = args[3] + 0, rets = args[3], node = args[4],
@@ -711,7 +712,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
   for i = 1, inflight_n do
     local e = entries[i]
     if not e then break end
-    local m = load(c, e[2][2] + 0)
+    local m = load(c, tonumber(e[2][2]))
     if not m or not pending(m.r) then
       drop_entry(c, q, e[1]) -- finished elsewhere; nothing left to send
       dirty = true
@@ -768,7 +769,7 @@ local function send_step(c, sh, dev, allow_send, pol, stats)
         -- The group read what the first read saw as the next entry, unless 'r' was behind the group:
         -- then read on from e (the group's position is e now, so 'r' is right again from here).
         if e[1] ~= nexte[1] then entries, at, complete = {e}, 1, false end
-        local cand = load(c, e[2][2] + 0)
+        local cand = load(c, tonumber(e[2][2]))
         if cand and pending(cand.r) then
           if cand.r[R_TTL] > 0 and cand.r[R_TTL] <= c.now then
             dirty = true
