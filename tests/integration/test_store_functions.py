@@ -229,6 +229,23 @@ def test_history_stays_short_however_often_a_message_is_resent(r):
     assert len(m[19]) // 4 == 3, "history grew with re-sends: %s" % m[19]
 
 
+def test_a_foreign_queue_entry_is_dropped_and_the_queue_goes_on(r):
+    """An entry in a device queue that the library did not write (no message id, or not a number) is
+    dropped where a pass meets it, in flight or next, and the messages behind it are still sent."""
+    sh = shard("dev-f")
+    take_lease(r, sh)
+    q = "%sq:dev-f" % tag(sh)
+    r.xadd(q, {"i": "not-a-number", "g": "R", "c": "c"})
+    r.xadd(q, {"x": "1"})
+    res, notes = accept(r, [msg_fields("dev-f", data='{"f":1}')])
+    mid = int(res[1])
+    confirm(r, notes)
+    out = dispatch(r, sh)
+    assert out[0] == "OK" and out[5][0] == str(mid) and out[5][4] == '{"f":1}', out
+    assert [e[1].get("i") for e in r.xrange(q)] == [str(mid)], "the foreign entries are gone"
+    assert ack(r, [("dev-f", mid, "DELIVERED")])[0][:2] == ["OK", "DELIVERED"]
+
+
 def test_unsend_takes_the_attempt_back(r):
     sh = shard("dev-u1")
     take_lease(r, sh)
