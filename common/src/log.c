@@ -59,3 +59,21 @@ void dr_mem_oom(size_t size)
     (void)w;
     abort();
 }
+
+int dr_log_limit_ok(dr_log_limit_t *l, int max, int level, const char *module, const char *left_out_event)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now - l->window_start_ms >= 1000) {
+        if (l->left_out > 0 && level >= dr_log_level)
+            dr_log_write(level, module, "event=%s count=%d", left_out_event, l->left_out);
+        l->window_start_ms = now;
+        l->count = 0;
+        l->left_out = 0;
+    }
+    if (l->count++ < max)
+        return 1;
+    l->left_out++;
+    return 0;
+}

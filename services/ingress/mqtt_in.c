@@ -28,23 +28,11 @@
 
 /* ---- rate-limited logging of rejected input -------------------------------------------------- */
 
-static int64_t log_window_start;
-static int log_window_count, log_suppressed;
+static dr_log_limit_t rejections;
 
 static int may_log(void)
 {
-    int64_t now = dr_mono_ms();
-    if (now - log_window_start >= 1000) {
-        if (log_suppressed > 0)
-            dr_log(DR_LOG_NOTICE, "event=rejections_not_logged count=%d", log_suppressed);
-        log_window_start = now;
-        log_window_count = 0;
-        log_suppressed = 0;
-    }
-    if (log_window_count++ < 20)
-        return 1;
-    log_suppressed++;
-    return 0;
+    return dr_log_limit_ok(&rejections, 20, DR_LOG_NOTICE, DR_MODULE, "rejections_not_logged");
 }
 
 /* ---- completion: acknowledge to the broker once stored --------------------------------------- */

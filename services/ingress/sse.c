@@ -321,20 +321,9 @@ static int event_cmp(const void *a, const void *b)
 
 static void log_malformed(uint32_t shard, const char *entry_id)
 {
-    static int64_t window_start;
-    static int count, left_out;
-    int64_t now = dr_mono_ms();
-    if (now - window_start >= 1000) {
-        if (left_out > 0)
-            dr_log(DR_LOG_WARNING, "event=sse_entries_malformed_not_logged count=%d", left_out);
-        window_start = now;
-        count = 0;
-        left_out = 0;
-    }
-    if (count++ < MALFORMED_LOGS)
+    static dr_log_limit_t limit;
+    if (dr_log_limit_ok(&limit, MALFORMED_LOGS, DR_LOG_WARNING, DR_MODULE, "sse_entries_malformed_not_logged"))
         dr_log(DR_LOG_WARNING, "event=sse_entry_malformed shard=%u entry=%s", shard, entry_id);
-    else
-        left_out++;
 }
 
 /* Formats the entry of shard when it passes the stream's filters; returns the text or NULL. */

@@ -30,4 +30,16 @@ int dr_log_parse_level(const char *name);
 /* Sets the process name shown as svc=... on every line (borrowed; must outlive logging). */
 void dr_log_set_service(const char *name);
 
+/* A budget of lines a second for an event that input can cause at will (rejected producer messages,
+ * unreadable log entries), so that no input can flood the log. Zero-initialise one per event. Not
+ * thread-safe: use it from one thread (a service's loop). */
+typedef struct {
+    long long window_start_ms; /* monotonic */
+    int count, left_out;
+} dr_log_limit_t;
+
+/* True when one more line may be written now: at most max a second. When a second begins that
+ * follows one which left lines out, first writes "event=<left_out_event> count=N" at level. */
+int dr_log_limit_ok(dr_log_limit_t *l, int max, int level, const char *module, const char *left_out_event);
+
 #endif
