@@ -50,7 +50,9 @@ local function bind()
   rcall, rpcall = G.redis.call, G.redis.pcall
   tonumber, type, unpack, ipairs, pairs = G.tonumber, G.type, G.unpack, G.ipairs, G.pairs
   string, math, table, cmsgpack = G.string, G.math, G.table, G.cmsgpack
-  G.collectgarbage('setpause', GC_PAUSE)
+  -- a tuning only: a Redis that does not offer collectgarbage (reading a missing global raises an
+  -- error) runs the library at Lua's default
+  G.pcall(function() G.collectgarbage('setpause', GC_PAUSE) end)
   bound = true
 end
 
