@@ -1270,8 +1270,13 @@ class Stack:
 
     def seq(self):
         """Ids handed out so far (the sum of the per-shard counters; no wrap-around in tests)."""
+        # only the shards' counters: the operator registry keeps its own, <prefix>{reg}seq, which the
+        # ingress's first start raises once its bcrypt hash is done, whenever that is
+        shard_seq = re.compile(re.escape(self.prefix) + r"\{\d+\}seq$")
+
         def read(r):
-            return sum(int(r.get(k) or 0) for k in r.scan_iter(match=self.prefix + "{*}seq", count=1000))
+            return sum(int(r.get(k) or 0) for k in r.scan_iter(match=self.prefix + "{*}seq", count=1000)
+                       if shard_seq.match(k))
         return self.redis_call(read)
 
     def _fcall_get(self, ids):
