@@ -251,7 +251,9 @@ lt_metrics() {
         echo "redis latency events over ${LT_REDIS_LATENCY} ms (event, last at, last ms, max ms):"
         lt_redis latency latest | paste -sd' ' | xargs -n4 echo " "
         echo "redis commands slower than ${LT_REDIS_LATENCY} ms (newest first: us, command, first arguments):"
-        lt_redis --no-raw slowlog get 20 | awk '/ 3\) \(integer\) /{us=$NF} / 4\) 1\) "/{c=$NF; getline; print "  " us, c, $NF}'
+        # redis-cli aligns an array of ten or more elements (an FCALL's arguments) to two-digit
+        # indexes, " 4)  1) ...", hence the " +".
+        lt_redis --no-raw slowlog get 20 | awk '/ 3\) +\(integer\) /{us=$NF} / 4\) +1\) "/{c=$NF; getline; print "  " us, c, $NF}'
     fi
 }
 
