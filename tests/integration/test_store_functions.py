@@ -807,3 +807,59 @@ def test_dispatch_many_passes_several_shards_in_one_call(r):
     res, out, _ = many(1, shards[:3])
     assert [res[6 * k + 1] for k in range(3)] == ["OK", "LATER", "LATER"], res
     assert res[6 * 0 + 4] == 1, "the first shard has more to do"
+
+
+GC_LIBRARY = """#!lua name=test_gc
+redis.register_function('test_gc_live', function() collectgarbage('collect') return collectgarbage('count') * 1024 end)
+"""
+
+
+def lua_live(r):
+    """Bytes live in the function engine's Lua state after a full collection. Every library shares that
+    state; this one, loaded beside drover for the test, runs the collection."""
+    return int(r.fcall("test_gc_live", 0))
+
+
+def test_the_function_engines_heap_does_not_grow_with_the_messages_it_has_seen(r):
+    """The library keeps state at module level (bound globals, shard tags, the strings of numbers below
+    4,096): none of it may grow with the devices or messages it has handled. After a warm-up that fills
+    the number strings (message ids pass 4,096), what stays live after a full collection must be the
+    same after 1,000 and after 4,000 more messages on new devices (a library that kept 20 B per message
+    would add 80 kB). The largest heap seen, garbage included (Lua's collector at the library's pause
+    lets it grow to several times what is live), stays within a bound too."""
+    r.function_load(GC_LIBRARY, replace=True)
+    pol = [1, 0, 60000, 60000, 1, 0, 42]  # window 1, no pacing: every pass sends
+
+    def work(prefix, groups, devices=500, per_device=2):
+        peak = 0
+        for g in range(groups):
+            devs = ["%s%d-%d" % (prefix, g, i) for i in range(devices)]
+            for _ in range(per_device):
+                for i in range(0, devices, 64):
+                    _, notes = accept(r, [msg_fields(d, data='{"v":1}') for d in devs[i:i + 64]])
+                    confirm(r, notes)
+                    peak = max(peak, int(r.info("memory")["used_memory_vm_functions"]))
+                sent = []
+                for sh in range(S):
+                    out = r.fcall("dispatch", 1, tag(sh), P, S, RET, NODE, sh, 1, 1000, *pol)
+                    sent += [(out[5][k + 1], out[5][k]) for k in range(0, len(out[5]), 9)]
+                    peak = max(peak, int(r.info("memory")["used_memory_vm_functions"]))
+                assert len(sent) == devices, "one send per device and pass, got %d" % len(sent)
+                for i in range(0, len(sent), 64):
+                    res, notes = ack(r, [(d, mid, "DELIVERED") for d, mid in sent[i:i + 64]])
+                    assert all(x == "OK" for x in res[0::3]), res
+                    confirm(r, notes)
+                    peak = max(peak, int(r.info("memory")["used_memory_vm_functions"]))
+        return peak
+
+    for sh in range(S):
+        take_lease(r, sh)
+    work("heap-w", 5)  # 5,000 messages: ids pass 4,096
+    work("heap-a", 1)  # 1,000 messages on 500 new devices
+    live_a = lua_live(r)
+    peak = work("heap-b", 4)  # 4,000 messages on 2,000 new devices, in calls of the same size
+    live_b = lua_live(r)
+    print("function engine: %d kB live after 1,000 messages, %d kB after 4,000 more; largest heap %d kB"
+          % (live_a // 1024, live_b // 1024, peak // 1024))
+    assert live_b < live_a + 16 * 1024, "what stays live grew with the work: %d B, then %d B" % (live_a, live_b)
+    assert peak < 32 * 1024 * 1024, "largest heap %d kB" % (peak // 1024)
