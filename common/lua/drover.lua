@@ -107,6 +107,11 @@ local R_MORE = 26
 -- own time; with window 1 only a guarantee-NO message can go out in between, and then the pass the
 -- ack's wake brings finds the device paced and schedules it for later.
 local R_NXT = 27
+-- 1 while the message is in its device's ONLY_LAST index (see supersede); stored in the record's 28th
+-- place, after two placeholders when R_MORE is absent, so the record stays a msgpack array. A library
+-- that does not know it drops it on its next save; the index entry left behind is dropped by the next
+-- supersede that reads it.
+local R_OI = 28
 
 -- ---- call context ------------------------------------------------------------------------------
 
@@ -241,6 +246,10 @@ local function pack(r)
   if r[R_MORE] == 1 and RANK[r[R_ST]] == 0 then
     v[R_MORE] = r[R_NXT] and 2 + r[R_NXT] - ts or 1
   end
+  if r[R_OI] then
+    if not v[R_MORE] then v[R_MORE] = false end
+    v[27], v[R_OI] = false, 1
+  end
   return cmsgpack.pack(v)
 end
 
@@ -255,7 +264,12 @@ local function unpack_record(raw)
   local u = math.floor((fmt - 1) / 2)
   if r[R_TTL] < 0 then r[R_TTL] = ts + (-r[R_TTL] - 1) * DL_UNIT[u] end
   local more = r[R_MORE]
-  if more and more >= 2 then r[R_MORE], r[R_NXT] = 1, ts + more - 2 end
+  if more and more >= 2 then
+    r[R_MORE], r[R_NXT] = 1, ts + more - 2
+  elseif more == false then
+    r[R_MORE] = nil
+  end
+  if r[27] == false then r[27] = nil end
   -- Left in their stored form, since most loads never look at them (history_of and note_of read
   -- them): the last log entry id as a number, and the history without its implicit first entry, which
   -- R_FMT = true marks in memory (hist appends to either form alike).
@@ -578,6 +592,10 @@ local function retire(c, m)
     m.count = c.live -- written by the save that follows
     if lcount(n) <= 0 then rcall('EXPIRE', m.bk, c.rets) end
     if r[R_IDK] ~= '' then rcall('EXPIRE', key(c, m.sh, 'ik:' .. r[R_IDK]), c.rets) end
+    if r[R_OI] then
+      rcall('ZREM', key(c, m.sh, 'oi:' .. r[R_DEV]), r[R_CMD] .. '\0' .. s(m.id))
+      r[R_OI] = nil
+    end
     -- its deadline member (the bucket's, see DL) stays: the pass that reaches it finds no live message
   else
     rcall('EXPIRE', m.bk, c.rets, 'GT') -- a later change extends an expiring bucket
@@ -912,30 +930,48 @@ local function next_id(c, sh, idmax)
 end
 
 -- ONLY_LAST supersedes every pending message with the same (device, command), whatever its
--- guarantee, as Duster did; their producers are told CANCELLED. The device's queue is scanned
--- (entries carry the command), so this costs the queue's length, and nothing for other guarantees.
-local function supersede(c, sh, dev, cmd)
+-- guarantee, as Duster did; their producers are told CANCELLED. So that this costs the messages it
+-- cancels, not the device's queue, a (device, command) that has seen an ONLY_LAST message is indexed:
+-- its d: hash field 'o:<command>' says so, and from then on every message accepted for it is a member
+-- '<command>\0<id>' of the sorted set {s}oi:<device> (all scores 0, so a range by name finds a
+-- command's members) until it retires (R_OI). The first ONLY_LAST message of a (device, command)
+-- scans the queue and the not-before schedule once, as every one did before the index; so does the
+-- first after the d: hash expired with its field (retention after the device's last activity), which
+-- finds everything the index would have. Other commands and guarantees cost nothing.
+local function oi_member(cmd, id) return cmd .. '\0' .. s(id) end
+
+local function supersede(c, sh, dev, cmd, indexed)
   local n = 0
+  local function cancel(m)
+    if m and m.r[R_ST] == 0 and m.r[R_CMD] == cmd then
+      transition(c, m, ST.CANCELLED, EV.superseded)
+      n = n + 1
+      return true
+    end
+    return false
+  end
+  if indexed then
+    local ok = key(c, sh, 'oi:' .. dev)
+    for _, mem in ipairs(rcall('ZRANGEBYLEX', ok, '[' .. cmd .. '\0', '(' .. cmd .. '\0:')) do
+      local m = load(c, tonumber(string.sub(mem, #cmd + 2)))
+      -- transition retires a cancelled message, which takes it out of the index; a member whose
+      -- message is gone, retired, or not of this command (a NUL in a command name) is left over
+      if not cancel(m) and (not m or m.r[R_LIVE] ~= 1 or not m.r[R_OI] or m.r[R_CMD] ~= cmd) then
+        rcall('ZREM', ok, mem)
+      end
+    end
+    return n
+  end
   local q = qkey(c, sh, dev)
   if rcall('EXISTS', q) == 1 then
     for _, e in ipairs(rcall('XRANGE', q, '-', '+')) do
-      if e[2][6] == cmd then
-        local m = load(c, tonumber(e[2][2]))
-        if m and m.r[R_ST] == 0 then
-          transition(c, m, ST.CANCELLED, EV.superseded)
-          n = n + 1
-        end
-      end
+      if e[2][6] == cmd then cancel(load(c, tonumber(e[2][2]))) end
     end
   end
   local dv = rcall('HGET', dkey(c, sh, dev), 'sc')
   if dv and tonumber(dv) > 0 then
     for _, id in ipairs(rcall('ZRANGE', key(c, sh, 'sc:' .. dev), 0, -1)) do
-      local m = load(c, tonumber(id))
-      if m and m.r[R_ST] == 0 and m.r[R_CMD] == cmd then
-        transition(c, m, ST.CANCELLED, EV.superseded)
-        n = n + 1
-      end
+      cancel(load(c, tonumber(id)))
     end
   end
   return n
@@ -953,8 +989,14 @@ local function accept_one(c, a, i, idmax, out)
   -- with several commands for one device reads the one and sets the other once (c.dev).
   local seen = c.dev[dev]
   if not seen then
-    seen = {maxm = tonumber(rcall('HGET', dkey(c, sh, dev), 'maxm')) or false}
+    local dv = rcall('HMGET', dkey(c, sh, dev), 'maxm', 'o:' .. cmd)
+    seen = {maxm = tonumber(dv[1]) or false, oi = {[cmd] = dv[2] and true or false}}
     c.dev[dev] = seen
+  end
+  local indexed = seen.oi[cmd]
+  if indexed == nil then
+    indexed = rcall('HEXISTS', dkey(c, sh, dev), 'o:' .. cmd) == 1
+    seen.oi[cmd] = indexed
   end
   local limit = seen.maxm or c.max_message
   if limit > 0 and size > limit then
@@ -988,7 +1030,16 @@ local function accept_one(c, a, i, idmax, out)
   end
   local st = (g == 'NO') and ST.UNKNOWN or ST.NOT_DELIVERED
   local cancelled = 0
-  if g == 'ONLY_LAST' then cancelled = supersede(c, sh, dev, cmd) end
+  if g == 'ONLY_LAST' then
+    cancelled = supersede(c, sh, dev, cmd, indexed)
+    if not indexed then
+      local dk = dkey(c, sh, dev)
+      local dv = rcall('HMGET', dk, 'cfg', 'x')
+      dev_write(c, dk, dv[1], dv[2], {'o:' .. cmd, '1'})
+      indexed = true
+      seen.oi[cmd] = true
+    end
+  end
 
   local deadline = 0
   if ttl_ms > 0 then deadline = c.now + ttl_ms end
@@ -1001,6 +1052,10 @@ local function accept_one(c, a, i, idmax, out)
   local m = {id = id, sh = sh, bk = bk, f = f, r = {
     dev, GC[g], cmd, data, st, c.now, c.now, 0, tonumber(tmp) or 0, pd, deadline, mx, nb, ext, idk, akey,
     '', 0, 0, 0, {}, 1, pd ~= '' and 1 or 0, '', true}}
+  if indexed then
+    rcall('ZADD', key(c, sh, 'oi:' .. dev), '0', oi_member(cmd, id))
+    m.r[R_OI] = 1
+  end
   local live = rcall('HINCRBY', bk, '#', 1)
   if lcount(live) == 1 then rcall('PERSIST', bk) end
   if deadline > 0 then

@@ -143,6 +143,56 @@ def test_only_last_supersedes_pending_messages_of_the_same_command(r):
     assert r.xlen("%sq:dev-o" % tag(shard("dev-o"))) == 2
 
 
+def cmd_calls(r, name):
+    return int(r.info("commandstats").get("cmdstat_" + name, {}).get("calls", 0))
+
+
+def test_only_last_costs_what_it_cancels_not_the_devices_queue(r):
+    """ONLY_LAST once scanned the device's whole queue (and before that rewrote a list of every
+    pending id), so a device with a long queue paid its length for every ONLY_LAST message: quadratic
+    in a mixed backlog. After a (device, command)'s first ONLY_LAST message, messages of that command
+    are indexed: later ONLY_LAST messages read the index, never the queue, and cancel exactly the
+    pending messages of their command, whatever their guarantee, not-before ones included."""
+    dev = "dev-ol"
+    sh = shard(dev)
+    take_lease(r, sh)
+    oi = "%soi:%s" % (tag(sh), dev)
+    for i in range(0, 500, 100):  # a backlog of another command
+        confirm(r, accept(r, [msg_fields(dev, cmd="other", tmp=str(k)) for k in range(i, i + 100)])[1])
+    res, notes = accept(r, [msg_fields(dev, cmd="set")])
+    confirm(r, notes)
+    first_rc = int(res[1])
+    res, notes = accept(r, [msg_fields(dev, g="ONLY_LAST", cmd="set")])  # the first: scans once
+    confirm(r, notes)
+    assert res[0] == "OK" and int(res[3]) == 1 and get(r, first_rc)[5] == "CANCELLED"
+    last = int(res[1])
+    for i in range(20):
+        batch = [msg_fields(dev, g="RECEIPT_CONFIRMATION", cmd="set"),
+                 msg_fields(dev, cmd="set", nb=now_ms(r) + 3600000)]  # not before an hour from now
+        res, notes = accept(r, batch)
+        confirm(r, notes)
+        rc, sched = int(res[1]), int(res[5])
+        xrange0, zrange0 = cmd_calls(r, "xrange"), cmd_calls(r, "zrange")
+        res, notes = accept(r, [msg_fields(dev, g="ONLY_LAST", cmd="set")])
+        assert cmd_calls(r, "xrange") == xrange0, "a later ONLY_LAST message read the queue"
+        assert cmd_calls(r, "zrange") == zrange0, "a later ONLY_LAST message read the not-before schedule"
+        confirm(r, notes)
+        assert res[0] == "OK" and int(res[3]) == 3, res
+        assert [get(r, x)[5] for x in (last, rc, sched)] == ["CANCELLED"] * 3
+        last = int(res[1])
+    assert r.zrange(oi, 0, -1) == ["set\x00%d" % last]
+    assert r.xlen("%sq:%s" % (tag(sh), dev)) == 501, "the other command's backlog and the last message"
+    # the message retires (here: cancelled through the REST API's function) and leaves the index
+    res, notes = r.fcall("cancel", 1, tag(sh), P, S, RET, NODE, last, "")
+    assert res[0] == "OK", res
+    assert not r.exists(oi), "a retired message left its index entry"
+    # an entry whose message is gone is dropped by the next ONLY_LAST message of its command
+    r.zadd(oi, {"set\x00999999": 0})
+    res, _ = accept(r, [msg_fields(dev, g="ONLY_LAST", cmd="set")])
+    assert res[0] == "OK" and int(res[3]) == 0
+    assert r.zrange(oi, 0, -1) == ["set\x00%s" % res[1]]
+
+
 def test_an_unconfirmed_earlier_change_is_published_before_a_later_one(r):
     """A node stored a message and has not confirmed its receipt when another node applies the ack: the
     DELIVERED note names the receipt it must wait for; once that receipt is confirmed it may go; if it
