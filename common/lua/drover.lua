@@ -1729,12 +1729,12 @@ end
 
 -- layout: the data layout and shard count this Redis holds, recorded by the first node that runs;
 -- every node and tool checks that they are its own before touching anything, because a different
--- shard count would put a device's keys in another shard. KEYS: none.
+-- shard count would put a device's keys in another shard. KEYS: <prefix>layout.
 -- ARGV[5..]: layout version. Returns 'OK' or an error naming what is stored.
 local function layout(keys, args)
   local c = ctx(args)
   local want = args[5] .. ' ' .. s(c.S)
-  local k = c.P .. 'layout'
+  local k = keys[1] or c.P .. 'layout' -- a node of an older release declares no key
   local have = rcall('GET', k)
   if not have then
     rcall('SET', k, want)
@@ -1764,11 +1764,12 @@ end
 -- subs: the MQTT filters the calling node's persistent broker session holds, <prefix>subs:<node>.
 -- MQTT 3.1.1 cannot list a session's subscriptions, so a node records what it subscribes and, at its
 -- next start, unsubscribes what it recorded but no longer wants (a changed mqtt.share_group, say).
--- ARGV[5]: 'add' (record ARGV[6..] beside what is there: before the stale ones are confirmed gone)
--- or 'set' (record exactly ARGV[6..]: after). Returns the filters recorded before the call.
+-- KEYS: <prefix>subs:<node>. ARGV[5]: 'add' (record ARGV[6..] beside what is there: before the stale
+-- ones are confirmed gone) or 'set' (record exactly ARGV[6..]: after). Returns the filters recorded
+-- before the call.
 local function subs(keys, args)
   local c = ctx(args)
-  local k = c.P .. 'subs:' .. c.node
+  local k = keys[1] or c.P .. 'subs:' .. c.node -- a node of an older release declares no key
   local before = rcall('SMEMBERS', k)
   if args[5] == 'set' then rcall('DEL', k) end
   for i = 6, #args do rcall('SADD', k, args[i]) end

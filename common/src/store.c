@@ -133,6 +133,25 @@ static void keys_add(keys_t *k, const dr_store_t *st, uint32_t shard)
     k->n++;
 }
 
+/* A key that is not a shard's, <prefix><name><suffix>, for functions that touch one such key (Redis
+ * Cluster routes a call by its keys, so every key a function touches is declared). */
+static void keys_add_name(keys_t *k, const dr_store_t *st, const char *name, const char *suffix)
+{
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 8;
+        k->k = dr_realloc(k->k, (size_t)k->cap * sizeof(*k->k));
+        k->sh = dr_realloc(k->sh, (size_t)k->cap * sizeof(*k->sh));
+    }
+    size_t pl = strlen(st->prefix), nl = strlen(name), sl = strlen(suffix);
+    char *v = dr_malloc(pl + nl + sl + 1);
+    memcpy(v, st->prefix, pl);
+    memcpy(v + pl, name, nl);
+    memcpy(v + pl + nl, suffix, sl + 1);
+    k->k[k->n] = v;
+    k->sh[k->n] = UINT32_MAX;
+    k->n++;
+}
+
 static void keys_free(keys_t *k)
 {
     for (int i = 0; i < k->n; i++)
@@ -258,6 +277,7 @@ int dr_store_check_layout(dr_redis_t *r, const dr_store_t *st, dr_store_int_cb *
 {
     argv_t a = {0};
     keys_t k = {0};
+    keys_add_name(&k, st, "layout", "");
     av_common(&a, st);
     av_int(&a, DR_STORE_LAYOUT);
     return fcall(r, st, "layout", &k, &a, parse_layout, (void *)cb, data);
@@ -674,6 +694,7 @@ int dr_store_subs(dr_redis_t *r, const dr_store_t *st, int replace, const char *
 {
     argv_t a = {0};
     keys_t k = {0};
+    keys_add_name(&k, st, "subs:", st->node);
     av_common(&a, st);
     av_str(&a, replace ? "set" : "add");
     for (size_t i = 0; i < n; i++)
