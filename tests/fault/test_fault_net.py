@@ -288,7 +288,7 @@ class SkewedNode(harness.Node):
         env["LD_PRELOAD"] = LIBFAKETIME
         env["FAKETIME"] = self.skew
         env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
-        env["FAKETIME_DONT_RESET"] = "1"  # lanes (child processes) keep the same offset
+        env["FAKETIME_DONT_RESET"] = "1"  # a child process would keep the same offset
         return env
 
     def env(self):

@@ -700,11 +700,13 @@ class Node(Proc):
         text = self.log_text()
         return [m for m in SANITIZER_MARKERS if m in text]
 
-    # The processes a node started itself (an ingress's lanes, ingress.mqtt_lanes > 1) are not in this
-    # harness's hands: they are found from the node's PID and signalled by their own PIDs.
+    # A crash takes a node's whole process tree. A node runs as one process today (an older ingress
+    # started consumer processes of its own); the fault scenarios still kill, stop and count the tree,
+    # so a node that starts helper processes again is crashed as a whole: the processes it started are
+    # found from its PID and signalled by their own PIDs.
 
     def child_pids(self):
-        """PIDs of the running processes this node started (its lanes), from /proc/<pid>/task/*/children."""
+        """PIDs of the running processes this node started, from /proc/<pid>/task/*/children."""
         if not self.alive():
             return []
         pids = []
@@ -722,7 +724,7 @@ class Node(Proc):
 
     def kill_all(self, timeout=10):
         """kill -9 of the node and of every process it started, as a crash of the whole host process tree
-        would do: the node is stopped first so that it cannot react to its lanes dying (restart them)."""
+        would do: the node is stopped first so that it cannot react to its children dying (restart them)."""
         kids = self.child_pids()
         if self.alive():
             os.kill(self.pid, signal.SIGSTOP)
@@ -733,7 +735,7 @@ class Node(Proc):
                 pass
         rc = self.kill()
         wait_until(lambda: not any(pid_running(p) for p in kids), timeout,
-                   msg=lambda: "lanes of %s still running after kill -9: %s" % (self.name, kids))
+                   msg=lambda: "processes of %s still running after kill -9: %s" % (self.name, kids))
         return rc
 
     def pause_all(self):
