@@ -81,6 +81,7 @@ static const dr_config_opt_t table[] = {
     OPT("dispatch.jitter_pct", DR_CFG_INT, 0, 50, "10", jitter_pct, 0, "random +/- spread of re-send waits (%)"),
     OPT("dispatch.tick_ms", DR_CFG_INT, 5, 10000, "50", tick_ms, 0, "scan period of the due schedule"),
     OPT("dispatch.batch", DR_CFG_INT, 1, 10000, "64", batch, 0, "devices handled per shard per script call"),
+    OPT("dispatch.send_hold", DR_CFG_INT, 1, 65535, "256", send_hold, 0, "no dispatch pass while this many publishes wait for the broker"),
     OPT("lease.ttl_ms", DR_CFG_INT, 500, 600000, "10000", lease_ttl_ms, 0, "shard lease lifetime"),
     OPT("lease.renew_ms", DR_CFG_INT, 100, 600000, "2000", lease_renew_ms, 0, "shard lease renewal period"),
     OPT("retention_s", DR_CFG_INT, 1, 315360000, "86400", retention_s, 0, "how long finished messages are kept"),

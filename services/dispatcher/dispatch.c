@@ -9,9 +9,9 @@
  * a batch of wake-ups) are passed together, one call per DISPATCH_GROUP shards (dr_store_dispatch_many:
  * one clock read and one round trip for all of them, each shard fenced on its own).
  *
- * No pass starts while SEND_HOLD publishes wait for the broker: sends are recorded, with the time
- * that paces their device, only as fast as the broker takes them, so none waits long in our queue
- * after its time was recorded. A send is recorded in Redis before it is published, and published only
+ * No pass starts while dispatch.send_hold publishes wait for the broker: sends are recorded, with the
+ * time that paces their device, only as fast as the broker takes them, so none waits long in our
+ * queue after its time was recorded. A send is recorded in Redis before it is published, and published only
  * while the lease that recorded it still holds (a node that stalled past its lease publishes nothing
  * stale; its successor re-sends). A publish that fails is taken back (unsend), so it does not count
  * as an attempt and the device does not wait a whole back-off for it. Every status change a pass made
@@ -33,7 +33,6 @@
 #include "dispatcher.h"
 
 #define DISPATCH_GROUP 64   /* shards per dispatch call (the call also stops at dispatch.batch devices) */
-#define SEND_HOLD 256       /* no new pass while this many publishes wait for their PUBACK */
 #define RECONCILE_MS 1000   /* ask Redis for every owned shard's next due time */
 #define HEADS_CHUNK 256     /* shards per heads call */
 #define RECLAIM_MS 5000     /* look for notifications left unconfirmed by their node */
@@ -260,7 +259,7 @@ static void on_flush(uv_check_t *h)
      * clock) before it is published, so one that waits here behind a long queue reaches its device
      * late, and the next one, recorded an interval after it, close behind it. The shards stay pending;
      * every loop turn (a PUBACK, the cron's tick) looks again. */
-    if (dr_mqttc_pending(d->mqtt) >= SEND_HOLD)
+    if (dr_mqttc_pending(d->mqtt) >= (size_t)d->node.cfg.send_hold)
         return;
     /* The order of this turn: shards the last call did not reach first, then the others. pending may
      * fill again while the calls go out, so the turn works on its own copy. */

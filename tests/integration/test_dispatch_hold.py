@@ -4,7 +4,8 @@ A send is recorded in Redis (attempt, time: the device's pacing clock) before it
 the broker falls behind, sends recorded meanwhile used to wait in the dispatcher's queue, some for
 seconds, and reached their devices that much later than recorded: the next command of the same
 device, recorded one interval after, then came close behind (docs/protocol.md §10.1). The dispatcher
-now starts no pass while SEND_HOLD (services/dispatcher/dispatch.c) publishes wait for the broker.
+now starts no pass while dispatch.send_hold publishes wait for the broker (services/dispatcher/dispatch.c);
+the test sets it and dispatch.batch low, so that the bound it checks is far below the 3,000 due.
 
 Here the broker stops (SIGSTOP) just before 3,000 scheduled commands fall due: the dispatcher may
 record what it had under way when its queue filled, not all of them; once the broker is back every
@@ -16,13 +17,13 @@ from harness import now_ms, wait_until
 
 MESSAGES = 3000
 SHARDS = 16          # TEST_DEFAULTS cluster.shards
-BATCH = 64           # dispatch.batch: sends per dispatch call at most
-HOLD = 256           # SEND_HOLD
+BATCH = 8            # dispatch.batch: sends per shard and dispatch call at most
+HOLD = 32            # dispatch.send_hold
 LEAD_MS = 15000      # time to accept everything before the commands fall due
 
 
 def test_no_pass_runs_while_the_broker_is_behind(stack_factory):
-    s = stack_factory()
+    s = stack_factory({"dispatch.send_hold": HOLD, "dispatch.batch": BATCH})
     prod = s.producer("hold")
     due = now_ms() + LEAD_MS
     # Devices nobody connects: the broker takes each send and drops it (no subscriber).

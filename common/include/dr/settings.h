@@ -80,6 +80,7 @@ typedef struct {
     int64_t jitter_pct;
     int64_t tick_ms;
     int64_t batch;
+    int64_t send_hold;
     int64_t lease_ttl_ms;
     int64_t lease_renew_ms;
     int64_t retention_s;
