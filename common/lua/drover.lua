@@ -4,9 +4,11 @@
 -- DESIGN
 -- Every key of a device or a message lives in its shard's hash slot: names are
 -- <prefix>{<shard>}<kind>..., and a message id carries its shard (id mod S = shard), so any node
--- finds a message from its id alone and every function touches the slots of the KEYS it declares
--- (one key, <prefix>{<shard>}, per shard involved). Batch functions take many shards at once; on
--- Redis Cluster a caller splits its batches by slot. docs/architecture.md §3 lists every key.
+-- finds a message from its id alone, and the functions of devices and messages touch the slots of the
+-- KEYS they declare (one key, <prefix>{<shard>}, per shard involved). Batch functions take many shards
+-- at once; on Redis Cluster a caller would split its batches by slot. lease declares no key and reads
+-- every shard's lease (docs/architecture.md §3, "Redis Cluster", says how it would be split; §3 also
+-- lists every key).
 --
 -- A message is one msgpack array (fields R_*) in a bucket hash <prefix>{s}m:<n div 64>, field
 -- n mod 64, where n = id div S. The bucket counts its live (still to be delivered) messages in
@@ -1477,7 +1479,9 @@ end
 -- ---- leases ------------------------------------------------------------------------------------
 
 -- lease: membership heartbeat and shard leases for one dispatcher. KEYS: none (it reads every
--- shard's lease; on Redis Cluster it would run once per slot owner).
+-- shard's lease and the global <prefix>nodes; on Redis Cluster membership and leases would be split,
+-- and the leases stay in their shards' slots so that every pass checks its lease atomically:
+-- docs/architecture.md §3, "Redis Cluster").
 -- ARGV[5..]: lease ttl (ms), release ('1' = give everything back and leave).
 -- Each node aims at ceil(shards / live nodes) shards: it renews what it holds, hands surplus shards
 -- back so newcomers can take them, and takes free shards (a dead node's leases simply expire).

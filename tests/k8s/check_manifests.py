@@ -835,6 +835,7 @@ class Checker:
             "appendfsync": "always",
             "maxmemory-policy": "noeviction",
             "hash-max-listpack-value": "1024",
+            "stream-node-max-bytes": "512",
             "protected-mode": "yes",
         }
         for k, v in want.items():
