@@ -192,8 +192,8 @@ lt_redis() { redis-cli -p "$REDIS_PORT" -a "$REDIS_PW" --no-auth-warning "$@"; }
 lt_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 lt_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
-# lt_cpu_s PID...: CPU seconds (user + sys) so far of the processes and everything below them (the
-# ingress's lane processes), children already reaped included.
+# lt_cpu_s PID...: CPU seconds (user + sys) so far of the processes and everything below them,
+# children already reaped included.
 lt_cpu_s() {
     python3 - "$@" <<'EOF'
 import os, sys

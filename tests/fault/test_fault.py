@@ -565,7 +565,7 @@ def _set_sockbuf(pid, fd, opt, size):
 
 def shrink_nats_buffers(s, size=4096):
     """Shrinks the kernel buffers between the Drover processes and nats-server to the minimum: SO_SNDBUF of
-    every node's (and lane's) NATS socket and SO_RCVBUF of nats-server's side of them. On loopback about 4 MB
+    every node's NATS socket and SO_RCVBUF of nats-server's side of them. On loopback about 4 MB
     fit into them, which a bounded test load does not fill in a 10 s stall; a loaded node fills it in seconds.
     With small buffers a stalled server blocks the next write within seconds, as it would in production.
     Returns the number of sockets changed (0 where pidfd_getfd is not permitted: the scenario still runs)."""
