@@ -7,6 +7,7 @@
 #include "dr/loop.h"
 #include "dr/metrics.h"
 #include "dr/status.h"
+#include "dr/store.h"
 
 #define DR_METRIC_NAME(id, name) name,
 static const char *names[DR_M_COUNT] = {DR_METRICS(DR_METRIC_NAME)};
@@ -193,7 +194,8 @@ void dr_metrics_flush(dr_redis_t *r, const char *prefix, const char *node)
     enum { NFIELDS = DR_M_COUNT + DR_ST_COUNT + DR_GAUGE_COUNT + 1 };
     const char *argv[2 + 2 * NFIELDS];
     char key[256], vals[NFIELDS][24], stnames[DR_ST_COUNT][40];
-    snprintf(key, sizeof(key), "%smetrics:%s", prefix, node);
+    const dr_store_t store = {.prefix = prefix, .node = node};
+    dr_store_key_metrics(&store, node, key, sizeof(key));
     int n = 0;
     argv[n++] = "HSET";
     argv[n++] = key;

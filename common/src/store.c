@@ -47,6 +47,67 @@ uint32_t dr_store_shard_of_id(const dr_store_t *st, int64_t id)
     return id > 0 ? (uint32_t)(id % (int64_t)st->shards) : 0;
 }
 
+/* ---- key names outside the function calls ------------------------------------------------------ */
+
+/* Global (not per shard) key name prefixes, after redis.prefix. */
+#define APIKEY_NAME "ak:"
+#define METRICS_NAME "metrics:"
+
+char *dr_store_key_log(const dr_store_t *st, uint32_t shard, char *buf, size_t size)
+{
+    return dr_store_key(st, shard, "log", buf, size);
+}
+
+int dr_store_shard_of_key(const dr_store_t *st, const char *key, uint32_t *shard)
+{
+    size_t plen = strlen(st->prefix);
+    if (strncmp(key, st->prefix, plen) != 0 || key[plen] != '{')
+        return -1;
+    *shard = (uint32_t)strtoul(key + plen + 1, NULL, 10);
+    return 0;
+}
+
+/* The part of key after "<prefix><name>", or NULL when key does not start with it. */
+static const char *after_name(const dr_store_t *st, const char *name, const char *key)
+{
+    size_t plen = strlen(st->prefix), nlen = strlen(name);
+    if (strncmp(key, st->prefix, plen) != 0 || strncmp(key + plen, name, nlen) != 0)
+        return NULL;
+    return key + plen + nlen;
+}
+
+char *dr_store_key_apikey(const dr_store_t *st, const char *id, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s" APIKEY_NAME "%s", st->prefix, id);
+    return buf;
+}
+
+char *dr_store_match_apikeys(const dr_store_t *st, char *buf, size_t size)
+{
+    return dr_store_key_apikey(st, "*", buf, size);
+}
+
+const char *dr_store_apikey_of_key(const dr_store_t *st, const char *key)
+{
+    return after_name(st, APIKEY_NAME, key);
+}
+
+char *dr_store_key_metrics(const dr_store_t *st, const char *node, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s" METRICS_NAME "%s", st->prefix, node);
+    return buf;
+}
+
+char *dr_store_match_metrics(const dr_store_t *st, char *buf, size_t size)
+{
+    return dr_store_key_metrics(st, "*", buf, size);
+}
+
+const char *dr_store_node_of_metrics_key(const dr_store_t *st, const char *key)
+{
+    return after_name(st, METRICS_NAME, key);
+}
+
 /* ---- argument vectors --------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1261,6 +1322,31 @@ int dr_store_list(dr_redis_t *r, const dr_store_t *st, const char *dev, int64_t 
     av_int(&a, cursor);
     av_int(&a, limit);
     return fcall(r, st, "list", &k, &a, parse_ids, (void *)cb, data);
+}
+
+/* ---- API keys ------------------------------------------------------------------------------------ */
+
+int dr_store_apikey_create(dr_redis_t *r, const dr_store_t *st, const char *id, const char *hash,
+                           const char *scope, const char *dev, const char *name, dr_store_int_cb *cb,
+                           void *data)
+{
+    argv_t a = {0};
+    keys_t k = {0};
+    keys_add_name(&k, st, APIKEY_NAME, id);
+    av_str(&a, hash);
+    av_str(&a, scope);
+    av_str(&a, dev);
+    av_str(&a, name);
+    return fcall(r, st, "ak_create", &k, &a, parse_int, (void *)cb, data);
+}
+
+int dr_store_apikey_revoke(dr_redis_t *r, const dr_store_t *st, const char *id, dr_store_int_cb *cb,
+                           void *data)
+{
+    argv_t a = {0};
+    keys_t k = {0};
+    keys_add_name(&k, st, APIKEY_NAME, id);
+    return fcall(r, st, "ak_revoke", &k, &a, parse_int, (void *)cb, data);
 }
 
 /* ---- backlog gauges -------------------------------------------------------------------------------- */

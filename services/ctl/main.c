@@ -6,7 +6,7 @@
  * through the same typed calls as the services (dr_store_* on a dr_redis_t and a loop of their own,
  * run until the one answer arrived): key names and Redis functions keep a single owner. The global
  * keys outside that layout (API keys <prefix>ak:<id>, <prefix>metrics:<node>) are read and written
- * with blocking hiredis calls, which suits a command line tool.
+ * with blocking hiredis calls, which suits a command line tool; their names come from dr/store.h too.
  */
 #define DR_MODULE "ctl"
 
@@ -95,6 +95,13 @@ static redisContext *connect_sync(void)
     if (cfg.redis_password[0])
         freeReplyObject(cmd(c, "AUTH %s", cfg.redis_password));
     return c;
+}
+
+/* The data layer's view of the configuration (key names and store calls). */
+static dr_store_t store_of_cfg(void)
+{
+    return (dr_store_t){.prefix = cfg.redis_prefix, .shards = (uint32_t)cfg.shards,
+                        .retention_s = cfg.retention_s, .node = cfg.node_id};
 }
 
 /* ---- store calls on a loop (devices and messages) ------------------------------------------------ */
@@ -198,8 +205,7 @@ static int run_store(ctl_t *c, ctl_start_fn *start)
     dr_redis_options_t o = {.host = cfg.redis_host, .port = (int)cfg.redis_port, .password = cfg.redis_password,
                             .timeout_ms = (int)cfg.redis_timeout_ms};
     c->redis = dr_redis_new(&c->loop, &o);
-    c->store = (dr_store_t){.prefix = cfg.redis_prefix, .shards = (uint32_t)cfg.shards,
-                            .retention_s = cfg.retention_s, .node = cfg.node_id};
+    c->store = store_of_cfg();
     dr_store_register(c->redis);
     dr_redis_on_state(c->redis, on_redis_state, c);
     c->start = start;
@@ -658,14 +664,16 @@ static int metrics(redisContext *c)
     char pattern[128], cursor[32] = "0";
     metric_sum_t *sums = NULL;
     size_t nsums = 0, nodes = 0;
-    snprintf(pattern, sizeof(pattern), "%smetrics:*", cfg.redis_prefix);
+    const dr_store_t st = store_of_cfg();
+    dr_store_match_metrics(&st, pattern, sizeof(pattern));
     do { /* SCAN, never KEYS: it must not stall a production Redis */
         redisReply *page = cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         snprintf(cursor, sizeof(cursor), "%s", page->element[0]->str);
         redisReply *keys = page->element[1];
         for (size_t i = 0; i < keys->elements; i++) {
-            redisReply *h = cmd(c, "HGETALL %s", keys->element[i]->str);
-            printf("%s\n", keys->element[i]->str + strlen(cfg.redis_prefix) + 8);
+            const char *key = keys->element[i]->str, *node = dr_store_node_of_metrics_key(&st, key);
+            redisReply *h = cmd(c, "HGETALL %s", key);
+            printf("%s\n", node ? node : key);
             for (size_t j = 0; j + 1 < h->elements; j += 2) {
                 const char *name = h->element[j]->str;
                 printf("  %-24s %s\n", name, h->element[j + 1]->str);
@@ -706,7 +714,8 @@ static int key_create(redisContext *c, int nargs, char **args)
         return 2;
     }
     dr_apikey_hash(key, strlen(key), hash);
-    snprintf(k, sizeof(k), "%sak:%s", cfg.redis_prefix, id);
+    const dr_store_t st = store_of_cfg();
+    dr_store_key_apikey(&st, id, k, sizeof(k));
     struct timeval tv;
     gettimeofday(&tv, NULL);
     redisReply *r = cmd(c, "HSETNX %s h %s", k, hash);
@@ -727,15 +736,16 @@ static int key_create(redisContext *c, int nargs, char **args)
 static int key_list(redisContext *c)
 {
     char pattern[128], cursor[32] = "0";
-    snprintf(pattern, sizeof(pattern), "%sak:*", cfg.redis_prefix);
+    const dr_store_t st = store_of_cfg();
+    dr_store_match_apikeys(&st, pattern, sizeof(pattern));
     printf("%-14s %-9s %-8s %-24s %s\n", "ID", "SCOPE", "REVOKED", "DEVICE", "NAME");
     do {
         redisReply *page = cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         snprintf(cursor, sizeof(cursor), "%s", page->element[0]->str);
         for (size_t i = 0; i < page->element[1]->elements; i++) {
-            const char *key = page->element[1]->element[i]->str;
+            const char *key = page->element[1]->element[i]->str, *id = dr_store_apikey_of_key(&st, key);
             redisReply *h = cmd(c, "HMGET %s scope revoked dev name", key);
-            printf("%-14s %-9s %-8s %-24s %s\n", key + strlen(cfg.redis_prefix) + 3,
+            printf("%-14s %-9s %-8s %-24s %s\n", id ? id : key,
                    h->element[0]->str ? h->element[0]->str : "?",
                    h->element[1]->str && strcmp(h->element[1]->str, "1") == 0 ? "yes" : "no",
                    h->element[2]->str ? h->element[2]->str : "", h->element[3]->str ? h->element[3]->str : "");
@@ -749,7 +759,8 @@ static int key_list(redisContext *c)
 static int key_revoke(redisContext *c, const char *id)
 {
     char k[128];
-    snprintf(k, sizeof(k), "%sak:%s", cfg.redis_prefix, id);
+    const dr_store_t st = store_of_cfg();
+    dr_store_key_apikey(&st, id, k, sizeof(k));
     if (int_of(c, "EXISTS %s", k, NULL) == 0) {
         fprintf(stderr, "drover-ctl: no key %s\n", id);
         return 3;

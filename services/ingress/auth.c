@@ -224,7 +224,7 @@ void auth_check(hreq_t *hr, const char *token, size_t len, auth_cb *cb)
     memcpy(l->id, id, sizeof(id));
     memcpy(l->hash, hash, sizeof(hash));
     char key[128];
-    snprintf(key, sizeof(key), "%sak:%s", hr->in->node.cfg.redis_prefix, id);
+    dr_store_key_apikey(&hr->in->store, id, key, sizeof(key));
     const char *argv[] = {"HMGET", key, "h", "scope", "dev", "revoked"};
     if (dr_redis_cmd(hr->in->node.redis, on_lookup, l, 6, argv, NULL) != 0) {
         free(l);

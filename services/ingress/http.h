@@ -72,20 +72,20 @@ void auth_csrf_of(const char *token, size_t len, char *out);
 int auth_csrf_ok(hreq_t *hr);
 
 /* rest_auth.c: Duster's login API. Login tokens ("drt_...") are verified by auth_check too. */
-void auth_login(hreq_t *hr);
-void auth_me(hreq_t *hr);
-void auth_logout(hreq_t *hr);
-void auth_is_client_enabled(hreq_t *hr);
+void rest_auth_login(hreq_t *hr);
+void rest_auth_me(hreq_t *hr);
+void rest_auth_logout(hreq_t *hr);
+void rest_auth_is_client_enabled(hreq_t *hr);
 /* Open-route handlers of the auth and admin API call this first: it returns 1 when the caller is
  * verified and allowed (MAN token or admin key when admin_only), else it authenticates the request,
  * answers 401/403/429/503 with Duster's bodies itself or runs hr->route's handler again, and returns 0. */
-int auth_gate(hreq_t *hr, int admin_only, route_fn *self);
+int rest_auth_gate(hreq_t *hr, int admin_only, route_fn *self);
 /* A Duster/Spring style error body {"error":reason,"message":...,"status":N}. */
-void auth_error(hreq_t *hr, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void rest_auth_error(hreq_t *hr, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The client's address as text (for login rate limits). */
-void auth_peer(hreq_t *hr, char *buf, size_t cap);
+void rest_auth_peer(hreq_t *hr, char *buf, size_t cap);
 /* Creates operator "admin" with a generated password, printed once, when no MAN client exists. */
-void registry_bootstrap(ingress_t *in);
+void rest_auth_bootstrap(ingress_t *in);
 
 /* rest_admin.c: Duster's admin API of registry clients, and the broker provisioning */
 void admin_list(hreq_t *hr);
@@ -117,8 +117,8 @@ void v1_openapi(hreq_t *hr);
 void static_register(h2o_hostconf_t *host, const dr_settings_t *cfg);
 int static_route(hreq_t *hr);
 /* rest_console.c: GET /admin/api/messages (Duster's admin list), GET /v1/messages (fleet search) */
-void admin_messages(hreq_t *hr);
-void v1_search(hreq_t *hr);
+void rest_console_messages(hreq_t *hr);
+void rest_console_search(hreq_t *hr);
 /* rest_saved.c: Duster's saved commands */
 void saved_list(hreq_t *hr);
 void saved_get(hreq_t *hr);

@@ -171,7 +171,7 @@ static char *dup_or_null(const char *s)
     return s ? dr_strdup(s) : NULL;
 }
 
-void store_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data)
+void ingest_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data)
 {
     item_t *it = dr_calloc(1, sizeof(*it));
     it->kind = K_ACCEPT;
@@ -187,11 +187,6 @@ void store_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data
     it->data = data;
     it->retry_forever = a->hold;
     queue_item(in->ingest, it);
-}
-
-void store_ack(ingress_t *in, const char *dev, int64_t id, int status, store_cb *cb, void *data)
-{
-    ingest_ack(in, dev, id, status, 0, cb, data);
 }
 
 void ingest_ack(ingress_t *in, const char *dev, int64_t id, int status, int hold, store_cb *cb, void *data)
@@ -234,7 +229,7 @@ static void wake_shards(ingress_t *in, item_t **items, size_t n)
             continue;
         if (nseen < sizeof(seen) / sizeof(seen[0]))
             seen[nseen++] = sh;
-        ingress_wake(in, sh);
+        ingest_wake(in, sh);
     }
 }
 
@@ -457,7 +452,7 @@ static int reply_begin(batch_t *b, int err, const char *errstr, const dr_note_t 
         batch_done(b);
         return 0;
     }
-    ingress_after_commit(ig->in, notes, nnotes);
+    ingest_after_commit(ig->in, notes, nnotes);
     return 1;
 }
 
@@ -687,7 +682,7 @@ void ingest_free(struct ingest *ig)
 
 /* ---- after a commit ------------------------------------------------------------------------------ */
 
-void ingress_wake(ingress_t *in, uint32_t shard)
+void ingest_wake(ingress_t *in, uint32_t shard)
 {
     char buf[16];
     int n = snprintf(buf, sizeof(buf), "%u", shard);
@@ -695,7 +690,7 @@ void ingress_wake(ingress_t *in, uint32_t shard)
         dr_metrics_inc(DR_M_BUS_DROPPED);
 }
 
-void ingress_after_commit(ingress_t *in, const dr_note_t *notes, size_t n)
+void ingest_after_commit(ingress_t *in, const dr_note_t *notes, size_t n)
 {
     /* Every status change this node made passes here once, right after the call that made it (with the
      * previous change of a message when that was still unconfirmed: dr_notes_publish counts it once). */
@@ -703,7 +698,7 @@ void ingress_after_commit(ingress_t *in, const dr_note_t *notes, size_t n)
         dr_notes_publish(in->notes, notes, n, 1);
 }
 
-void ingress_policy(ingress_t *in, dr_store_policy_t *pol)
+void ingest_policy(ingress_t *in, dr_store_policy_t *pol)
 {
     const dr_settings_t *cfg = &in->node.cfg;
     static uint64_t seed = 88172645463325252ULL;
@@ -717,7 +712,7 @@ void ingress_policy(ingress_t *in, dr_store_policy_t *pol)
     pol->seed = seed;
 }
 
-const char *store_notify_text(const char *code)
+const char *ingest_notify_text(const char *code)
 {
     if (strcmp(code, "IDEMPOTENCY_CONFLICT") == 0)
         return "idempotencyKey was already used for a different command";

@@ -50,7 +50,7 @@ typedef struct {
 
 typedef void store_cb(void *data, const store_result_t *res);
 
-/* An accept request. Strings are borrowed until store_accept returns (they are copied). */
+/* An accept request. Strings are borrowed until ingest_accept returns (they are copied). */
 typedef struct {
     const char *dev;
     size_t dev_len;
@@ -64,9 +64,8 @@ typedef struct {
  * when it could not be stored within ingress.store_timeout_ms (REST) — MQTT items are retried until
  * stored and never time out. Permanent errors (a bug in the function library) become RES_FAILED with
  * notify "INTERNAL" and err 0. */
-void store_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data);
-void store_ack(ingress_t *in, const char *dev, int64_t id, int status, store_cb *cb, void *data);
-/* store_ack with hold: retried until stored (MQTT). */
+void ingest_accept(ingress_t *in, const accept_req_t *a, store_cb *cb, void *data);
+/* hold (MQTT): retried until stored, like accept_req_t's hold; REST passes 0. */
 void ingest_ack(ingress_t *in, const char *dev, int64_t id, int status, int hold, store_cb *cb, void *data);
 
 /* ingest.c: creates and frees the batcher. */
@@ -82,21 +81,22 @@ void ingest_forget_acks(struct ingest *ig);
 size_t ingest_pending(const struct ingest *ig);
 
 /* ingest.c: the send policy of the configuration (REST pull uses it). */
-void ingress_policy(ingress_t *in, dr_store_policy_t *pol);
+void ingest_policy(ingress_t *in, dr_store_policy_t *pol);
 
 /* ingest.c: publishes the status changes a store call claimed (callers wake shard owners themselves). */
-void ingress_after_commit(ingress_t *in, const dr_note_t *notes, size_t n);
+void ingest_after_commit(ingress_t *in, const dr_note_t *notes, size_t n);
 
 /* ingest.c: wakes the owner of a shard (NATS, at most once). */
-void ingress_wake(ingress_t *in, uint32_t shard);
+void ingest_wake(ingress_t *in, uint32_t shard);
 
 /* mqtt_in.c: the MQTT message callback (loop thread). */
-void ingress_on_message(void *data, const dr_mqttc_msg_t *msg);
+void mqtt_in_on_message(void *data, const dr_mqttc_msg_t *msg);
 
 /* mqtt_in.c: tells a producer about rejected input on producer/error/{producerDeviseId}. */
-void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message);
+void mqtt_in_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code,
+                          const char *message);
 
 /* ingest.c: the message sent with a store_result_t's notify code. */
-const char *store_notify_text(const char *code);
+const char *ingest_notify_text(const char *code);
 
 #endif

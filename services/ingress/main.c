@@ -64,7 +64,7 @@ static void on_layout(void *data, int err, const char *errstr, int64_t result)
     if (err != 0)
         return; /* checked again on the next connection */
     in->layout_ok = 1;
-    registry_bootstrap(in); /* the first operator, once per start (the registry keeps only one) */
+    rest_auth_bootstrap(in); /* the first operator, once per start (the registry keeps only one) */
     if (in->mqtt_started || in->node.stopping)
         return;
     const char *mine[2] = {in->filters[0], in->filters[1]};
@@ -190,7 +190,7 @@ static int open_mqtt(ingress_t *in, char *err)
     snprintf(in->filters[1], sizeof(in->filters[1]), "$share/%s/consumer/response/#", cfg->mqtt_share_group);
     dr_mqttc_subscribe(in->mqtt, in->filters[0], 1);
     dr_mqttc_subscribe(in->mqtt, in->filters[1], 1);
-    dr_mqttc_on_message(in->mqtt, ingress_on_message, in);
+    dr_mqttc_on_message(in->mqtt, mqtt_in_on_message, in);
     dr_mqttc_on_state(in->mqtt, on_mqtt_state, in);
     return 0;
 }

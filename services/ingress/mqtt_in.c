@@ -52,14 +52,15 @@ static void on_stored(void *data, const store_result_t *res)
     /* err: shutting down before it was stored: no PUBACK, the broker delivers it again. */
     if (res->err == 0) {
         if (res->notify != NULL && p->has_cert)
-            ingress_notify_error(in, p->tmp_id, p->producer_id, res->notify, store_notify_text(res->notify));
+            mqtt_in_notify_error(in, p->tmp_id, p->producer_id, res->notify, ingest_notify_text(res->notify));
         if (in->mqtt != NULL)
             dr_mqttc_ack(in->mqtt, p->token);
     }
     free(p);
 }
 
-void ingress_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code, const char *message)
+void mqtt_in_notify_error(ingress_t *in, int64_t tmp_id, const char *producer_id, const char *code,
+                          const char *message)
 {
     char topic[256];
     snprintf(topic, sizeof(topic), "producer/error/%s", producer_id);
@@ -77,7 +78,7 @@ static void reject_producer(ingress_t *in, const char *dev, size_t dev_len, dr_c
         dr_log(DR_LOG_NOTICE, "event=producer_rejected device=\"%.*s\" code=%s reason=\"%s\" certificate=%s",
                (int)(dev_len > 64 ? 64 : dev_len), dev, err->code, err->message, err->has_cert ? "yes" : "no");
     if (err->has_cert)
-        ingress_notify_error(in, err->tmp_id, err->producer_id, err->code, err->message);
+        mqtt_in_notify_error(in, err->tmp_id, err->producer_id, err->code, err->message);
 }
 
 /* Returns 1 when the message was queued (its token is acknowledged later), 0 when it was answered. */
@@ -130,7 +131,7 @@ static int handle_producer(ingress_t *in, const char *dev, size_t dev_len, const
     if (msg.has_cert)
         snprintf(p->producer_id, sizeof(p->producer_id), "%s", msg.producer_id);
     accept_req_t a = {.dev = dev, .dev_len = dev_len, .msg = &msg, .key_id = "", .hold = 1};
-    store_accept(in, &a, on_stored, p);
+    ingest_accept(in, &a, on_stored, p);
     dr_producer_msg_dispose(&msg);
     return 1;
 }
@@ -168,7 +169,7 @@ static int handle_ack(ingress_t *in, const char *dev, size_t dev_len, const char
     return 1;
 }
 
-void ingress_on_message(void *data, const dr_mqttc_msg_t *msg)
+void mqtt_in_on_message(void *data, const dr_mqttc_msg_t *msg)
 {
     ingress_t *in = data;
     const char *topic = msg->topic;

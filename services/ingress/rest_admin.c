@@ -273,7 +273,7 @@ static void send_json(hreq_t *hr, int status, json_t *j)
 static void unavailable(hreq_t *hr)
 {
     http_add_header(hr, "retry-after", "1");
-    auth_error(hr, 503, "the registry is unavailable; nothing was changed, retry later");
+    rest_auth_error(hr, 503, "the registry is unavailable; nothing was changed, retry later");
 }
 
 /* Optional string field: 0 absent or null, 1 present (*out set), -1 not a string (answered 400). */
@@ -283,7 +283,7 @@ static int opt_str(hreq_t *hr, json_t *o, const char *name, const char **out)
     if (v == NULL || json_is_null(v))
         return 0;
     if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
-        auth_error(hr, 400, "%s must be a string", name);
+        rest_auth_error(hr, 400, "%s must be a string", name);
         return -1;
     }
     *out = json_string_value(v);
@@ -354,12 +354,13 @@ static void on_pushed(void *data, int err, const char *brokererr)
                                    : dr_strerror(err));
     dr_log(DR_LOG_WARNING, "event=dynsec_push_failed op=%d client=\"%s\" error=\"%s\"", w->op, w->name, why);
     if (w->op == OP_CREATE) {
-        auth_error(w->hr, 502, "the broker refused the new client (%s); it was not created", why);
+        rest_auth_error(w->hr, 502, "the broker refused the new client (%s); it was not created", why);
         if (dr_reg_delete(in->node.redis, &in->store, 0, w->name, on_rolled_back, w) != 0)
             wr_free(w);
         return;
     }
-    auth_error(w->hr, 502, "the registry was changed but the broker was not (%s); retry the request", why);
+    rest_auth_error(w->hr, 502, "the registry was changed but the broker was not (%s); retry the request",
+                    why);
     wr_free(w);
 }
 
@@ -433,7 +434,7 @@ static void on_list(void *data, int err, const char *errstr, const dr_reg_client
 
 void admin_list(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, admin_list))
+    if (!rest_auth_gate(hr, 1, admin_list))
         return;
     char search[256] = "", after[256] = "", lim[32] = "";
     long long limit = 1000;
@@ -441,7 +442,7 @@ void admin_list(hreq_t *hr)
         char *e;
         limit = strtoll(lim, &e, 10);
         if (*e != '\0' || e == lim || limit < 1 || limit > 1000) {
-            auth_error(hr, 400, "limit must be an integer in [1, 1000]");
+            rest_auth_error(hr, 400, "limit must be an integer in [1, 1000]");
             hreq_release(hr);
             return;
         }
@@ -451,10 +452,11 @@ void admin_list(hreq_t *hr)
          dr_codec_check_id(search, strlen(search), max) != 0) ||
         (http_query(hr, "after", after, sizeof(after)) && after[0] &&
          dr_codec_check_id(after, strlen(after), max) != 0)) {
-        auth_error(hr, 400,
-                   "search and after must be (parts of) client ids: 1..%zu bytes without '/', '+', '#' or "
-                   "control characters",
-                   max);
+        rest_auth_error(
+            hr, 400,
+            "search and after must be (parts of) client ids: 1..%zu bytes without '/', '+', '#' or "
+            "control characters",
+            max);
         hreq_release(hr);
         return;
     }
@@ -473,7 +475,7 @@ static void on_get(void *data, int err, const char *errstr, int result, const dr
     if (err != 0)
         unavailable(hr);
     else if (result != DR_REG_OK)
-        auth_error(hr, 404, "client %lld not found", (long long)hr->id);
+        rest_auth_error(hr, 404, "client %lld not found", (long long)hr->id);
     else
         send_json(hr, 200, client_json(c));
     hreq_release(hr);
@@ -481,7 +483,7 @@ static void on_get(void *data, int err, const char *errstr, int result, const dr
 
 void admin_get(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, admin_get))
+    if (!rest_auth_gate(hr, 1, admin_get))
         return;
     if (dr_reg_get(hr->in->node.redis, &hr->in->store, hr->id, NULL, on_get, hr) != 0) {
         unavailable(hr);
@@ -499,13 +501,13 @@ static wr_t *parse_client(hreq_t *hr, int op)
     if (len == (size_t)-1)
         return NULL;
     if (body == NULL || len == 0) {
-        auth_error(hr, 400, "a JSON body is required");
+        rest_auth_error(hr, 400, "a JSON body is required");
         return NULL;
     }
     json_error_t je;
     json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (o == NULL || !json_is_object(o)) {
-        auth_error(hr, 400, "the body is not a JSON object%s%s", o ? "" : ": ", o ? "" : je.text);
+        rest_auth_error(hr, 400, "the body is not a JSON object%s%s", o ? "" : ": ", o ? "" : je.text);
         json_decref(o);
         return NULL;
     }
@@ -517,40 +519,40 @@ static wr_t *parse_client(hreq_t *hr, int op)
         goto bad;
     json_t *en = json_object_get(o, "enabled");
     if (en != NULL && !json_is_null(en) && !json_is_boolean(en)) {
-        auth_error(hr, 400, "enabled must be true or false");
+        rest_auth_error(hr, 400, "enabled must be true or false");
         goto bad;
     }
     size_t max = (size_t)hr->in->node.cfg.ingress_max_device_id;
     if (op == OP_CREATE && (!hn || dr_codec_check_id(name, strlen(name), max) != 0)) {
-        auth_error(hr, 400, "deviseId is required: 1..%zu bytes without '/', '+', '#' or control characters",
-                   max);
+        rest_auth_error(
+            hr, 400, "deviseId is required: 1..%zu bytes without '/', '+', '#' or control characters", max);
         goto bad;
     }
     if (hp && pw[0] == '\0')
         hp = 0; /* Duster: an empty password keeps the old one */
     if (op == OP_CREATE && !hp && !hh) {
-        auth_error(hr, 400, "password (or passwordHash, a bcrypt hash) is required");
+        rest_auth_error(hr, 400, "password (or passwordHash, a bcrypt hash) is required");
         goto bad;
     }
     if (hp && hh) {
-        auth_error(hr, 400, "give password or passwordHash, not both");
+        rest_auth_error(hr, 400, "give password or passwordHash, not both");
         goto bad;
     }
     if (hp && strlen(pw) > DR_PASSWD_MAX) {
-        auth_error(hr, 400, "password is longer than %d bytes (bcrypt reads no more)", DR_PASSWD_MAX);
+        rest_auth_error(hr, 400, "password is longer than %d bytes (bcrypt reads no more)", DR_PASSWD_MAX);
         goto bad;
     }
     if (hh && !dr_passwd_is_hash(ph)) {
-        auth_error(hr, 400, "passwordHash must be a bcrypt hash ($2a$, $2b$ or $2y$)");
+        rest_auth_error(hr, 400, "passwordHash must be a bcrypt hash ($2a$, $2b$ or $2y$)");
         goto bad;
     }
     int r = hrl ? dr_reg_role_parse(role) : (op == OP_CREATE ? DR_REG_DEVISE : -1);
     if (hrl && r < 0) {
-        auth_error(hr, 400, "role must be DEVISE or MAN");
+        rest_auth_error(hr, 400, "role must be DEVISE or MAN");
         goto bad;
     }
     if (hd && strlen(desc) > DR_REG_MAX_DESC) {
-        auth_error(hr, 400, "description is longer than %d bytes", DR_REG_MAX_DESC);
+        rest_auth_error(hr, 400, "description is longer than %d bytes", DR_REG_MAX_DESC);
         goto bad;
     }
     wr_t *w = dr_calloc(1, sizeof(*w));
@@ -580,7 +582,7 @@ static void on_created(void *data, int err, const char *errstr, int result, cons
     if (err != 0) {
         unavailable(w->hr);
     } else if (result == DR_REG_EXISTS) {
-        auth_error(w->hr, 409, "client %s exists", w->name);
+        rest_auth_error(w->hr, 409, "client %s exists", w->name);
     } else {
         dr_log(DR_LOG_NOTICE, "event=client_created client=\"%s\" role=%s by=%s", c->devise_id,
                dr_reg_role_name(c->role), w->hr->who.client[0] ? w->hr->who.client : w->hr->who.key_id);
@@ -609,7 +611,7 @@ static void on_hashed(void *data, int err, int match, const char *hash)
     (void)match;
     wr_t *w = data;
     if (err != 0) {
-        auth_error(w->hr, 500, "hashing the password failed");
+        rest_auth_error(w->hr, 500, "hashing the password failed");
         wr_free(w);
         return;
     }
@@ -633,14 +635,14 @@ static void hash_then_write(wr_t *w)
     ingress_t *in = w->hr->in;
     if (dr_passwd_hash_async(in->node.loop.uv, w->pw, (int)in->node.cfg.auth_bcrypt_cost, on_hashed, w) !=
         0) {
-        auth_error(w->hr, 500, "cannot queue the password hash");
+        rest_auth_error(w->hr, 500, "cannot queue the password hash");
         wr_free(w);
     }
 }
 
 void admin_create(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, admin_create))
+    if (!rest_auth_gate(hr, 1, admin_create))
         return;
     wr_t *w = parse_client(hr, OP_CREATE);
     if (w == NULL) {
@@ -660,7 +662,7 @@ static void on_updated(void *data, int err, const char *errstr, int result, cons
     if (err != 0) {
         unavailable(w->hr);
     } else if (result != DR_REG_OK) {
-        auth_error(w->hr, 404, "client %lld not found", (long long)w->hr->id);
+        rest_auth_error(w->hr, 404, "client %lld not found", (long long)w->hr->id);
     } else {
         dr_log(DR_LOG_NOTICE, "event=client_updated client=\"%s\" tokens_revoked=%lld by=%s", c->devise_id,
                (long long)revoked, w->hr->who.client[0] ? w->hr->who.client : w->hr->who.key_id);
@@ -691,9 +693,9 @@ static void on_update_target(void *data, int err, const char *errstr, int result
     if (err != 0) {
         unavailable(w->hr);
     } else if (result != DR_REG_OK) {
-        auth_error(w->hr, 404, "client %lld not found", (long long)w->hr->id);
+        rest_auth_error(w->hr, 404, "client %lld not found", (long long)w->hr->id);
     } else if (w->name[0] && strcmp(w->name, c->devise_id) != 0) {
-        auth_error(w->hr, 400, "deviseId cannot be changed (create a new client and delete this one)");
+        rest_auth_error(w->hr, 400, "deviseId cannot be changed (create a new client and delete this one)");
     } else {
         snprintf(w->name, sizeof(w->name), "%s", c->devise_id);
         w->old_role = c->role;
@@ -706,7 +708,7 @@ static void on_update_target(void *data, int err, const char *errstr, int result
 
 void admin_update(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, admin_update))
+    if (!rest_auth_gate(hr, 1, admin_update))
         return;
     wr_t *w = parse_client(hr, OP_UPDATE);
     if (w == NULL) {
@@ -729,7 +731,7 @@ static void on_deleted(void *data, int err, const char *errstr, int result, cons
     if (err != 0) {
         unavailable(w->hr);
     } else if (result != DR_REG_OK) {
-        auth_error(w->hr, 404, "client %lld not found", (long long)w->hr->id);
+        rest_auth_error(w->hr, 404, "client %lld not found", (long long)w->hr->id);
     } else {
         dr_log(DR_LOG_NOTICE, "event=client_deleted client=\"%s\" by=%s", c->devise_id,
                w->hr->who.client[0] ? w->hr->who.client : w->hr->who.key_id);
@@ -743,7 +745,7 @@ static void on_deleted(void *data, int err, const char *errstr, int result, cons
 
 void admin_delete(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, admin_delete))
+    if (!rest_auth_gate(hr, 1, admin_delete))
         return;
     wr_t *w = dr_calloc(1, sizeof(*w));
     w->hr = hr;

@@ -58,7 +58,7 @@ static void send_json(hreq_t *hr, int status, json_t *j)
     json_decref(j);
 }
 
-void auth_error(hreq_t *hr, int status, const char *fmt, ...)
+void rest_auth_error(hreq_t *hr, int status, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -90,16 +90,16 @@ static void limited(hreq_t *hr, int64_t wait_ms)
     char ra[24];
     snprintf(ra, sizeof(ra), "%lld", (long long)(wait_ms + 999) / 1000);
     http_add_header(hr, "retry-after", ra[0] == '0' ? "1" : ra);
-    auth_error(hr, 429, "too many failed logins; retry in %s s", ra[0] == '0' ? "1" : ra);
+    rest_auth_error(hr, 429, "too many failed logins; retry in %s s", ra[0] == '0' ? "1" : ra);
 }
 
 static void unavailable(hreq_t *hr)
 {
     http_add_header(hr, "retry-after", "1");
-    auth_error(hr, 503, "the registry is unavailable; nothing was changed, retry later");
+    rest_auth_error(hr, 503, "the registry is unavailable; nothing was changed, retry later");
 }
 
-void auth_peer(hreq_t *hr, char *buf, size_t cap)
+void rest_auth_peer(hreq_t *hr, char *buf, size_t cap)
 {
     snprintf(buf, cap, "?");
     if (hr->req == NULL || hr->req->conn == NULL || hr->req->conn->callbacks->get_peername == NULL)
@@ -135,14 +135,14 @@ static void after_gate(hreq_t *hr, int status)
         return;
     }
     if (status == 429) {
-        auth_error(hr, 429, "too many requests for this API key");
+        rest_auth_error(hr, 429, "too many requests for this API key");
     } else if (status == 503) {
         unavailable(hr);
     } else if (status != 0) {
         deny(hr, 401);
     } else {
         if (!auth_csrf_ok(hr)) {
-            auth_error(hr, 403, "missing or wrong X-CSRF-Token header");
+            rest_auth_error(hr, 403, "missing or wrong X-CSRF-Token header");
             hreq_release(hr);
             return;
         }
@@ -152,7 +152,7 @@ static void after_gate(hreq_t *hr, int status)
     hreq_release(hr);
 }
 
-int auth_gate(hreq_t *hr, int admin_only, route_fn *self)
+int rest_auth_gate(hreq_t *hr, int admin_only, route_fn *self)
 {
     if (hr->who.authenticated) {
         if (admin_only && hr->who.scope != DR_SCOPE_ADMIN) {
@@ -186,13 +186,13 @@ static json_t *body_object(hreq_t *hr)
     if (len == (size_t)-1)
         return NULL;
     if (body == NULL || len == 0) {
-        auth_error(hr, 400, "a JSON body is required");
+        rest_auth_error(hr, 400, "a JSON body is required");
         return NULL;
     }
     json_error_t je;
     json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (j == NULL || !json_is_object(j)) {
-        auth_error(hr, 400, "the body is not a JSON object%s%s", j ? "" : ": ", j ? "" : je.text);
+        rest_auth_error(hr, 400, "the body is not a JSON object%s%s", j ? "" : ": ", j ? "" : je.text);
         json_decref(j);
         return NULL;
     }
@@ -308,7 +308,7 @@ static void on_verified(void *data, int err, int match, const char *hash)
         return;
     }
     if (dr_token_new(l->tok, l->tok_hash) != 0) {
-        auth_error(hr, 500, "the random source failed");
+        rest_auth_error(hr, 500, "the random source failed");
         login_done(l);
         return;
     }
@@ -347,7 +347,7 @@ static void on_login_state(void *data, int err, const char *errstr, int result, 
     /* The same bcrypt work whether or not the id exists (hash NULL: a dummy hash at our cost). */
     if (dr_passwd_verify_async(in->node.loop.uv, l->pw, l->found ? c->hash : NULL,
                                (int)in->node.cfg.auth_bcrypt_cost, on_verified, l) != 0) {
-        auth_error(hr, 500, "cannot queue the password check");
+        rest_auth_error(hr, 500, "cannot queue the password check");
         login_done(l);
     }
 }
@@ -362,7 +362,7 @@ static void start_login(hreq_t *hr, int hook)
     const char *idf = hook ? "username" : "deviseId";
     const char *name = str_field(j, idf), *pw = str_field(j, "password");
     if (name == NULL || pw == NULL) {
-        auth_error(hr, 400, "%s and password are required", idf);
+        rest_auth_error(hr, 400, "%s and password are required", idf);
         json_decref(j);
         hreq_release(hr);
         return;
@@ -370,7 +370,7 @@ static void start_login(hreq_t *hr, int hook)
     json_t *ck = json_object_get(j, "cookie");
     char q[8];
     if (ck != NULL && !json_is_boolean(ck)) {
-        auth_error(hr, 400, "cookie must be true or false");
+        rest_auth_error(hr, 400, "cookie must be true or false");
         json_decref(j);
         hreq_release(hr);
         return;
@@ -391,7 +391,7 @@ static void start_login(hreq_t *hr, int hook)
     if (hook)
         snprintf(l->addr, sizeof(l->addr), "hook:%s", l->name); /* the broker's address is everybody's */
     else
-        auth_peer(hr, l->addr, sizeof(l->addr));
+        rest_auth_peer(hr, l->addr, sizeof(l->addr));
     ingress_t *in = hr->in;
     if (dr_reg_login(in->node.redis, &in->store, l->name, l->addr, in->node.cfg.auth_login_failures,
                      on_login_state, l) != 0) {
@@ -400,21 +400,21 @@ static void start_login(hreq_t *hr, int hook)
     }
 }
 
-void auth_login(hreq_t *hr)
+void rest_auth_login(hreq_t *hr)
 {
     start_login(hr, 0);
 }
 
-void auth_is_client_enabled(hreq_t *hr)
+void rest_auth_is_client_enabled(hreq_t *hr)
 {
     start_login(hr, 1);
 }
 
 /* ---- GET /auth/me and POST /auth/logout --------------------------------------------------------- */
 
-void auth_me(hreq_t *hr)
+void rest_auth_me(hreq_t *hr)
 {
-    if (!auth_gate(hr, 0, auth_me))
+    if (!rest_auth_gate(hr, 0, rest_auth_me))
         return;
     const caller_t *w = &hr->who;
     if (w->client[0] != '\0') {
@@ -452,7 +452,7 @@ static void on_revoked(void *data, int err, const char *errstr, int64_t result)
     hreq_release(hr);
 }
 
-void auth_logout(hreq_t *hr)
+void rest_auth_logout(hreq_t *hr)
 {
     const char *auth;
     size_t alen = 0;
@@ -463,11 +463,11 @@ void auth_logout(hreq_t *hr)
         hreq_release(hr);
         return;
     }
-    if (!auth_gate(hr, 0, auth_logout))
+    if (!rest_auth_gate(hr, 0, rest_auth_logout))
         return;
     if (hr->who.client[0] == '\0' || auth_credential(hr, &auth, &alen) == 0) {
-        auth_error(hr, 400,
-                   "only a login token can log out; API keys are revoked with drover-ctl key revoke");
+        rest_auth_error(hr, 400,
+                        "only a login token can log out; API keys are revoked with drover-ctl key revoke");
         hreq_release(hr);
         return;
     }
@@ -520,7 +520,7 @@ static void on_boot_hash(void *data, int err, int match, const char *hash)
     }
 }
 
-void registry_bootstrap(ingress_t *in)
+void rest_auth_bootstrap(ingress_t *in)
 {
     if (!in->node.cfg.registry_bootstrap || in->node.cfg.http_port == 0)
         return;

@@ -74,7 +74,7 @@ int rest_parse_ack(hreq_t *hr, dr_ack_t *ack)
 void rest_accept(hreq_t *hr, const dr_producer_msg_t *m, store_cb *cb)
 {
     accept_req_t a = {.dev = hr->dev, .dev_len = strlen(hr->dev), .msg = m, .key_id = hr->who.key_id};
-    store_accept(hr->in, &a, cb, hr);
+    ingest_accept(hr->in, &a, cb, hr);
 }
 
 void rest_store_error(hreq_t *hr, const store_result_t *res)

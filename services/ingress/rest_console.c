@@ -41,7 +41,7 @@ static void send_json(hreq_t *hr, int status, json_t *j)
 static void admin_unavailable(hreq_t *hr)
 {
     http_add_header(hr, "retry-after", "1");
-    auth_error(hr, 503, "the store is unavailable; nothing was changed, retry later");
+    rest_auth_error(hr, 503, "the store is unavailable; nothing was changed, retry later");
 }
 
 /* 1 when the query names parameter name at all (so a value that fails to decode is an error, not
@@ -298,9 +298,9 @@ static void admin_messages_done(search_t *s)
     free(ids);
 }
 
-void admin_messages(hreq_t *hr)
+void rest_console_messages(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, admin_messages))
+    if (!rest_auth_gate(hr, 1, rest_console_messages))
         return;
     search_t *s = dr_calloc(1, sizeof(*s));
     s->hr = hr;
@@ -312,7 +312,7 @@ void admin_messages(hreq_t *hr)
         char *e;
         long long v = strtoll(lim, &e, 10);
         if (lim[0] == '\0' || *e != '\0') {
-            auth_error(hr, 400, "limit must be an integer");
+            rest_auth_error(hr, 400, "limit must be an integer");
             goto bad;
         }
         limit = v < 1 ? 1 : v > 500 ? 500 : v; /* clamped, as Duster does */
@@ -320,7 +320,7 @@ void admin_messages(hreq_t *hr)
     s->q.limit = limit;
     if (http_query(hr, "deviseId", s->dev, sizeof(s->dev)) && s->dev[0] != '\0' &&
         dr_codec_check_id(s->dev, strlen(s->dev), (size_t)hr->in->node.cfg.ingress_max_device_id) != 0) {
-        auth_error(hr, 400, "deviseId is not a valid device id");
+        rest_auth_error(hr, 400, "deviseId is not a valid device id");
         goto bad;
     }
     search_start(s);
@@ -356,7 +356,7 @@ static void v1_search_done(search_t *s)
     search_free(s);
 }
 
-void v1_search(hreq_t *hr)
+void rest_console_search(hreq_t *hr)
 {
     search_t *s = dr_calloc(1, sizeof(*s));
     s->hr = hr;

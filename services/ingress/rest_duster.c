@@ -77,7 +77,7 @@ void duster_ack(hreq_t *hr)
         hreq_release(hr);
         return;
     }
-    store_ack(hr->in, hr->dev, ack.id, ack.status, on_acked, hr);
+    ingest_ack(hr->in, hr->dev, ack.id, ack.status, 0, on_acked, hr);
 }
 
 /* ---- GET /consumer/getLastMessage/{deviceId} -------------------------------------------------- */

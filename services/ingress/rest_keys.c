@@ -4,7 +4,8 @@
  * DESIGN
  * Keys are the hashes <prefix>ak:<id> that drover-ctl writes and auth.c verifies (dr/apikey.h): only
  * the key's SHA-256 is stored, so the secret is shown once, in the creation answer. Creation and
- * revocation are one function call each (ak_create, ak_revoke), so a half-written key never exists.
+ * revocation are one function call each (ak_create, ak_revoke, called through dr_store_apikey_create
+ * and dr_store_apikey_revoke), so a half-written key never exists.
  * Keys have no index of their own (drover-ctl creates them too), so the listing walks the keyspace
  * with SCAN MATCH <prefix>ak:* in steps of 1000 keys, each step its own round trip: Redis stays
  * responsive, and the listing is an operator's occasional request. Revocation takes effect within
@@ -56,29 +57,25 @@ typedef struct {
 
 static void create_send(create_t *c);
 
-static void on_created(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_created(void *data, int err, const char *errstr, int64_t created)
 {
-    (void)r;
     create_t *c = data;
     hreq_t *hr = c->hr;
-    if (err == 0 && reply->type != REDIS_REPLY_INTEGER)
-        err = DR_EREDIS;
-    if (rest_store_failed(
-            hr, err, err == DR_EREDIS && reply && reply->type == REDIS_REPLY_ERROR ? reply->str : NULL)) {
+    if (rest_store_failed(hr, err, errstr)) {
         hreq_release(hr);
         free(c);
         return;
     }
-    if (reply->integer == 0 && ++c->tries < 3) { /* 48-bit id collision: draw another key */
+    if (created == 0 && ++c->tries < 3) { /* 48-bit id collision: draw another key */
         create_send(c);
         return;
     }
-    if (reply->integer == 0) {
+    if (created == 0) {
         http_error(hr, 500, "INTERNAL", "could not draw an unused key id");
     } else {
         dr_log(DR_LOG_NOTICE, "event=key_created id=%s scope=%s by=%s", c->id, dr_scope_name(c->scope),
                hr->who.key_id[0] ? hr->who.key_id : "-");
-        json_t *j = key_json(c->id, dr_scope_name(c->scope), c->dev, c->name, reply->integer, 0);
+        json_t *j = key_json(c->id, dr_scope_name(c->scope), c->dev, c->name, (long long)created, 0);
         json_object_set_new(j, "key", json_string(c->key));
         send_json(hr, 201, j);
     }
@@ -90,7 +87,7 @@ static void on_created(dr_redis_t *r, redisReply *reply, int err, void *data)
 static void create_send(create_t *c)
 {
     hreq_t *hr = c->hr;
-    char hash[DR_APIKEY_HASH_LEN + 1], k[160];
+    char hash[DR_APIKEY_HASH_LEN + 1];
     if (dr_apikey_generate(c->key, c->id) != 0) {
         http_error(hr, 500, "INTERNAL", "the random source failed");
         hreq_release(hr);
@@ -98,10 +95,8 @@ static void create_send(create_t *c)
         return;
     }
     dr_apikey_hash(c->key, strlen(c->key), hash);
-    snprintf(k, sizeof(k), "%sak:%s", hr->in->node.cfg.redis_prefix, c->id);
-    const char *keys[1] = {k};
-    const char *args[4] = {hash, dr_scope_name(c->scope), c->dev, c->name};
-    int rc = dr_redis_fcall(hr->in->node.redis, on_created, c, "ak_create", 1, keys, 4, args, NULL);
+    int rc = dr_store_apikey_create(hr->in->node.redis, &hr->in->store, c->id, hash, dr_scope_name(c->scope),
+                                    c->dev, c->name, on_created, c);
     if (rc != 0) {
         http_unavailable(hr, rc);
         hreq_release(hr);
@@ -253,15 +248,15 @@ static void on_scan(dr_redis_t *r, redisReply *reply, int err, void *data)
         list_finish(l);
         return;
     }
-    size_t plen = strlen(l->pattern) - 1; /* without the '*' */
     const redisReply *keys = reply->element[1];
     for (size_t i = 0; i < keys->elements && l->err == 0; i++) {
         const char *k = keys->element[i]->type == REDIS_REPLY_STRING ? keys->element[i]->str : NULL;
-        if (k == NULL || strlen(k) != plen + DR_APIKEY_ID_LEN)
+        const char *id = k ? dr_store_apikey_of_key(&l->hr->in->store, k) : NULL;
+        if (id == NULL || strlen(id) != DR_APIKEY_ID_LEN)
             continue; /* not a key id this API made */
         one_t *o = dr_calloc(1, sizeof(*o));
         o->l = l;
-        snprintf(o->id, sizeof(o->id), "%s", k + plen);
+        snprintf(o->id, sizeof(o->id), "%s", id);
         const char *argv[] = {"HMGET", k, "scope", "dev", "name", "revoked", "created"};
         l->pending++;
         if (dr_redis_cmd(l->hr->in->node.redis, on_key, o, 7, argv, NULL) != 0) {
@@ -296,21 +291,18 @@ void keys_list(hreq_t *hr)
     list_t *l = dr_calloc(1, sizeof(*l));
     l->hr = hr;
     l->keys = json_array();
-    snprintf(l->pattern, sizeof(l->pattern), "%sak:*", hr->in->node.cfg.redis_prefix);
+    dr_store_match_apikeys(&hr->in->store, l->pattern, sizeof(l->pattern));
     snprintf(l->cursor, sizeof(l->cursor), "0");
     list_step(l);
 }
 
 /* ---- DELETE /v1/keys/{id} ------------------------------------------------------------------------- */
 
-static void on_revoked(dr_redis_t *r, redisReply *reply, int err, void *data)
+static void on_revoked(void *data, int err, const char *errstr, int64_t revoked)
 {
-    (void)r;
     hreq_t *hr = data;
-    if (err == 0 && reply->type != REDIS_REPLY_INTEGER)
-        err = DR_EREDIS;
-    if (!rest_store_failed(hr, err, NULL)) {
-        if (reply->integer == 1) {
+    if (!rest_store_failed(hr, err, errstr)) {
+        if (revoked == 1) {
             dr_log(DR_LOG_NOTICE, "event=key_revoked id=%s by=%s", hr->dev,
                    hr->who.key_id[0] ? hr->who.key_id : "-");
             http_empty(hr, 204);
@@ -332,10 +324,7 @@ void keys_revoke(hreq_t *hr)
         hreq_release(hr);
         return;
     }
-    char k[160];
-    snprintf(k, sizeof(k), "%sak:%s", hr->in->node.cfg.redis_prefix, hr->dev);
-    const char *keys[1] = {k};
-    int rc = dr_redis_fcall(hr->in->node.redis, on_revoked, hr, "ak_revoke", 1, keys, 0, NULL, NULL);
+    int rc = dr_store_apikey_revoke(hr->in->node.redis, &hr->in->store, hr->dev, on_revoked, hr);
     if (rc != 0) {
         http_unavailable(hr, rc);
         hreq_release(hr);

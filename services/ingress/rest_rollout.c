@@ -7,7 +7,7 @@
  * work: the call claims (or keeps) a short lease per running rollout for this process, so one node
  * advances a rollout at a time, and hands out as many devices as the rollout's token bucket allows
  * (rate per second, burst rate/10, counted by Redis's clock, so no node can make it go faster). Each
- * device's message goes through store_accept, the path REST and MQTT submissions take, with the
+ * device's message goes through ingest_accept, the path REST and MQTT submissions take, with the
  * idempotency key ro:<id>:<index>: a batch handed out again (a node died before recording it, or a
  * write was not stored) is accepted again as the original messages, never as new ones. ro_done then
  * records the ids. Only one take cycle runs at a time, and it ends when its last batch is recorded.
@@ -102,9 +102,9 @@ static void on_msg_cancelled(void *data, int err, const char *errstr, const dr_s
     (void)errstr;
     cancels_t *c = data;
     if (err == 0) {
-        ingress_after_commit(c->in, notes, nnotes);
+        ingest_after_commit(c->in, notes, nnotes);
         if (res->code == DR_STORE_CANCEL_OK)
-            ingress_wake(c->in, res->shard);
+            ingest_wake(c->in, res->shard);
     }
     cancels_finish(c);
 }
@@ -234,7 +234,7 @@ static void batch_start(struct rollouts *e, const dr_ro_batch_t *rb)
             .dev = rb->devs[i], .dev_len = strlen(rb->devs[i]), .msg = &m, .key_id = rb->ro.owner};
         item_t *it = dr_malloc(sizeof(*it));
         *it = (item_t){.b = b, .i = i};
-        store_accept(in, &a, on_item_stored, it);
+        ingest_accept(in, &a, on_item_stored, it);
     }
 }
 

@@ -1,7 +1,7 @@
 /* Duster's saved commands ("saved messages", duster-compat.md §4.2 and §6): commands an operator keeps
  * per device and sends with one click. GET/POST /admin/api/saved-messages, GET/PUT/DELETE
  * /admin/api/saved-messages/{id} and POST /admin/api/saved-messages/{id}/send. Admin only; errors in
- * Duster's shapes (auth_error). Storage: dr/console.h. PUT is a Drover addition.
+ * Duster's shapes (rest_auth_error). Storage: dr/console.h. PUT is a Drover addition.
  */
 #define DR_MODULE "ingress/rest_saved"
 
@@ -30,7 +30,7 @@ static void send_json(hreq_t *hr, int status, json_t *j)
 static void unavailable(hreq_t *hr)
 {
     http_add_header(hr, "retry-after", "1");
-    auth_error(hr, 503, "the store is unavailable; nothing was changed, retry later");
+    rest_auth_error(hr, 503, "the store is unavailable; nothing was changed, retry later");
 }
 
 static json_t *saved_json(const dr_con_saved_t *v)
@@ -60,7 +60,7 @@ static void on_list(void *data, int err, const char *errstr, int result, const d
 
 void saved_list(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, saved_list))
+    if (!rest_auth_gate(hr, 1, saved_list))
         return;
     char cid[32], dev[256];
     const char *by = NULL, *val = "";
@@ -68,7 +68,7 @@ void saved_list(hreq_t *hr)
         char *e;
         long long v = strtoll(cid, &e, 10);
         if (*e != '\0' || v <= 0) {
-            auth_error(hr, 400, "clientId must be a positive integer");
+            rest_auth_error(hr, 400, "clientId must be a positive integer");
             hreq_release(hr);
             return;
         }
@@ -89,7 +89,7 @@ static void on_one(void *data, int err, const char *errstr, int result, const dr
     if (err != 0)
         unavailable(hr);
     else if (n == 0)
-        auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
+        rest_auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
     else
         send_json(hr, 200, saved_json(&v[0]));
     hreq_release(hr);
@@ -97,7 +97,7 @@ static void on_one(void *data, int err, const char *errstr, int result, const dr
 
 void saved_get(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, saved_get))
+    if (!rest_auth_gate(hr, 1, saved_get))
         return;
     char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)hr->id);
@@ -130,11 +130,11 @@ static int text_field(hreq_t *hr, json_t *o, const char *name, int required, cha
     if (v == NULL || json_is_null(v)) {
         if (!required)
             return 1;
-        auth_error(hr, 400, "%s is required", name);
+        rest_auth_error(hr, 400, "%s is required", name);
         return 0;
     }
     if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v)) {
-        auth_error(hr, 400, "%s must be a string", name);
+        rest_auth_error(hr, 400, "%s must be a string", name);
         return 0;
     }
     const char *s = json_string_value(v);
@@ -144,11 +144,11 @@ static int text_field(hreq_t *hr, json_t *o, const char *name, int required, cha
     while (len > 0 && strchr(" \t\r\n", *s))
         s++, len--;
     if (len == 0) {
-        auth_error(hr, 400, "%s must not be blank", name);
+        rest_auth_error(hr, 400, "%s must not be blank", name);
         return 0;
     }
     if (len > DR_CON_MAX_TEXT) {
-        auth_error(hr, 400, "%s is longer than %d bytes", name, DR_CON_MAX_TEXT);
+        rest_auth_error(hr, 400, "%s is longer than %d bytes", name, DR_CON_MAX_TEXT);
         return 0;
     }
     *out = dr_strndup(s, len);
@@ -166,13 +166,13 @@ static void on_put(void *data, int err, const char *errstr, int result, const dr
     else if (result == DR_CON_OK)
         send_json(hr, hr->req && hr->req->method.len == 4 ? 201 : 200, saved_json(v)); /* POST: 201 */
     else if (result == DR_CON_NOT_FOUND)
-        auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
+        rest_auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
     else if (result == DR_CON_NO_CLIENT)
-        auth_error(hr, 400, "clientId names no client");
+        rest_auth_error(hr, 400, "clientId names no client");
     else if (result == DR_CON_NOT_DEVISE)
-        auth_error(hr, 400, "the owner client must have role DEVISE");
+        rest_auth_error(hr, 400, "the owner client must have role DEVISE");
     else
-        auth_error(hr, 409, "the device already has %d saved messages", DR_CON_SAVED_MAX);
+        rest_auth_error(hr, 409, "the device already has %d saved messages", DR_CON_SAVED_MAX);
     hreq_release(hr);
 }
 
@@ -187,7 +187,7 @@ static void put(hreq_t *hr, int create)
     json_error_t je;
     json_t *j = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &je) : NULL;
     if (j == NULL || !json_is_object(j)) {
-        auth_error(hr, 400, "the body must be a JSON object");
+        rest_auth_error(hr, 400, "the body must be a JSON object");
         json_decref(j);
         hreq_release(hr);
         return;
@@ -201,24 +201,25 @@ static void put(hreq_t *hr, int create)
     if (!text_field(hr, j, "description", create, &f->desc) || !text_field(hr, j, "command", create, &f->cmd))
         goto done;
     if ((cid == NULL && create) || (cid != NULL && (!json_is_integer(cid) || json_integer_value(cid) <= 0))) {
-        auth_error(hr, 400, "clientId must be the id of a client with role DEVISE");
+        rest_auth_error(hr, 400, "clientId must be the id of a client with role DEVISE");
         goto done;
     }
     ch.client_id = cid ? json_integer_value(cid) : 0;
     if (g != NULL && !json_is_null(g) &&
         (!json_is_string(g) || dr_guarantee_parse(json_string_value(g), json_string_length(g)) < 0)) {
-        auth_error(hr, 400, "deliveryGuarantee must be NO, RECEIPT_CONFIRMATION or ONLY_LAST");
+        rest_auth_error(hr, 400, "deliveryGuarantee must be NO, RECEIPT_CONFIRMATION or ONLY_LAST");
         goto done;
     }
     ch.guarantee = g && json_is_string(g) ? json_string_value(g) : create ? "NO" : NULL; /* Duster: NO */
     if (d != NULL && !json_is_null(d) && !json_is_object(d)) {
-        auth_error(hr, 400, "data must be a JSON object or null");
+        rest_auth_error(hr, 400, "data must be a JSON object or null");
         goto done;
     }
     if (d != NULL && json_is_object(d)) {
         f->data = json_dumps(d, JSON_COMPACT);
         if (strlen(f->data) > (size_t)hr->in->node.cfg.ingress_max_payload) {
-            auth_error(hr, 400, "data is larger than %lld bytes", (long long)hr->in->node.cfg.ingress_max_payload);
+            rest_auth_error(hr, 400, "data is larger than %lld bytes",
+                            (long long)hr->in->node.cfg.ingress_max_payload);
             goto done;
         }
     }
@@ -239,14 +240,14 @@ done:
 
 void saved_create(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, saved_create))
+    if (!rest_auth_gate(hr, 1, saved_create))
         return;
     put(hr, 1);
 }
 
 void saved_update(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, saved_update))
+    if (!rest_auth_gate(hr, 1, saved_update))
         return;
     put(hr, 0);
 }
@@ -258,7 +259,7 @@ static void on_deleted(void *data, int err, const char *errstr, int64_t result)
     if (err != 0)
         unavailable(hr);
     else if (result == 0)
-        auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
+        rest_auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
     else
         http_empty(hr, 204);
     hreq_release(hr);
@@ -266,7 +267,7 @@ static void on_deleted(void *data, int err, const char *errstr, int64_t result)
 
 void saved_delete(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, saved_delete))
+    if (!rest_auth_gate(hr, 1, saved_delete))
         return;
     if (dr_con_saved_delete(hr->in->node.redis, &hr->in->store, hr->id, on_deleted, hr) != 0) {
         unavailable(hr);
@@ -288,9 +289,9 @@ static void on_sent(void *data, const store_result_t *res)
         http_json(hr, 200, body, strlen(body));
         free(body);
     } else if (res->result == RES_TOO_LARGE) {
-        auth_error(hr, 400, "the command is larger than the device takes (%s bytes)", res->id);
+        rest_auth_error(hr, 400, "the command is larger than the device takes (%s bytes)", res->id);
     } else {
-        auth_error(hr, 500, "the command could not be stored");
+        rest_auth_error(hr, 500, "the command could not be stored");
     }
     hreq_release(hr);
 }
@@ -303,7 +304,7 @@ static void on_loaded(void *data, int err, const char *errstr, int result, const
         if (err != 0)
             unavailable(hr);
         else
-            auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
+            rest_auth_error(hr, 404, "saved message %lld not found", (long long)hr->id);
         hreq_release(hr);
         return;
     }
@@ -318,7 +319,7 @@ static void on_loaded(void *data, int err, const char *errstr, int result, const
 
 void saved_send(hreq_t *hr)
 {
-    if (!auth_gate(hr, 1, saved_send))
+    if (!rest_auth_gate(hr, 1, saved_send))
         return;
     char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)hr->id);

@@ -287,7 +287,7 @@ static void on_scan(dr_redis_t *r, redisReply *reply, int err, void *data)
 static void scan_step(stats_t *s)
 {
     char pattern[192];
-    snprintf(pattern, sizeof(pattern), "%smetrics:*", s->hr->in->node.cfg.redis_prefix);
+    dr_store_match_metrics(&s->hr->in->store, pattern, sizeof(pattern));
     const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT};
     s->pages++;
     walking = 1;
@@ -313,7 +313,7 @@ void v1_stats(hreq_t *hr)
     }
     /* This node's own hash is known without a walk (once it has flushed, the HGETALL finds it). */
     char own[256];
-    snprintf(own, sizeof(own), "%smetrics:%s", cfg->redis_prefix, cfg->node_id);
+    dr_store_key_metrics(&hr->in->store, cfg->node_id, own, sizeof(own));
     known_add(own);
     /* One walk at a time: a request that finds one under way reads the names known so far. */
     if (walking || (strcmp(cursor, "0") == 0 && dr_mono_ms() < next_sweep))

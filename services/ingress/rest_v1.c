@@ -185,7 +185,7 @@ void v1_bulk(hreq_t *hr)
     hr->state = bk;
     hr->free_state = bulk_free;
     /* The last item to finish answers and drops the handler's reference. Items may finish before
-     * store_accept returns, so hold one more reference while starting them. */
+     * ingest_accept returns, so hold one more reference while starting them. */
     hr->refs++;
     char *base_key = m.idem_key;
     for (size_t i = 0; i < n; i++) {
@@ -200,7 +200,7 @@ void v1_bulk(hreq_t *hr)
         it->hr = hr;
         it->i = (int)i;
         accept_req_t a = {.dev = bk->dev[i], .dev_len = strlen(bk->dev[i]), .msg = &m, .key_id = hr->who.key_id};
-        store_accept(hr->in, &a, on_bulk_item, it);
+        ingest_accept(hr->in, &a, on_bulk_item, it);
     }
     m.idem_key = base_key;
     json_decref(root);
@@ -384,9 +384,9 @@ static void on_cancelled(void *data, int err, const char *errstr, const dr_store
     hreq_t *hr = data;
     if (err == 0) {
         /* Publish and wake whether or not the client is still there: the change is committed. */
-        ingress_after_commit(hr->in, notes, nnotes);
+        ingest_after_commit(hr->in, notes, nnotes);
         if (res->code == DR_STORE_CANCEL_OK)
-            ingress_wake(hr->in, res->shard);
+            ingest_wake(hr->in, res->shard);
     }
     if (!rest_store_failed(hr, err, errstr)) {
         if (res->code == DR_STORE_CANCEL_OK) {
@@ -431,7 +431,7 @@ static void on_purged(void *data, int err, const char *errstr, int64_t purged, i
     hreq_t *hr = data;
     purge_t *p = hr->state;
     if (err == 0) {
-        ingress_after_commit(hr->in, notes, nnotes);
+        ingest_after_commit(hr->in, notes, nnotes);
         p->purged += purged;
         snprintf(p->cursor, sizeof(p->cursor), "%s", cursor);
         if (more && hr->req != NULL) {
@@ -440,7 +440,7 @@ static void on_purged(void *data, int err, const char *errstr, int64_t purged, i
         }
     }
     if (err == 0 || p->purged > 0)
-        ingress_wake(hr->in, dr_shard_of(hr->dev, strlen(hr->dev), hr->in->store.shards));
+        ingest_wake(hr->in, dr_shard_of(hr->dev, strlen(hr->dev), hr->in->store.shards));
     if (!rest_store_failed(hr, err, errstr)) {
         buf_t b = {0};
         buf_add(&b, "{\"device\":", 10);
@@ -599,7 +599,7 @@ static void on_pulled(void *data, int err, const char *errstr, const dr_store_se
 {
     hreq_t *hr = data;
     if (err == 0)
-        ingress_after_commit(hr->in, notes, nnotes); /* what the pass expired or failed on the way */
+        ingest_after_commit(hr->in, notes, nnotes); /* what the pass expired or failed on the way */
     if (!rest_store_failed(hr, err, errstr)) {
         if (msg != NULL) {
             dr_metrics_inc(msg->attempt > 1 ? DR_M_RESENT : DR_M_SENT);
@@ -622,7 +622,7 @@ static void on_pulled(void *data, int err, const char *errstr, const dr_store_se
 void v1_pull(hreq_t *hr)
 {
     dr_store_policy_t pol;
-    ingress_policy(hr->in, &pol);
+    ingest_policy(hr->in, &pol);
     int rc = dr_store_pull(hr->in->node.redis, &hr->in->store, hr->dev, &pol, on_pulled, hr);
     if (rc != 0) {
         http_unavailable(hr, rc);
@@ -670,5 +670,5 @@ void v1_ack(hreq_t *hr)
         }
         json_decref(root);
     }
-    store_ack(hr->in, hr->dev, hr->id, status, on_v1_acked, hr);
+    ingest_ack(hr->in, hr->dev, hr->id, status, 0, on_v1_acked, hr);
 }

@@ -361,15 +361,11 @@ static char *format_event(const sse_t *s, uint32_t shard, const char *entry_id, 
 /* Reads the entries of one shard's reply: advances its position, appends what passes the filters. */
 static void read_shard(sse_t *s, const redisReply *stream, event_t **ev, size_t *nev, size_t *cap)
 {
-    size_t plen = strlen(s->in->store.prefix);
     if (stream->type != REDIS_REPLY_ARRAY || stream->elements != 2 || stream->element[0]->type != REDIS_REPLY_STRING ||
         stream->element[1]->type != REDIS_REPLY_ARRAY)
         return;
-    const char *key = stream->element[0]->str;
-    if (strncmp(key, s->in->store.prefix, plen) != 0 || key[plen] != '{')
-        return;
-    uint32_t shard = (uint32_t)strtoul(key + plen + 1, NULL, 10);
-    if (shard >= s->shards)
+    uint32_t shard;
+    if (dr_store_shard_of_key(&s->in->store, stream->element[0]->str, &shard) != 0 || shard >= s->shards)
         return;
     const redisReply *entries = stream->element[1];
     if (entries->elements >= (size_t)s->count)
@@ -477,7 +473,7 @@ static sse_t *sse_new(hreq_t *hr)
     s->argv[3] = "STREAMS";
     for (uint32_t i = 0; i < s->shards; i++) {
         char key[256];
-        s->keys[i] = dr_strdup(dr_store_key(&hr->in->store, i, "log", key, sizeof(key)));
+        s->keys[i] = dr_strdup(dr_store_key_log(&hr->in->store, i, key, sizeof(key)));
         s->argv[4 + i] = s->keys[i];
     }
     return s;

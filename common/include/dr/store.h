@@ -66,6 +66,38 @@ char *dr_store_key(const dr_store_t *st, uint32_t shard, const char *name, char 
 /* Shard of message id (its id scheme: id mod S). */
 uint32_t dr_store_shard_of_id(const dr_store_t *st, int64_t id);
 
+/* ---- key names ------------------------------------------------------------------------------------ */
+
+/* The keys that services read with plain commands (beside the function calls above) are named here
+ * and nowhere else. Each dr_store_key_* and dr_store_match_* writes into buf (at most size bytes,
+ * always terminated) and returns buf; each *_of_key returns a pointer into key (borrowed from the
+ * caller), or NULL when key is not a name of that kind. Any thread. */
+
+/* "<prefix>{<shard>}log": the shard's status log, the stream that event streams read. */
+char *dr_store_key_log(const dr_store_t *st, uint32_t shard, char *buf, size_t size);
+
+/* The shard of a shard's key "<prefix>{<shard>}...": returns 0 and sets *shard, or -1 when key does
+ * not start with "<prefix>{". The shard is not checked against st->shards. */
+int dr_store_shard_of_key(const dr_store_t *st, const char *key, uint32_t *shard);
+
+/* "<prefix>ak:<id>": the hash of API key id (h, scope, dev, name, created, revoked; dr/apikey.h). */
+char *dr_store_key_apikey(const dr_store_t *st, const char *id, char *buf, size_t size);
+
+/* "<prefix>ak:*": the SCAN MATCH pattern of every API key hash. */
+char *dr_store_match_apikeys(const dr_store_t *st, char *buf, size_t size);
+
+/* The id part of an API key hash name "<prefix>ak:<id>" (not checked to be a well-formed id). */
+const char *dr_store_apikey_of_key(const dr_store_t *st, const char *key);
+
+/* "<prefix>metrics:<node>": the counters node flushes (dr_metrics_flush). */
+char *dr_store_key_metrics(const dr_store_t *st, const char *node, char *buf, size_t size);
+
+/* "<prefix>metrics:*": the SCAN MATCH pattern of every node's metrics hash. */
+char *dr_store_match_metrics(const dr_store_t *st, char *buf, size_t size);
+
+/* The node part of a metrics hash name "<prefix>metrics:<node>". */
+const char *dr_store_node_of_metrics_key(const dr_store_t *st, const char *key);
+
 /* ---- notifications ------------------------------------------------------------------------------ */
 
 /* A status change claimed for publication by the calling node (see dr/notes.h). */
@@ -339,6 +371,20 @@ typedef void dr_store_ids_cb(void *data, int err, const char *errstr, const int6
 /* Ids of dev's messages, newest first, below cursor (0: from the newest), at most limit. */
 int dr_store_list(dr_redis_t *r, const dr_store_t *st, const char *dev, int64_t cursor, int64_t limit,
                   dr_store_ids_cb *cb, void *data);
+
+/* ---- API keys ---------------------------------------------------------------------------------------- */
+
+/* Creates the hash of API key id (dr_store_key_apikey) holding hash (the key's hex SHA-256), scope
+ * (its dr_scope_name), dev ("" unless a device key) and name ("" for none), unless the id is taken.
+ * result: the creation time (ms, Redis's clock), or 0 when a key with this id exists (draw another
+ * key). Strings are copied before returning. */
+int dr_store_apikey_create(dr_redis_t *r, const dr_store_t *st, const char *id, const char *hash,
+                           const char *scope, const char *dev, const char *name, dr_store_int_cb *cb,
+                           void *data);
+
+/* Revokes API key id. result: 1 when the key exists (it is revoked now), 0 when there is none. */
+int dr_store_apikey_revoke(dr_redis_t *r, const dr_store_t *st, const char *id, dr_store_int_cb *cb,
+                           void *data);
 
 /* ---- backlog gauges --------------------------------------------------------------------------------- */
 
