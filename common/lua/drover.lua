@@ -989,16 +989,19 @@ local function accept_one(c, a, i, idmax, out)
   -- and would block the device's queue, so it is refused here (device override 'maxm', else default).
   -- A device's override and its place in the schedule cannot change within the call, so a batch
   -- with several commands for one device reads the one and sets the other once (c.dev).
+  -- The same read takes whether the (device, command) is ONLY_LAST-indexed (see supersede); seen keeps
+  -- the answer for the command first seen, which is usually the only one in a batch.
   local seen = c.dev[dev]
   if not seen then
     local dv = rcall('HMGET', dkey(c, sh, dev), 'maxm', 'o:' .. cmd)
-    seen = {maxm = tonumber(dv[1]) or false, oi = {[cmd] = dv[2] and true or false}}
+    seen = {maxm = tonumber(dv[1]) or false, cmd = cmd, oi = dv[2] ~= false}
     c.dev[dev] = seen
   end
-  local indexed = seen.oi[cmd]
-  if indexed == nil then
+  local indexed
+  if seen.cmd == cmd then
+    indexed = seen.oi
+  else
     indexed = rcall('HEXISTS', dkey(c, sh, dev), 'o:' .. cmd) == 1
-    seen.oi[cmd] = indexed
   end
   local limit = seen.maxm or c.max_message
   if limit > 0 and size > limit then
@@ -1039,7 +1042,7 @@ local function accept_one(c, a, i, idmax, out)
       local dv = rcall('HMGET', dk, 'cfg', 'x')
       dev_write(c, dk, dv[1], dv[2], {'o:' .. cmd, '1'})
       indexed = true
-      seen.oi[cmd] = true
+      if seen.cmd == cmd then seen.oi = true end
     end
   end
 
