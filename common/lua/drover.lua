@@ -30,13 +30,16 @@
 -- Time comes from Redis (TIME), never from the caller, so every node paces by the same clock.
 
 -- The library's generation, raised whenever the data it writes would be misread by an older library
--- (a new record form, a new meaning of a field or a key). Before loading its own library a node asks
--- the loaded one (function 'generation') and leaves a newer one in place (common/src/redis.c), so a
--- late node of an older release cannot put its library over data that library would misread.
+-- (a new record form, a new meaning of a field or a key), or an older library would write data this
+-- one cannot rely on. Before loading its own library a node asks the loaded one (function
+-- 'generation') and leaves a newer one in place (common/src/redis.c), so a late node of an older
+-- release cannot put its library over data that library would misread or leave inconsistent.
 -- Libraries before generation 1 have no such function and are replaced.
 -- 2: deadlines in records may be kept in s, min, h or days (see the stored form).
 -- 3: a status log entry is one field 'n' (see note_value).
-local GENERATION = 3
+-- 4: the ONLY_LAST index (see supersede): an older library would accept messages of an indexed
+--    (device, command) without indexing them, and a later ONLY_LAST message would not cancel them.
+local GENERATION = 4
 
 -- Globals. A function reads a global (redis, tonumber, string, ...) through the empty, protected
 -- globals table of Redis's Lua state and its __index metamethod: a miss, a metamethod and a second
@@ -110,9 +113,9 @@ local R_MORE = 26
 -- ack's wake brings finds the device paced and schedules it for later.
 local R_NXT = 27
 -- 1 while the message is in its device's ONLY_LAST index (see supersede); stored in the record's 28th
--- place, after two placeholders when R_MORE is absent, so the record stays a msgpack array. A library
--- that does not know it drops it on its next save; the index entry left behind is dropped by the next
--- supersede that reads it.
+-- place, after two placeholders when R_MORE is absent, so the record stays a msgpack array. (A
+-- library of generation 3 reads such a record and drops the field on its next save; an index entry
+-- left behind is dropped by the next supersede that reads it.)
 local R_OI = 28
 
 -- ---- call context ------------------------------------------------------------------------------
