@@ -183,6 +183,9 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
     }
     dr_metrics_add(DR_M_EXPIRED, pass->expired);
     dr_metrics_add(DR_M_FAILED, pass->failed);
+    /* Set before the sends go out: a publish that fails takes its send back and makes the shard due
+     * at once (take_back), which must not be overwritten by the pass's own next time. */
+    s->due_at = pass->next_in_ms >= 0 ? now + pass->next_in_ms : -1;
     if (now < d->lease_valid_until && s->epoch == epoch) {
         for (size_t i = 0; i < pass->nsends; i++)
             send_one(d, shard, epoch, &pass->sends[i]);
@@ -194,7 +197,6 @@ static void on_pass(void *data, int err, const char *errstr, const dr_store_pass
     }
     /* Counted here, where the change was made; reclaimed notes were counted by the node that made them. */
     dr_notes_publish(d->notes, pass->notes, pass->nnotes, 1);
-    s->due_at = pass->next_in_ms >= 0 ? now + pass->next_in_ms : -1;
     if (pass->more)
         s->again = 1;
     if (s->again && s->epoch != 0 && !d->node.stopping)
