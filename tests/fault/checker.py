@@ -24,16 +24,7 @@ RANK = {"UNKNOWN": 0, "NOT_DELIVERED": 0, "DELIVERED": 1, "COMPLETED": 2, "COMPL
         "CANCELLED": 2, "EXPIRED": 2, "FAILED": 2, "PURGED": 2}
 
 
-def fnv1a64(data):
-    h = 0xcbf29ce484222325
-    for b in data:
-        h ^= b
-        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def shard_of(device_id, shards):
-    return fnv1a64(device_id.encode()) % shards
+shard_of = harness.shard_of
 
 
 def lease_owners(stack, shards):

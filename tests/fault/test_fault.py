@@ -9,7 +9,6 @@ are printed, never asserted beyond wide liveness bounds, so a loaded machine doe
 import ctypes
 import os
 import re
-import signal
 import socket
 import time
 

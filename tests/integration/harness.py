@@ -163,6 +163,15 @@ def json_keys_in_order(raw):
     return [k for k, _ in pairs]
 
 
+def shard_of(device_id, shards):
+    """A device's shard: FNV-1a-64 of the id's bytes mod the shard count (common/src/shard.c)."""
+    h = 0xcbf29ce484222325
+    for b in device_id.encode():
+        h ^= b
+        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h % shards
+
+
 def clean_env():
     env = {k: v for k, v in os.environ.items() if not k.startswith("DR_")}
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
@@ -172,6 +181,70 @@ def clean_env():
 
 # ---------------------------------------------------------------------------------------------------
 # processes
+
+
+class LineProgram:
+    """A test driver program (tests/mqttc/mqttc_live, tests/redis/redis_live) run with key=value
+    arguments: commands go to its stdin one per line, the lines it prints are collected by a thread,
+    and its stderr goes to log_path."""
+
+    def __init__(self, path, env_var, log_path, name, **opts):
+        if not os.access(path, os.X_OK):
+            raise AssertionError("%s not built (set %s): %s" % (os.path.basename(path), env_var, path))
+        self.name = name
+        self.log_path = log_path
+        args = [path] + ["%s=%s" % (k, v) for k, v in opts.items()]
+        with open(self.log_path, "ab") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                         env=clean_env())
+        self.lines = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            with self.lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.lines)
+
+    def send(self, *cmds):
+        for c in cmds:
+            self.proc.stdin.write((c + "\n").encode())
+        self.proc.stdin.flush()
+
+    def tail(self, n=40):
+        return tail(self.log_path, n)
+
+    def failed(self, line):
+        """An exception to raise at once for an output line that means failure, or None."""
+        return None
+
+    def wait_line(self, pattern, timeout, since=0):
+        """Waits for a line (from index `since`) matching regex `pattern`; returns the match. Fails at
+        once when the program exits or prints a line failed() objects to."""
+        rx = re.compile(pattern)
+
+        def found():
+            for line in self.snapshot()[since:]:
+                mt = rx.match(line)
+                if mt:
+                    return mt
+                err = self.failed(line)
+                if err is not None:
+                    raise err
+            if self.proc.poll() is not None:
+                raise self.exited()
+            return None
+        return wait_until(found, timeout, interval=0.02,
+                          msg=lambda: "%s never printed %r; output:\n%s\nlog:\n%s" % (
+                              self.name, pattern, "\n".join(self.snapshot()[-30:]), self.tail()))
+
+    def exited(self):
+        return AssertionError("%s exited with %s:\n%s" % (self.name, self.proc.returncode, self.tail()))
 
 
 class TlsFiles:

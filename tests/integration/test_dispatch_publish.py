@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from harness import Device, now_ms, stays_true, wait_until
+from harness import Device, now_ms, shard_of, stays_true, wait_until
 
 TRIES = 3               # tries at holding a pass in flight before the test gives up
 LEAD_MS = 2500          # from sending the command to its notBefore: time to accept it
@@ -29,15 +29,6 @@ HOLD_AFTER_MS = 400     # and stays stopped at least this long after it (the dis
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-
-
-def shard_of(dev, shards):
-    """FNV-1a-64 of the device id's bytes mod the shard count (common/src/shard.c)."""
-    h = 0xcbf29ce484222325
-    for b in dev.encode():
-        h ^= b
-        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h % shards
 
 
 def sleep_until(t_ms):

@@ -27,14 +27,7 @@ def r(tmp_path):
 
 
 def shard(dev):
-    return harness_shard(dev)
-
-
-def harness_shard(dev):
-    h = 0xcbf29ce484222325
-    for b in dev.encode():
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h % S
+    return harness.shard_of(dev, S)
 
 
 def tag(sh):

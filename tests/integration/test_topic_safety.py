@@ -7,12 +7,11 @@ as a producerDeviseId or a REST device id; its status notification then knocked 
 the broker over and over, for every shard it owned.
 """
 import json
-import time
 
 import pytest
 
 import harness
-from harness import stays_true, wait_until
+from harness import shard_of, stays_true, wait_until
 from test_rest import Api, ctl, error_code
 
 PD = "topic-pd"
@@ -24,15 +23,6 @@ BAD_CODE_POINTS = ["\u0085", "\u009f", "\u007f", "\ufdd0", "\ufdef", "\ufffe", "
 
 def j(obj):
     return json.dumps(obj, separators=(",", ":"))
-
-
-def shard_of(dev, shards):
-    """FNV-1a-64 of the id's bytes mod the shard count (common/src/shard.c)."""
-    h = 0xcbf29ce484222325
-    for b in dev.encode():
-        h ^= b
-        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h % shards
 
 
 def mqtt_reconnects(stack):

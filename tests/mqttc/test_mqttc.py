@@ -36,53 +36,12 @@ DR_EINVAL, DR_ETIMEDOUT, DR_ECLOSED = -1, -7, -9
 # the driver
 
 
-class Live:
+class Live(harness.LineProgram):
     """One mqttc_live process: send() commands, wait for the lines it prints."""
 
     def __init__(self, workdir, name, **opts):
-        if not os.access(LIVE, os.X_OK):
-            raise AssertionError("mqttc_live not built (set DROVER_MQTTC_LIVE): %s" % LIVE)
-        self.name = name
-        self.log_path = os.path.join(workdir, "%s.log" % name)
-        args = [LIVE] + ["%s=%s" % (k, v) for k, v in opts.items()]
-        with open(self.log_path, "ab") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                         env=harness.clean_env())
-        self.lines = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        super().__init__(LIVE, "DROVER_MQTTC_LIVE", os.path.join(workdir, "%s.log" % name), name, **opts)
         self.wait_line(r"ready$", 20)
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.lines)
-
-    def send(self, *cmds):
-        for c in cmds:
-            self.proc.stdin.write((c + "\n").encode())
-        self.proc.stdin.flush()
-
-    def wait_line(self, pattern, timeout, since=0):
-        """Waits for a line (from index `since`) matching regex `pattern`; returns the match."""
-        rx = re.compile(pattern)
-
-        def found():
-            for line in self.snapshot()[since:]:
-                mt = rx.match(line)
-                if mt:
-                    return mt
-            if self.proc.poll() is not None:
-                raise AssertionError("%s exited with %s:\n%s" % (self.name, self.proc.returncode, self.tail()))
-            return None
-        return wait_until(found, timeout, interval=0.02,
-                          msg=lambda: "%s never printed %r; output:\n%s\nlog:\n%s" % (
-                              self.name, pattern, "\n".join(self.snapshot()[-30:]), self.tail()))
 
     def states(self):
         return [l for l in self.snapshot() if l.startswith("state ")]

@@ -18,10 +18,7 @@ Redis runs on a random 127.0.0.1 port without persistence (harness.RedisServer w
 turned off). Every wait is bounded and generous; nothing is timed.
 """
 import os
-import re
-import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -30,7 +27,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
-from harness import wait_until  # noqa: E402
 
 LIVE = os.environ.get("DROVER_REDIS_LIVE", os.path.join(harness.BIN_DIR, "redis_live"))
 
@@ -54,52 +50,22 @@ class LiveFailed(Exception):
     AssertionError, so that the test fails at once instead of at the end of its wait."""
 
 
-class Live:
-    """One redis_live process: its stdout lines collected by a thread, its stderr in a log file."""
+class Live(harness.LineProgram):
+    """One redis_live process: its stdout lines collected by a thread, its stderr in a log file. A
+    line "error ..." or an exit fails a wait at once (LiveFailed)."""
 
     def __init__(self, workdir, **opts):
-        if not os.access(LIVE, os.X_OK):
-            raise AssertionError("redis_live not built (set DROVER_REDIS_LIVE): %s" % LIVE)
-        self.log_path = os.path.join(workdir, "redis_live.log")
-        args = [LIVE] + ["%s=%s" % (k, v) for k, v in opts.items()]
-        with open(self.log_path, "ab") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                         env=harness.clean_env())
-        self.lines = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        super().__init__(LIVE, "DROVER_REDIS_LIVE", os.path.join(workdir, "redis_live.log"), "redis_live",
+                         **opts)
 
-    def _read(self):
-        for raw in self.proc.stdout:
-            with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+    def failed(self, line):
+        if line.startswith("error "):
+            return LiveFailed("redis_live: %s\nlog:\n%s" % (line, self.tail()))
+        return None
 
-    def snapshot(self):
-        with self.lock:
-            return list(self.lines)
-
-    def send(self, line):
-        self.proc.stdin.write((line + "\n").encode())
-        self.proc.stdin.flush()
-
-    def wait_line(self, pattern, timeout):
-        rx = re.compile(pattern)
-
-        def found():
-            for line in self.snapshot():
-                mt = rx.match(line)
-                if mt:
-                    return mt
-                if line.startswith("error "):
-                    raise LiveFailed("redis_live: %s\nlog:\n%s" % (line, harness.tail(self.log_path)))
-            if self.proc.poll() is not None:
-                raise LiveFailed("redis_live exited with %s; output %s\nlog:\n%s" % (
-                    self.proc.returncode, self.snapshot(), harness.tail(self.log_path)))
-            return None
-        return wait_until(found, timeout, interval=0.02,
-                          msg=lambda: "redis_live never printed %r; output %s\nlog:\n%s" % (
-                              pattern, self.snapshot(), harness.tail(self.log_path)))
+    def exited(self):
+        return LiveFailed("redis_live exited with %s; output %s\nlog:\n%s" % (
+            self.proc.returncode, self.snapshot(), self.tail()))
 
     def close(self):
         if self.proc.poll() is None:
